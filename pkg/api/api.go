@@ -23,7 +23,7 @@ type Status struct {
 	Scan      ScanStatus  `json:"scan"`
 	Counts    Counts      `json:"counts"`
 	Network   *NetStatus  `json:"network,omitempty"`
-	DBus      string      `json:"dbus"`                 // "connected to system bus", "off", or the error
+	DBus      string      `json:"dbus"`               // "connected to system bus", "off", or the error
 	Problems  []string    `json:"problems,omitempty"` // one line each: things an admin should fix
 }
 

@@ -311,4 +311,3 @@ func (s *Store) requeueDirty(nodes []disk.Node, disks []disk.Disk, forgetNodes [
 	}
 	s.signalDirty()
 }
-

@@ -1,0 +1,52 @@
+package api
+
+import "encoding/json"
+
+// The socket protocol. A session starts with one greeting line. Each line
+// the client sends is one request:
+//
+//   - A line starting with "{" is a JSON Request; the reply is exactly one
+//     line holding a JSON Response (JSON never contains a raw newline, so a
+//     line is a frame). "watch" replies with one Response line saying ok and
+//     then streams WatchEvent lines until the client leaves.
+//   - Any other line is a command for a person ("list", "where LABEL", ...);
+//     the reply is text for a person, ending with a blank line.
+//
+// Unknown commands get an error reply and the session goes on. Lines longer
+// than MaxLineBytes, and sessions idle longer than the server's idle
+// timeout, close only that session.
+
+// MaxLineBytes bounds one request line.
+const MaxLineBytes = 4096
+
+// Greeting starts every session: "diskd VERSION on NAME; type help".
+const GreetingPrefix = "diskd "
+
+// Request is the JSON form of a command.
+type Request struct {
+	Cmd  string `json:"cmd"`
+	Arg  string `json:"arg,omitempty"`  // where: the label or UUID
+	Host string `json:"host,omitempty"` // list: only this host (node name or ID)
+}
+
+// Response is the reply to a Request. Exactly one of Error and Result is set.
+type Response struct {
+	OK     bool            `json:"ok"`
+	Error  string          `json:"error,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// Commands lists the commands with a line of help each, in help order.
+var Commands = []struct{ Name, Args, Help string }{
+	{"help", "", "this list"},
+	{"list", "[HOST]", "every disk known on the network (or on HOST), present or remembered"},
+	{"where", "LABEL|UUID", "which machine has that disk now, or where it was last seen"},
+	{"peers", "", "the machines running diskd, online or not"},
+	{"localhost", "", "this machine's node name, ID and addresses"},
+	{"status", "", "version, uptime, last scan, network and errors"},
+	{"refresh", "", "rescan local disks now (rate-limited)"},
+	{"announce", "", "send our inventory to the peers now"},
+	{"ping", "", "ask every peer to answer; counts answers within a second (rate-limited)"},
+	{"watch", "", "stream changes until the client leaves"},
+	{"quit", "", "end the session"},
+}

@@ -1,0 +1,175 @@
+// Package ctlclient is the client side of diskd's Unix-socket API, used by
+// diskctl. It speaks the JSON form of the protocol in package api and
+// links nothing of the daemon.
+package ctlclient
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/disk"
+)
+
+// Client is one session with the daemon. Not safe for concurrent use.
+type Client struct {
+	conn     net.Conn
+	r        *bufio.Reader
+	Greeting string
+}
+
+// ErrNoDaemon wraps connection failures, so callers can tell "no daemon"
+// from a daemon that answered with an error.
+var ErrNoDaemon = errors.New("diskd is not running")
+
+// Dial connects to the daemon's socket and reads its greeting.
+func Dial(ctx context.Context, path string) (*Client, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (cannot connect to %s: %v)", ErrNoDaemon, path, unwrapSyscall(err))
+	}
+	cl := &Client{conn: c, r: bufio.NewReaderSize(c, 64*1024)}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetReadDeadline(dl)
+	}
+	g, err := cl.r.ReadString('\n')
+	c.SetReadDeadline(time.Time{})
+	if err != nil || !strings.HasPrefix(g, api.GreetingPrefix) {
+		c.Close()
+		return nil, fmt.Errorf("%s does not speak the diskd protocol (greeting %q: %v)", path, clip(g), err)
+	}
+	cl.Greeting = strings.TrimSpace(g)
+	return cl, nil
+}
+
+func unwrapSyscall(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
+func clip(s string) string {
+	if len(s) > 60 {
+		return s[:60] + "..."
+	}
+	return s
+}
+
+// Close ends the session.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Do sends req and decodes the result into out (which may be nil).
+func (c *Client) Do(ctx context.Context, req api.Request, out any) error {
+	if dl, ok := ctx.Deadline(); ok {
+		c.conn.SetDeadline(dl)
+		defer c.conn.SetDeadline(time.Time{})
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if _, err := c.conn.Write(b); err != nil {
+		return fmt.Errorf("send %s: %w", req.Cmd, err)
+	}
+	return c.readResponse(req.Cmd, out)
+}
+
+func (c *Client) readResponse(cmd string, out any) error {
+	line, err := c.r.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("%s: reading reply: %w", cmd, err)
+	}
+	var resp api.Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return fmt.Errorf("%s: malformed reply: %w", cmd, err)
+	}
+	if !resp.OK {
+		return fmt.Errorf("%s", resp.Error)
+	}
+	if out != nil && len(resp.Result) > 0 {
+		if err := json.Unmarshal(resp.Result, out); err != nil {
+			return fmt.Errorf("%s: decoding result: %w", cmd, err)
+		}
+	}
+	return nil
+}
+
+// List returns every disk the daemon knows, or those of one host.
+func (c *Client) List(ctx context.Context, host string) ([]disk.Disk, error) {
+	var ds []disk.Disk
+	return ds, c.Do(ctx, api.Request{Cmd: "list", Host: host}, &ds)
+}
+
+// Where returns the disks that q names, present first.
+func (c *Client) Where(ctx context.Context, q string) ([]disk.Disk, error) {
+	var ds []disk.Disk
+	return ds, c.Do(ctx, api.Request{Cmd: "where", Arg: q}, &ds)
+}
+
+// Peers returns the known nodes.
+func (c *Client) Peers(ctx context.Context) ([]disk.Node, error) {
+	var ns []disk.Node
+	return ns, c.Do(ctx, api.Request{Cmd: "peers"}, &ns)
+}
+
+// Localhost returns this node's identity.
+func (c *Client) Localhost(ctx context.Context) (api.Localhost, error) {
+	var l api.Localhost
+	return l, c.Do(ctx, api.Request{Cmd: "localhost"}, &l)
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (api.Status, error) {
+	var s api.Status
+	return s, c.Do(ctx, api.Request{Cmd: "status"}, &s)
+}
+
+// Refresh asks for a rescan and waits for it.
+func (c *Client) Refresh(ctx context.Context) error {
+	return c.Do(ctx, api.Request{Cmd: "refresh"}, nil)
+}
+
+// Announce asks the daemon to send its inventory to its peers now.
+func (c *Client) Announce(ctx context.Context) error {
+	return c.Do(ctx, api.Request{Cmd: "announce"}, nil)
+}
+
+// Ping asks every peer to answer.
+func (c *Client) Ping(ctx context.Context) (api.PingResult, error) {
+	var p api.PingResult
+	return p, c.Do(ctx, api.Request{Cmd: "ping"}, &p)
+}
+
+// Watch calls fn for each change until ctx ends or the daemon goes away.
+// It uses up the session.
+func (c *Client) Watch(ctx context.Context, fn func(api.WatchEvent)) error {
+	if err := c.Do(ctx, api.Request{Cmd: "watch"}, nil); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { c.conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	for {
+		line, err := c.r.ReadBytes('\n')
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watch: %w", err)
+		}
+		var ev api.WatchEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("watch: malformed event: %w", err)
+		}
+		fn(ev)
+	}
+}

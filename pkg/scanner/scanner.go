@@ -1,0 +1,476 @@
+// Package scanner keeps the store's local inventory true: it decides what
+// to probe when. Kernel uevents probe just the device they name (a remove
+// drops it without running blkid), bursts of events coalesce into at most
+// one full scan a second, mount-table changes update mount points without
+// blkid, and a periodic full scan catches anything events missed. blkid
+// runs on a worker goroutine, so a hanging blkid never stops the scanner
+// from hearing events; a failing one leaves the last good inventory.
+package scanner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/blkid"
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/mountinfo"
+	"github.com/diskd/diskd/pkg/sysfs"
+	"github.com/diskd/diskd/pkg/uevent"
+)
+
+// Prober runs blkid; *blkid.Runner is the real one.
+type Prober interface {
+	ScanAll(ctx context.Context) ([]blkid.Record, error)
+	Probe(ctx context.Context, dev string) (rec blkid.Record, found bool, err error)
+}
+
+// Sink receives the composed local inventory; *store.Store is the real one.
+type Sink interface {
+	SetLocal(disks []disk.Disk)
+}
+
+// Config configures a Scanner.
+type Config struct {
+	Prober  Prober
+	Sink    Sink
+	SysRoot string        // "/sys" unless testing
+	Filter  disk.Filter   // which device paths this node reports
+	Every   time.Duration // periodic full scan; 0 means 5 minutes
+	// MinFullGap is the least time between the starts of two full scans;
+	// bursts and refreshes wait for it. 0 means one second.
+	MinFullGap time.Duration
+	// MaxProbeBatch: a batch of events naming more devices than this
+	// becomes one full scan instead of one probe each. 0 means 8.
+	MaxProbeBatch int
+	BlkidPath     string        // for status only
+	BlkidTimeout  time.Duration // for status only
+	Logger        *slog.Logger
+}
+
+// Scanner composes blkid, sysfs and the mount table into disks.
+type Scanner struct {
+	cfg Config
+	log *slog.Logger
+
+	refreshC  chan chan error
+	firstDone chan struct{}
+
+	mu     sync.Mutex // guards status, read by Status from other goroutines
+	status api.ScanStatus
+}
+
+// New returns a Scanner; Run starts it.
+func New(cfg Config) *Scanner {
+	if cfg.SysRoot == "" {
+		cfg.SysRoot = "/sys"
+	}
+	if cfg.Every <= 0 {
+		cfg.Every = 5 * time.Minute
+	}
+	if cfg.MinFullGap <= 0 {
+		cfg.MinFullGap = time.Second
+	}
+	if cfg.MaxProbeBatch <= 0 {
+		cfg.MaxProbeBatch = 8
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Scanner{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		refreshC:  make(chan chan error),
+		firstDone: make(chan struct{}),
+		status: api.ScanStatus{
+			Blkid:        cfg.BlkidPath,
+			BlkidTimeout: cfg.BlkidTimeout.Seconds(),
+		},
+	}
+}
+
+// FirstScanDone is closed when the first full scan has finished or failed.
+func (s *Scanner) FirstScanDone() <-chan struct{} { return s.firstDone }
+
+// Refresh runs a full scan (or joins one about to run) and returns its
+// error. Calls closer together than MinFullGap share scans, which is what
+// rate-limits the socket's and D-Bus's refresh.
+func (s *Scanner) Refresh(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case s.refreshC <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Status reports the last scan and the scanner's counters.
+func (s *Scanner) Status() api.ScanStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+// device is what the scanner knows of one device.
+type device struct {
+	rec blkid.Record
+	sys sysfs.Info
+}
+
+// job is work for the blkid worker: a full scan, or probes of some devices.
+type job struct {
+	full  bool
+	names []string
+}
+
+type result struct {
+	job     job
+	full    map[string]device // full scan: every device found
+	probed  map[string]*device
+	err     error
+	started time.Time
+	took    time.Duration
+}
+
+// Run scans until ctx ends. uevents and mounts may be nil (that source is
+// then off); each mounts value is the whole table.
+func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <-chan []mountinfo.Mount) error {
+	jobs := make(chan job)
+	results := make(chan result)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.worker(ctx, jobs, results)
+	}()
+	defer wg.Wait()
+
+	var (
+		devices    = make(map[string]device)
+		mountsBy   = map[string][]string{}
+		pending    = make(map[string]bool) // device names with events not yet probed
+		fullWanted = true                  // the first scan
+		waiters    []chan error            // Refresh callers waiting for the next full scan
+		busy       bool
+		lastFull   time.Time
+		gapTimer   *time.Timer
+		gapC       <-chan time.Time
+		first      = true
+		// Nothing is published before the first successful full scan: until
+		// then the store serves the inventory loaded from the state file.
+		baseline bool
+	)
+	ticker := time.NewTicker(s.cfg.Every)
+	defer ticker.Stop()
+	publish := func() {
+		if baseline {
+			s.cfg.Sink.SetLocal(s.compose(devices, mountsBy))
+		}
+	}
+
+	dispatch := func() {
+		if busy {
+			return
+		}
+		if !fullWanted && len(pending) > s.cfg.MaxProbeBatch {
+			fullWanted = true
+		}
+		var j job
+		switch {
+		case fullWanted:
+			if wait := s.cfg.MinFullGap - time.Since(lastFull); !lastFull.IsZero() && wait > 0 {
+				if gapC == nil {
+					gapTimer = time.NewTimer(wait)
+					gapC = gapTimer.C
+				}
+				return
+			}
+			j = job{full: true}
+			lastFull = time.Now()
+			fullWanted = false
+			clear(pending)
+		case len(pending) > 0:
+			for n := range pending {
+				j.names = append(j.names, n)
+			}
+			slices.Sort(j.names)
+			clear(pending)
+		default:
+			return
+		}
+		busy = true
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+		}
+	}
+
+	for {
+		dispatch()
+		select {
+		case <-ctx.Done():
+			for _, w := range waiters {
+				w <- ctx.Err()
+			}
+			if gapTimer != nil {
+				gapTimer.Stop()
+			}
+			return nil
+		case r := <-results:
+			busy = false
+			if r.job.full {
+				s.finishFull(r)
+				if r.err == nil {
+					baseline = true
+					clear(devices)
+					for n, d := range r.full {
+						devices[n] = d
+					}
+				}
+				for _, w := range waiters {
+					w <- r.err
+				}
+				waiters = nil
+				if first {
+					first = false
+					publish()
+					close(s.firstDone)
+					continue
+				}
+			} else {
+				s.finishProbes(r)
+				for n, d := range r.probed {
+					if d == nil {
+						delete(devices, n)
+					} else {
+						devices[n] = *d
+					}
+				}
+			}
+			publish()
+		case ev, ok := <-uevents:
+			if !ok {
+				uevents = nil
+				s.log.Warn("uevent source ended; relying on periodic scans")
+				continue
+			}
+			s.countUevent()
+			if ev.Name == "" || !s.cfg.Filter.Allows("/dev/"+ev.Name) {
+				continue
+			}
+			if ev.Action == "remove" {
+				if _, ok := devices[ev.Name]; ok {
+					delete(devices, ev.Name)
+					publish()
+				}
+				delete(pending, ev.Name)
+				continue
+			}
+			pending[ev.Name] = true
+		case ms, ok := <-mounts:
+			if !ok {
+				mounts = nil
+				continue
+			}
+			by := mountinfo.ByDevice(ms)
+			if !mapsEqual(by, mountsBy) {
+				mountsBy = by
+				s.countMountUpdate()
+				publish()
+			}
+		case <-ticker.C:
+			fullWanted = true
+		case w := <-s.refreshC:
+			fullWanted = true
+			waiters = append(waiters, w)
+		case <-gapC:
+			gapC = nil
+		}
+	}
+}
+
+// worker runs blkid jobs one at a time, off the event loop.
+func (s *Scanner) worker(ctx context.Context, jobs <-chan job, results chan<- result) {
+	for {
+		var j job
+		select {
+		case <-ctx.Done():
+			return
+		case j = <-jobs:
+		}
+		r := result{job: j, started: time.Now()}
+		if j.full {
+			r.full, r.err = s.scanAll(ctx)
+		} else {
+			r.probed = make(map[string]*device, len(j.names))
+			for _, n := range j.names {
+				d, found, err := s.probe(ctx, n)
+				switch {
+				case err != nil:
+					r.err = err // keep what we knew of n
+				case found:
+					r.probed[n] = &d
+				default:
+					r.probed[n] = nil
+				}
+			}
+		}
+		r.took = time.Since(r.started)
+		select {
+		case results <- r:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Scanner) scanAll(ctx context.Context) (map[string]device, error) {
+	recs, err := s.cfg.Prober.ScanAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("full scan: %w", err)
+	}
+	out := make(map[string]device, len(recs))
+	for _, rec := range recs {
+		if !s.cfg.Filter.Allows(rec.Device) {
+			continue
+		}
+		name, err := sysfs.KernelName(rec.Device)
+		if err != nil {
+			name = filepath.Base(rec.Device)
+		}
+		sys, err := sysfs.Read(s.cfg.SysRoot, name)
+		if err != nil {
+			// Gone between blkid and now, or sysfs not mounted: report
+			// what blkid said rather than nothing.
+			s.log.Debug("sysfs", "device", rec.Device, "err", err)
+			sys.Name = name
+		}
+		out[name] = device{rec: rec, sys: sys}
+	}
+	return out, nil
+}
+
+func (s *Scanner) probe(ctx context.Context, name string) (device, bool, error) {
+	dev := "/dev/" + name
+	rec, found, err := s.cfg.Prober.Probe(ctx, dev)
+	if err != nil {
+		return device{}, false, fmt.Errorf("probe %s: %w", dev, err)
+	}
+	if !found {
+		return device{}, false, nil
+	}
+	sys, err := sysfs.Read(s.cfg.SysRoot, name)
+	if err != nil {
+		sys.Name = name
+	}
+	return device{rec: rec, sys: sys}, true, nil
+}
+
+func (s *Scanner) finishFull(r result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.FullScans++
+	s.status.LastScan = r.started
+	s.status.LastDuration = r.took.Seconds()
+	s.noteErrorLocked(r.err, r.started)
+}
+
+func (s *Scanner) finishProbes(r result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.DeviceProbes += uint64(len(r.job.names))
+	if r.err != nil {
+		s.noteErrorLocked(r.err, r.started)
+	} else if s.status.LastError != "" && !strings.HasPrefix(s.status.LastError, "full scan") {
+		s.noteErrorLocked(nil, r.started)
+	}
+}
+
+// noteErrorLocked records err for status and logs it once per distinct
+// message, and once when it clears, so a broken blkid does not flood the log.
+func (s *Scanner) noteErrorLocked(err error, at time.Time) {
+	if err == nil {
+		if s.status.LastError != "" {
+			s.log.Info("blkid works again", "previous_error", s.status.LastError)
+		}
+		s.status.LastError = ""
+		return
+	}
+	msg := err.Error()
+	if msg != s.status.LastError {
+		level := slog.LevelError
+		if errors.Is(err, context.Canceled) {
+			level = slog.LevelDebug
+		}
+		s.log.Log(context.Background(), level, "scan failed; serving the last good inventory", "err", err)
+	}
+	s.status.LastError = msg
+	s.status.LastErrorTime = at
+}
+
+func (s *Scanner) countUevent() {
+	s.mu.Lock()
+	s.status.Uevents++
+	s.mu.Unlock()
+}
+
+func (s *Scanner) countMountUpdate() {
+	s.mu.Lock()
+	s.status.MountUpdates++
+	s.mu.Unlock()
+}
+
+// SetUeventsActive records whether the uevent source is running, for status.
+func (s *Scanner) SetUeventsActive(on bool) {
+	s.mu.Lock()
+	s.status.UeventsActive = on
+	s.mu.Unlock()
+}
+
+// compose turns what the scanner knows into the local inventory.
+func (s *Scanner) compose(devices map[string]device, mountsBy map[string][]string) []disk.Disk {
+	out := make([]disk.Disk, 0, len(devices))
+	for name, d := range devices {
+		out = append(out, disk.Disk{
+			Name:      name,
+			Device:    d.rec.Device,
+			MajMin:    d.sys.MajMin,
+			UUID:      d.rec.UUID,
+			PartUUID:  d.rec.PartUUID,
+			Label:     d.rec.Label,
+			PartLabel: d.rec.PartLabel,
+			Type:      d.rec.Type,
+			Usage:     d.rec.Usage,
+			Size:      d.sys.Size,
+			ReadOnly:  d.sys.ReadOnly,
+			Removable: d.sys.Removable,
+			Mounts:    mountsBy[d.sys.MajMin],
+		})
+	}
+	return out
+}
+
+func mapsEqual(a, b map[string][]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || !slices.Equal(v, w) {
+			return false
+		}
+	}
+	return true
+}
