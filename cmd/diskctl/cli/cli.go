@@ -1,0 +1,228 @@
+// Package cli is diskctl: one file per command, on top of a connection to
+// the daemon (the Unix socket, or D-Bus with --bus). Standard streams are
+// arguments, so tests run it in-process.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/ctlclient"
+	"github.com/diskd/diskd/pkg/disk"
+)
+
+// Exit codes.
+const (
+	ExitOK    = 0
+	ExitError = 1
+	ExitUsage = 2
+)
+
+// Conn is what diskctl needs from the daemon; the socket client and the
+// D-Bus client both provide it, returning the same values.
+type Conn interface {
+	List(ctx context.Context, host string) ([]disk.Disk, error)
+	Where(ctx context.Context, q string) ([]disk.Disk, error)
+	Peers(ctx context.Context) ([]disk.Node, error)
+	Localhost(ctx context.Context) (api.Localhost, error)
+	Status(ctx context.Context) (api.Status, error)
+	Refresh(ctx context.Context) error
+	Announce(ctx context.Context) error
+	Ping(ctx context.Context) (api.PingResult, error)
+	Watch(ctx context.Context, fn func(api.WatchEvent)) error
+	Close() error
+}
+
+// env is one invocation's streams, options and lazily opened connection.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	socket         string
+	bus            bool
+	busAddr        string
+	json           bool
+	timeout        time.Duration
+	conn           Conn
+	dialBus        func(ctx context.Context, addr string) (Conn, error)
+}
+
+type usageError struct{ error }
+
+// Main runs diskctl with args and returns the exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, dialBus: dialBus}
+	defer e.close()
+	return e.exec(args, true)
+}
+
+// exec runs one command line; top is false inside the shell.
+func (e *env) exec(args []string, top bool) int {
+	root := e.rootCmd(top)
+	root.SetArgs(args)
+	root.SetIn(e.stdin)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(e.stderr, "diskctl:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return ExitUsage
+	}
+	return ExitError
+}
+
+func (e *env) rootCmd(top bool) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "diskctl [command]",
+		Short: "Ask diskd where disks are",
+		Long: "diskctl asks the local diskd which disk (label, UUID) is attached to which machine on the network.\n" +
+			"Without a command it starts an interactive shell (or reads commands from standard input).",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !top {
+				return usageError{errors.New("no command")}
+			}
+			return e.shell(cmd.Context())
+		},
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
+	})
+	pf := root.PersistentFlags()
+	if top {
+		pf.StringVar(&e.socket, "socket", e.defaultSocket(), "daemon socket")
+		pf.BoolVar(&e.bus, "bus", false, "talk to diskd over D-Bus instead of the socket")
+		pf.StringVar(&e.busAddr, "bus-address", "", "D-Bus address to use with --bus (default: the system bus)")
+		pf.DurationVar(&e.timeout, "timeout", 30*time.Second, "give up on the daemon after this long")
+	}
+	pf.BoolVar(&e.json, "json", false, "print JSON for scripts")
+	root.AddCommand(e.listCmd(), e.whereCmd(), e.statusCmd(), e.refreshCmd(), e.localhostCmd(),
+		e.watchCmd(), e.peersCmd(), e.pingCmd(), e.announceCmd())
+	if top {
+		root.AddCommand(e.shellCmd())
+	} else {
+		root.CompletionOptions.DisableDefaultCmd = true
+	}
+	for _, c := range root.Commands() {
+		wrapArgs(c)
+	}
+	return root
+}
+
+// wrapArgs makes argument-count errors usage errors (exit 2).
+func wrapArgs(c *cobra.Command) {
+	if c.Args == nil {
+		return
+	}
+	inner := c.Args
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if err := inner(cmd, args); err != nil {
+			return usageError{fmt.Errorf("%s: %w", cmd.Name(), err)}
+		}
+		return nil
+	}
+}
+
+func (e *env) defaultSocket() string {
+	if s := os.Getenv("DISKD_SOCKET"); s != "" {
+		return s
+	}
+	return api.DefaultSocketPath()
+}
+
+// connect opens the connection once per invocation (or shell session).
+func (e *env) connect(ctx context.Context) (Conn, error) {
+	if e.conn != nil {
+		return e.conn, nil
+	}
+	if e.bus {
+		c, err := e.dialBus(ctx, e.busAddr)
+		if err != nil {
+			return nil, err
+		}
+		e.conn = c
+		return c, nil
+	}
+	c, err := ctlclient.Dial(ctx, e.socket)
+	if err == nil {
+		e.conn = c
+		return c, nil
+	}
+	if errors.Is(err, ctlclient.ErrNoDaemon) {
+		if bc, berr := e.dialBus(ctx, e.busAddr); berr == nil {
+			fmt.Fprintf(e.stderr, "diskctl: socket %s unreachable; using D-Bus\n", e.socket)
+			e.conn = bc
+			return bc, nil
+		}
+		return nil, fmt.Errorf("cannot reach diskd at %s: is it running? (start it with `systemctl start diskd` or `diskd`)", e.socket)
+	}
+	return nil, err
+}
+
+func (e *env) close() {
+	if e.conn != nil {
+		e.conn.Close()
+		e.conn = nil
+	}
+}
+
+func (e *env) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	if e.timeout <= 0 {
+		return context.WithCancel(parent)
+	}
+	return context.WithTimeout(parent, e.timeout)
+}
+
+// call runs fn with a connection and a deadline.
+func (e *env) call(cmd *cobra.Command, fn func(ctx context.Context, c Conn) error) error {
+	ctx, cancel := e.ctx(cmd.Context())
+	defer cancel()
+	c, err := e.connect(ctx)
+	if err != nil {
+		return err
+	}
+	if err := fn(ctx, c); err != nil {
+		// A broken session is not reused by the shell.
+		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "reading reply") {
+			e.close()
+		}
+		return err
+	}
+	return nil
+}
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// jsonDisks keeps "[]" for an empty list: scripts index it.
+func jsonDisks(ds []disk.Disk) []disk.Disk {
+	if ds == nil {
+		return []disk.Disk{}
+	}
+	for i := range ds {
+		if ds[i].Mounts == nil {
+			ds[i].Mounts = []string{}
+		}
+	}
+	return ds
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/control"
+	"github.com/diskd/diskd/pkg/scanner"
+	"github.com/diskd/diskd/pkg/store"
+)
+
+// backend answers the commands that act or report across components; the
+// socket and D-Bus layers share it.
+type backend struct {
+	cfg      Config
+	started  time.Time
+	store    *store.Store
+	scanner  *scanner.Scanner
+	socket   string
+	problems []string
+}
+
+func (b *backend) Status() api.Status {
+	local := b.store.LocalNode()
+	c := b.store.Counts()
+	s := api.Status{
+		Version:   version,
+		NodeID:    local.ID,
+		NodeName:  local.Name,
+		StartTime: b.started,
+		UptimeSec: time.Since(b.started).Seconds(),
+		StateDir:  b.cfg.StateDir,
+		Socket:    b.socket,
+		Scan:      b.scanner.Status(),
+		Counts: api.Counts{Nodes: c.Nodes, NodesOnline: c.NodesOnline, Disks: c.Disks,
+			DisksPresent: c.DisksPresent, LocalPresent: c.LocalPresent},
+		DBus:     "off",
+		Problems: append([]string(nil), b.problems...),
+	}
+	if s.Scan.LastError != "" {
+		s.Problems = append(s.Problems, "blkid: "+s.Scan.LastError+" (serving the last good inventory)")
+	}
+	if b.cfg.Uevents && !s.Scan.UeventsActive {
+		s.Problems = append(s.Problems, "kernel uevents unavailable: changes are seen only at periodic scans")
+	}
+	return s
+}
+
+func (b *backend) Refresh(ctx context.Context) error { return b.scanner.Refresh(ctx) }
+
+func (b *backend) Ping(ctx context.Context) (int, error) { return 0, control.ErrNoNetwork }
+
+func (b *backend) Announce() error { return control.ErrNoNetwork }

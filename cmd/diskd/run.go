@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/diskd/diskd/pkg/blkid"
+	"github.com/diskd/diskd/pkg/control"
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/logging"
+	"github.com/diskd/diskd/pkg/mountinfo"
+	"github.com/diskd/diskd/pkg/scanner"
+	"github.com/diskd/diskd/pkg/store"
+	"github.com/diskd/diskd/pkg/uevent"
+)
+
+// socketName is the FileDescriptorName= of diskd.socket.
+const socketName = "diskd"
+
+// run builds every component, runs them under one errgroup, and stops them
+// in order when ctx ends: the API and network first, then the scanner, and
+// the state file last so it holds everything they did.
+func run(ctx context.Context, cfg Config) error {
+	level, err := parseLevel(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	log := logging.New(os.Stderr, level)
+	started := time.Now()
+
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	id, err := store.LoadOrCreateNodeID(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	log = log.With("node", cfg.NodeName)
+	var problems []string
+	db, aside, err := store.OpenDB(filepath.Join(cfg.StateDir, "state.db"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if aside != "" {
+		msg := fmt.Sprintf("state file was corrupt; moved aside to %s and started empty", aside)
+		log.Error(msg)
+		problems = append(problems, msg)
+	}
+	st := store.New(store.Options{
+		Local:  disk.Node{ID: id, Name: cfg.NodeName},
+		Logger: log.With("component", "store"),
+	})
+	if err := st.Load(db); err != nil {
+		return fmt.Errorf("load state: %w", err)
+	}
+
+	ln, socketDesc, err := listener(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	runner := &blkid.Runner{Path: cfg.Blkid, Timeout: cfg.BlkidTimeout.Duration, Logger: log.With("component", "blkid")}
+	sc := scanner.New(scanner.Config{
+		Prober:       runner,
+		Sink:         st,
+		Filter:       disk.Filter{Include: cfg.Devices, Exclude: cfg.Exclude},
+		Every:        cfg.ScanInterval.Duration,
+		BlkidPath:    cfg.Blkid,
+		BlkidTimeout: cfg.BlkidTimeout.Duration,
+		Logger:       log.With("component", "scanner"),
+	})
+
+	be := &backend{
+		cfg: cfg, started: started, store: st, scanner: sc,
+		socket: socketDesc, problems: problems,
+	}
+	srv := control.New(control.Config{
+		Listener: ln, Store: st, Backend: be, Version: version,
+		IdleTimeout: cfg.IdleTimeout.Duration,
+		Logger:      log.With("component", "control"),
+	})
+
+	// Components stop when ctx ends; the state file is written after they
+	// have all returned.
+	persistCtx, stopPersist := context.WithCancel(context.Background())
+	persistDone := make(chan error, 1)
+	go func() { persistDone <- st.RunPersist(persistCtx, db, time.Second) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	uevents := make(chan uevent.Event, 4096)
+	mounts := make(chan []mountinfo.Mount, 1)
+	if cfg.Uevents {
+		ul := &uevent.Listener{Logger: log.With("component", "uevent")}
+		sc.SetUeventsActive(true)
+		g.Go(func() error {
+			if err := ul.Run(gctx, uevents); err != nil && gctx.Err() == nil {
+				// One clear line; the periodic scan keeps the inventory true.
+				log.Error("kernel uevents unavailable; relying on periodic scans", "err", err)
+				sc.SetUeventsActive(false)
+			}
+			return nil
+		})
+	}
+	mw := &mountinfo.Watcher{Logger: log.With("component", "mountinfo")}
+	g.Go(func() error {
+		err := mw.Run(gctx, func(ms []mountinfo.Mount) {
+			// Latest table wins: replace a pending one rather than block.
+			select {
+			case <-mounts:
+			default:
+			}
+			mounts <- ms
+		})
+		if err != nil && gctx.Err() == nil {
+			log.Error("mount table watch failed; mount points will be stale", "err", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return sc.Run(gctx, uevents, mounts) })
+	g.Go(func() error { return srv.Serve(gctx) })
+	g.Go(func() error { return notifySystemd(gctx, log, sc, be) })
+
+	err = g.Wait()
+	stopPersist()
+	if perr := <-persistDone; perr != nil {
+		log.Error("saving state at stop", "err", perr)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// listener returns the socket systemd passed (LISTEN_FDS), or binds path.
+func listener(path string) (net.Listener, string, error) {
+	named, err := activation.ListenersWithNames()
+	if err != nil {
+		return nil, "", fmt.Errorf("socket activation: %w", err)
+	}
+	var all []net.Listener
+	for name, ls := range named {
+		for _, l := range ls {
+			if name == socketName || len(named) == 1 {
+				if len(all) == 0 {
+					all = append(all, l)
+					continue
+				}
+			}
+			l.Close() // not ours; do not keep it open
+		}
+	}
+	if len(all) > 0 {
+		return all[0], all[0].Addr().String() + " (from systemd)", nil
+	}
+	l, err := control.Listen(path)
+	return l, path, err
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return l, fmt.Errorf("log level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
