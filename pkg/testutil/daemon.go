@@ -1,0 +1,240 @@
+package testutil
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/ctlclient"
+)
+
+var build struct {
+	once           sync.Once
+	diskd, diskctl string
+	err            error
+}
+
+// Binaries builds diskd and diskctl once per test binary and returns their
+// paths. Integration tests drive these real binaries.
+func Binaries(t testing.TB) (diskd, diskctl string) {
+	t.Helper()
+	build.once.Do(func() {
+		dir, err := os.MkdirTemp("", "diskd-test-bin-")
+		if err != nil {
+			build.err = err
+			return
+		}
+		root := RepoRoot(t)
+		for _, b := range []struct{ out, pkg string }{{"diskd", "./cmd/diskd"}, {"diskctl", "./cmd/diskctl"}} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				build.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+				return
+			}
+		}
+		build.diskd, build.diskctl = filepath.Join(dir, "diskd"), filepath.Join(dir, "diskctl")
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.diskd, build.diskctl
+}
+
+// RepoRoot is the module root (where go.mod is).
+func RepoRoot(t testing.TB) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// DaemonOptions says how to start a test daemon.
+type DaemonOptions struct {
+	// Args are extra diskd flags (--devices, --blkid, ...).
+	Args []string
+	// Prefix runs diskd inside something: a test host's namespaces (see
+	// Host.Prefix). Empty means a fresh, private network namespace
+	// (`unshare --net`), so no test daemon ever multicasts on the
+	// machine's own network.
+	Prefix []string
+	// StateDir and Socket default to fresh temporary paths.
+	StateDir, Socket string
+	// Env is added to the daemon's environment.
+	Env []string
+	// NoWait skips waiting for the socket (for tests of failing starts).
+	NoWait bool
+}
+
+// Daemon is a running diskd under test.
+type Daemon struct {
+	t        testing.TB
+	Cmd      *exec.Cmd
+	Socket   string
+	StateDir string
+	LogPath  string
+	done     chan struct{}
+	waitErr  error
+	diskctl  string
+	prefix   []string
+}
+
+// StartDaemon starts diskd and waits until its socket answers. The
+// daemon is stopped (SIGTERM, then SIGKILL) at cleanup, and its log is
+// printed if the test failed.
+func StartDaemon(t testing.TB, o DaemonOptions) *Daemon {
+	t.Helper()
+	RequiresRoot(t)
+	diskd, diskctl := Binaries(t)
+	dir := t.TempDir()
+	if o.StateDir == "" {
+		o.StateDir = filepath.Join(dir, "state")
+	}
+	if o.Socket == "" {
+		o.Socket = filepath.Join(dir, "diskd.sock")
+	}
+	prefix := o.Prefix
+	if len(prefix) == 0 {
+		prefix = []string{"unshare", "--net", "--"}
+	}
+	args := append(append([]string{}, prefix[1:]...), diskd,
+		"--config", "/dev/null", "--state-dir", o.StateDir, "--socket", o.Socket, "--dbus", "off")
+	args = append(args, o.Args...)
+	d := &Daemon{t: t, Socket: o.Socket, StateDir: o.StateDir, LogPath: filepath.Join(dir, "diskd.log"),
+		done: make(chan struct{}), diskctl: diskctl, prefix: prefix}
+	logf, err := os.Create(d.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Cmd = exec.Command(prefix[0], args...)
+	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
+	d.Cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET=", "LISTEN_FDS=", "LISTEN_PID="), o.Env...)
+	d.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.Cmd.Start(); err != nil {
+		t.Fatalf("start diskd: %v", err)
+	}
+	go func() {
+		d.waitErr = d.Cmd.Wait()
+		logf.Close()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		d.Stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(d.LogPath)
+			t.Logf("diskd log (%s):\n%s", d.LogPath, b)
+		}
+	})
+	if !o.NoWait {
+		d.WaitReady()
+	}
+	return d
+}
+
+// WaitReady waits until the daemon's socket answers (at most 20 s).
+func (d *Daemon) WaitReady() {
+	d.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := ctlclient.Dial(ctx, d.Socket)
+		cancel()
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-d.done:
+			b, _ := os.ReadFile(d.LogPath)
+			d.t.Fatalf("diskd exited before its socket answered (%v):\n%s", d.waitErr, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("diskd socket %s not answering: %v", d.Socket, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and waits (SIGKILL after 10 s). Safe to call twice.
+func (d *Daemon) Stop() error {
+	select {
+	case <-d.done:
+		return d.waitErr
+	default:
+	}
+	d.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		d.Cmd.Process.Kill()
+		<-d.done
+		d.t.Errorf("diskd did not stop within 10 s of SIGTERM")
+	}
+	return d.waitErr
+}
+
+// Kill sends SIGKILL and waits.
+func (d *Daemon) Kill() {
+	d.Cmd.Process.Kill()
+	<-d.done
+}
+
+// Done is closed when the daemon has exited.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// Log returns what the daemon logged so far.
+func (d *Daemon) Log() string {
+	b, _ := os.ReadFile(d.LogPath)
+	return string(b)
+}
+
+// Ctl runs the real diskctl against this daemon and returns its stdout,
+// stderr and exit code.
+func (d *Daemon) Ctl(args ...string) (stdout, stderr string, code int) {
+	d.t.Helper()
+	cmd := exec.Command(d.diskctl, append([]string{"--socket", d.Socket}, args...)...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = 0
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else {
+			d.t.Fatalf("run diskctl: %v", err)
+		}
+	}
+	return o.String(), e.String(), code
+}
+
+// MustCtl is Ctl that fails the test on a non-zero exit.
+func (d *Daemon) MustCtl(args ...string) string {
+	d.t.Helper()
+	out, errOut, code := d.Ctl(args...)
+	if code != 0 {
+		d.t.Fatalf("diskctl %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+// Eventually polls cond every 20 ms until it holds or timeout passes.
+// It is for waiting on asynchronous effects, not for asserting speed.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
