@@ -1,0 +1,285 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/ctlclient"
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/store"
+)
+
+type fakeBackend struct {
+	mu        sync.Mutex
+	refreshes int
+}
+
+func (f *fakeBackend) Status() api.Status { return api.Status{Version: "test", NodeName: "here"} }
+func (f *fakeBackend) Refresh(ctx context.Context) error {
+	f.mu.Lock()
+	f.refreshes++
+	f.mu.Unlock()
+	return nil
+}
+func (f *fakeBackend) Ping(ctx context.Context) (int, error) { return 0, ErrNoNetwork }
+func (f *fakeBackend) Announce() error                       { return ErrNoNetwork }
+
+const peerID = disk.NodeID("00000000000000000000000000000002")
+
+func serve(t *testing.T, idle time.Duration) (path string, st *store.Store) {
+	t.Helper()
+	st = store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}})
+	st.SetLocal([]disk.Disk{{Name: "loop0", Device: "/dev/loop0", Label: "My Disk", UUID: "U0", Size: 1 << 30}})
+	st.ApplyPeer(disk.Node{ID: peerID, Name: "there"}, []disk.Disk{{Name: "sdb1", Device: "/dev/sdb1", Label: "BACKUP"}})
+	path = filepath.Join(t.TempDir(), "d.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Config{Listener: l, Store: st, Backend: &fakeBackend{}, Version: "test", IdleTimeout: idle})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return path, st
+}
+
+func dial(t *testing.T, path string) *ctlclient.Client {
+	t.Helper()
+	c, err := ctlclient.Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// text drives the human form as socat would: send lines, read until the
+// reply's closing blank line.
+func text(t *testing.T, path string, lines ...string) []string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	greeting, _ := r.ReadString('\n')
+	var replies []string
+	for _, l := range lines {
+		c.Write([]byte(l + "\n"))
+		var b strings.Builder
+		for {
+			s, err := r.ReadString('\n')
+			if err != nil || s == "\n" {
+				break
+			}
+			b.WriteString(s)
+		}
+		replies = append(replies, b.String())
+	}
+	return append([]string{greeting}, replies...)
+}
+
+func TestTextCommands(t *testing.T) {
+	path, _ := serve(t, time.Minute)
+	got := text(t, path, "help", "list", "where My Disk", "where BACKUP", "where nothing", "frobnicate", "list there", "localhost")
+	checks := []struct {
+		i    int
+		want []string
+	}{
+		{0, []string{"diskd test on here", "help"}},
+		{1, []string{"list", "where", "refresh", "watch", "quit"}},
+		{2, []string{"HOST", "MOUNTPOINTS", "here", "/dev/loop0", "My Disk", "1G", "there", "BACKUP"}},
+		{3, []string{"My Disk is on here as /dev/loop0"}},
+		{4, []string{"BACKUP is on there as /dev/sdb1"}},
+		{5, []string{"nothing: not known"}},
+		{6, []string{`error: unknown command "frobnicate"`}},
+		{7, []string{"BACKUP"}},
+		{8, []string{"here (node 00000000000000000000000000000001)"}},
+	}
+	for _, c := range checks {
+		for _, w := range c.want {
+			if !strings.Contains(got[c.i], w) {
+				t.Errorf("reply %d = %q, want it to contain %q", c.i, got[c.i], w)
+			}
+		}
+	}
+	if strings.Contains(got[7], "My Disk") {
+		t.Errorf("list there shows another host's disk: %q", got[7])
+	}
+}
+
+func TestJSONCommands(t *testing.T) {
+	path, _ := serve(t, time.Minute)
+	c := dial(t, path)
+	ctx := context.Background()
+	ds, err := c.List(ctx, "")
+	if err != nil || len(ds) != 2 || ds[0].Host != "here" || ds[0].Mounts == nil {
+		t.Fatalf("List = %+v, %v", ds, err)
+	}
+	ds, err = c.List(ctx, "there")
+	if err != nil || len(ds) != 1 || ds[0].Label != "BACKUP" {
+		t.Errorf("List(there) = %+v, %v", ds, err)
+	}
+	if _, err := c.List(ctx, "nowhere"); err == nil || !strings.Contains(err.Error(), "no host") {
+		t.Errorf("List(nowhere) err = %v", err)
+	}
+	w, err := c.Where(ctx, "My Disk")
+	if err != nil || len(w) != 1 || w[0].Device != "/dev/loop0" {
+		t.Errorf("Where = %+v, %v", w, err)
+	}
+	if err := c.Refresh(ctx); err != nil {
+		t.Error(err)
+	}
+	if _, err := c.Ping(ctx); err == nil || !strings.Contains(err.Error(), "network is off") {
+		t.Errorf("Ping err = %v", err)
+	}
+	// An unknown command is an error and the session goes on.
+	if err := c.Do(ctx, api.Request{Cmd: "nope"}, nil); err == nil {
+		t.Error("unknown command accepted")
+	}
+	if _, err := c.Status(ctx); err != nil {
+		t.Errorf("session did not survive an unknown command: %v", err)
+	}
+}
+
+func TestLimitsCloseOnlyTheOffendingSession(t *testing.T) {
+	path, _ := serve(t, 200*time.Millisecond)
+	good := dial(t, path)
+
+	long, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	long.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(long)
+	r.ReadString('\n')
+	long.Write([]byte(strings.Repeat("x", api.MaxLineBytes+10) + "\n"))
+	msg, _ := r.ReadString('\n')
+	if !strings.Contains(msg, "line longer than") {
+		t.Errorf("long line reply = %q", msg)
+	}
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Error("session with a too-long line stayed open")
+	}
+
+	idle, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.SetDeadline(time.Now().Add(5 * time.Second))
+	ri := bufio.NewReader(idle)
+	ri.ReadString('\n')
+	msg, _ = ri.ReadString('\n') // nothing sent: the idle timeout fires
+	if !strings.Contains(msg, "idle") {
+		t.Errorf("idle reply = %q", msg)
+	}
+
+	// The well-behaved session is unaffected (it was idle too, so redial).
+	good.Close()
+	if _, err := dial(t, path).Status(context.Background()); err != nil {
+		t.Errorf("server stopped answering: %v", err)
+	}
+}
+
+func TestManyConcurrentClients(t *testing.T) {
+	path, _ := serve(t, time.Minute)
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c, err := ctlclient.Dial(ctx, path)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			ds, err := c.List(ctx, "")
+			if err == nil && len(ds) != 2 {
+				err = errors.New("short list")
+			}
+			errs <- err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+			t.Log(err)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d concurrent clients failed", failed, n)
+	}
+}
+
+func TestWatchStreamsChanges(t *testing.T) {
+	path, st := serve(t, time.Minute)
+	c := dial(t, path)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan api.WatchEvent, 10)
+	go c.Watch(ctx, func(ev api.WatchEvent) { got <- ev })
+	// The subscription starts when the server handles the request; retry
+	// the change until an event arrives.
+	deadline := time.After(5 * time.Second)
+	for i := 0; ; i++ {
+		st.SetLocal([]disk.Disk{{Name: "loop0", Device: "/dev/loop0", Label: "My Disk", UUID: "U0", Size: uint64(1<<30 + i)}})
+		select {
+		case ev := <-got:
+			if ev.Kind != "changed" || ev.Disk == nil || ev.Disk.Name != "loop0" {
+				t.Fatalf("event = %+v", ev)
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no watch event")
+		}
+	}
+}
+
+func TestListenRefusesLiveSocketReplacesStale(t *testing.T) {
+	path, _ := serve(t, time.Minute)
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "already listening") {
+		t.Errorf("second Listen on a live socket: %v", err)
+	}
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	l, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	l2, err := Listen(stale)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l2.Close()
+}

@@ -1,0 +1,280 @@
+package scanner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/blkid"
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/mountinfo"
+	"github.com/diskd/diskd/pkg/store"
+	"github.com/diskd/diskd/pkg/uevent"
+)
+
+// fakeBlkid serves a mutable device table and counts runs.
+type fakeBlkid struct {
+	mu      sync.Mutex
+	devs    map[string]blkid.Record // by /dev path
+	err     error
+	full    atomic.Int64
+	probes  atomic.Int64
+	hold    chan struct{} // when set, ScanAll waits on it
+	scanned chan struct{}
+}
+
+func newFake(names ...string) *fakeBlkid {
+	f := &fakeBlkid{devs: map[string]blkid.Record{}, scanned: make(chan struct{}, 100)}
+	for _, n := range names {
+		f.set(n, "L-"+n)
+	}
+	return f
+}
+
+func (f *fakeBlkid) set(name, label string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.devs["/dev/"+name] = blkid.Record{Device: "/dev/" + name, Label: label, UUID: "u-" + name, Type: "ext4"}
+}
+
+func (f *fakeBlkid) del(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.devs, "/dev/"+name)
+}
+
+func (f *fakeBlkid) ScanAll(ctx context.Context) ([]blkid.Record, error) {
+	f.full.Add(1)
+	defer func() { f.scanned <- struct{}{} }()
+	if f.hold != nil {
+		<-f.hold
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	var out []blkid.Record
+	for _, r := range f.devs {
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (f *fakeBlkid) Probe(ctx context.Context, dev string) (blkid.Record, bool, error) {
+	f.probes.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return blkid.Record{}, false, f.err
+	}
+	r, ok := f.devs[dev]
+	return r, ok, nil
+}
+
+type rig struct {
+	st      *store.Store
+	sc      *Scanner
+	fake    *fakeBlkid
+	uevents chan uevent.Event
+	mounts  chan []mountinfo.Mount
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func start(t *testing.T, fake *fakeBlkid, cfg Config) *rig {
+	t.Helper()
+	r := &rig{
+		st:      store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}}),
+		fake:    fake,
+		uevents: make(chan uevent.Event, 4096),
+		mounts:  make(chan []mountinfo.Mount, 1),
+		done:    make(chan error, 1),
+	}
+	cfg.Prober, cfg.Sink = fake, r.st
+	if cfg.SysRoot == "" {
+		cfg.SysRoot = t.TempDir()
+	}
+	r.sc = New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- r.sc.Run(ctx, r.uevents, r.mounts) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-r.done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return r
+}
+
+func (r *rig) names(present bool) []string {
+	var out []string
+	for _, d := range r.st.Disks(nil) {
+		if d.Present == present {
+			out = append(out, d.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestEventsProbeOnlyTheirDevice(t *testing.T) {
+	fake := newFake("loop0", "loop1")
+	r := start(t, fake, Config{})
+	<-r.sc.FirstScanDone()
+	if got := r.names(true); !slices.Equal(got, []string{"loop0", "loop1"}) {
+		t.Fatalf("after first scan: %v", got)
+	}
+
+	fake.set("loop2", "NEW")
+	r.uevents <- uevent.Event{Action: "change", Name: "loop2"}
+	waitFor(t, "loop2 listed", func() bool { return slices.Contains(r.names(true), "loop2") })
+
+	fake.del("loop1")
+	r.uevents <- uevent.Event{Action: "change", Name: "loop1"} // a loop detach is a change
+	waitFor(t, "loop1 gone", func() bool { return slices.Equal(r.names(false), []string{"loop1"}) })
+
+	probes := fake.probes.Load()
+	r.uevents <- uevent.Event{Action: "remove", Name: "loop0"}
+	waitFor(t, "loop0 gone", func() bool { return slices.Contains(r.names(false), "loop0") })
+	if fake.probes.Load() != probes {
+		t.Errorf("a remove event ran blkid")
+	}
+	if n := fake.full.Load(); n != 1 {
+		t.Errorf("full scans = %d, want only the first one", n)
+	}
+	if got := r.sc.Status(); got.DeviceProbes != 2 || got.Uevents != 3 {
+		t.Errorf("status counters = %+v", got)
+	}
+}
+
+func TestBurstCoalescesIntoFewFullScans(t *testing.T) {
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("loop%d", i)
+	}
+	fake := newFake()
+	r := start(t, fake, Config{})
+	<-r.sc.FirstScanDone()
+	for _, n := range names {
+		fake.set(n, "B")
+	}
+	before := fake.full.Load()
+	for _, n := range names {
+		r.uevents <- uevent.Event{Action: "change", Name: n}
+	}
+	waitFor(t, "all 1000 listed", func() bool { return len(r.names(true)) == 1000 })
+	// Quiet for longer than the gap: nothing else may be pending.
+	time.Sleep(1500 * time.Millisecond)
+	if got := fake.full.Load() - before; got > 2 {
+		t.Errorf("1000 uevents caused %d full scans, want at most 2", got)
+	}
+	if got := fake.probes.Load(); got > 8 {
+		t.Errorf("1000 uevents caused %d single probes; a burst should become a full scan", got)
+	}
+}
+
+func TestFailingBlkidKeepsLastGoodInventory(t *testing.T) {
+	fake := newFake("loop0")
+	r := start(t, fake, Config{MinFullGap: time.Millisecond})
+	<-r.sc.FirstScanDone()
+	fake.mu.Lock()
+	fake.err = fmt.Errorf("blkid: %w", blkid.ErrTimeout)
+	fake.mu.Unlock()
+	if err := r.sc.Refresh(context.Background()); !errors.Is(err, blkid.ErrTimeout) {
+		t.Fatalf("Refresh = %v, want the timeout", err)
+	}
+	if got := r.names(true); !slices.Equal(got, []string{"loop0"}) {
+		t.Errorf("inventory after failed scan = %v, want the last good one", got)
+	}
+	if st := r.sc.Status(); st.LastError == "" || st.FullScans != 2 {
+		t.Errorf("status = %+v, want the error recorded", st)
+	}
+	fake.mu.Lock()
+	fake.err = nil
+	fake.mu.Unlock()
+	if err := r.sc.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.sc.Status(); st.LastError != "" {
+		t.Errorf("error not cleared after a good scan: %q", st.LastError)
+	}
+}
+
+func TestFirstScanFailureDoesNotEraseLoadedState(t *testing.T) {
+	fake := newFake()
+	fake.err = errors.New("exec: blkid: not found")
+	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}})
+	st.SetLocal([]disk.Disk{{Name: "sda1", Device: "/dev/sda1", Label: "KEPT"}}) // as if loaded
+	sc := New(Config{Prober: fake, Sink: st, SysRoot: t.TempDir()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- sc.Run(ctx, nil, nil) }()
+	<-sc.FirstScanDone()
+	cancel()
+	<-done
+	if w := st.Where("KEPT"); len(w) != 1 || !w[0].Present {
+		t.Errorf("loaded inventory after failed first scan = %+v", w)
+	}
+}
+
+func TestMountChangesNeedNoBlkid(t *testing.T) {
+	fake := newFake("loop0")
+	sys := t.TempDir()
+	dir := filepath.Join(sys, "class", "block", "loop0")
+	os.MkdirAll(dir, 0o755)
+	for f, v := range map[string]string{"dev": "7:250\n", "size": "2048\n", "ro": "0\n", "removable": "0\n"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := start(t, fake, Config{SysRoot: sys})
+	<-r.sc.FirstScanDone()
+	full, probes := fake.full.Load(), fake.probes.Load()
+	r.mounts <- []mountinfo.Mount{{MajMin: "7:250", MountPoint: "/mnt/x"}, {MajMin: "8:1", MountPoint: "/"}}
+	waitFor(t, "mount point", func() bool {
+		w := r.st.Where("L-loop0")
+		return len(w) == 1 && slices.Equal(w[0].Mounts, []string{"/mnt/x"})
+	})
+	if w := r.st.Where("L-loop0"); w[0].Size != 2048*512 || w[0].MajMin != "7:250" {
+		t.Errorf("sysfs facts not composed: %+v", w[0])
+	}
+	if fake.full.Load() != full || fake.probes.Load() != probes {
+		t.Errorf("a mount change ran blkid")
+	}
+}
+
+func TestFilter(t *testing.T) {
+	fake := newFake("loop0", "loop1", "sda1")
+	r := start(t, fake, Config{Filter: disk.Filter{Include: []string{"/dev/loop*"}, Exclude: []string{"/dev/loop1"}}})
+	<-r.sc.FirstScanDone()
+	if got := r.names(true); !slices.Equal(got, []string{"loop0"}) {
+		t.Errorf("filtered inventory = %v", got)
+	}
+	r.uevents <- uevent.Event{Action: "change", Name: "sda1"}
+	r.uevents <- uevent.Event{Action: "change", Name: "loop0"}
+	waitFor(t, "probe", func() bool { return fake.probes.Load() >= 1 })
+	time.Sleep(50 * time.Millisecond)
+	if got := fake.probes.Load(); got != 1 {
+		t.Errorf("probes = %d: a filtered-out device was probed", got)
+	}
+}
