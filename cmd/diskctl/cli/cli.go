@@ -77,7 +77,8 @@ func (e *env) exec(args []string, top bool) int {
 	}
 	fmt.Fprintln(e.stderr, "diskctl:", err)
 	var ue usageError
-	if errors.As(err, &ue) {
+	// cobra reports an unknown subcommand as a plain error.
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
 		return ExitUsage
 	}
 	return ExitError
