@@ -89,6 +89,7 @@ func run(ctx context.Context, cfg Config) error {
 	srv := control.New(control.Config{
 		Listener: ln, Store: st, Backend: be, Version: version,
 		IdleTimeout: cfg.IdleTimeout.Duration,
+		Ready:       sc.FirstScanDone(),
 		Logger:      log.With("component", "control"),
 	})
 

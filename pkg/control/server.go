@@ -49,6 +49,10 @@ type Config struct {
 	IdleTimeout time.Duration // 0 means 5 minutes
 	MaxSessions int           // 0 means 1024
 	Logger      *slog.Logger
+	// Ready, when set, holds sessions until it is closed: the daemon closes
+	// it after the first scan, so no client ever sees an empty inventory
+	// that is merely not read yet.
+	Ready <-chan struct{}
 }
 
 // Server runs sessions on a listener.
@@ -175,6 +179,13 @@ func (s *Server) session(ctx context.Context, c net.Conn) {
 	ss := &session{s: s, c: c, r: bufio.NewReaderSize(c, api.MaxLineBytes+2), w: bufio.NewWriter(c),
 		log: s.log.With(peer(c))}
 	ss.log.Debug("session start")
+	if s.cfg.Ready != nil {
+		select {
+		case <-s.cfg.Ready:
+		case <-ctx.Done():
+			return
+		}
+	}
 	local := s.cfg.Store.LocalNode()
 	fmt.Fprintf(ss.w, "%s%s on %s; type \"help\" for commands\n", api.GreetingPrefix, s.cfg.Version, local.Name)
 	ss.w.Flush()

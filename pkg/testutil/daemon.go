@@ -116,7 +116,7 @@ func StartDaemon(t testing.TB, o DaemonOptions) *Daemon {
 	}
 	d.Cmd = exec.Command(prefix[0], args...)
 	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
-	d.Cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET=", "LISTEN_FDS=", "LISTEN_PID="), o.Env...)
+	d.Cmd.Env = append(daemonEnv(), o.Env...)
 	d.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.Cmd.Start(); err != nil {
 		t.Fatalf("start diskd: %v", err)
@@ -237,4 +237,18 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// daemonEnv is the test's environment without systemd's variables, which
+// would otherwise leak from a test run under a service manager.
+func daemonEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		switch strings.SplitN(kv, "=", 2)[0] {
+		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
