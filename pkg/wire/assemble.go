@@ -1,0 +1,323 @@
+package wire
+
+import (
+	"time"
+
+	"github.com/diskd/diskd/pkg/disk"
+)
+
+// AssemblerLimits bound what an Assembler holds.
+type AssemblerLimits struct {
+	MaxNodes          int // nodes tracked (0: 4096)
+	MaxDisks          int // disks per generation (0: MaxDisks)
+	MaxPendingPerNode int // incomplete generations per node (0: 2)
+	MaxPending        int // incomplete generations in total (0: 64)
+	MaxPendingBytes   int // bytes of disk entries held incomplete (0: 16 MiB)
+}
+
+func (l *AssemblerLimits) defaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxNodes, 4096)
+	def(&l.MaxDisks, MaxDisks)
+	def(&l.MaxPendingPerNode, 2)
+	def(&l.MaxPending, 64)
+	def(&l.MaxPendingBytes, 16<<20)
+}
+
+// AssemblerStats counts what an Assembler threw away on its own initiative.
+type AssemblerStats struct {
+	Evicted      uint64 // incomplete generations dropped to make room
+	Expired      uint64 // incomplete generations that stopped progressing
+	Inconsistent uint64 // incomplete generations replaced by a chunk that disagreed
+}
+
+// Complete is a generation whose every chunk arrived and whose digest
+// matched.
+type Complete struct {
+	Node       NodeID
+	Instance   uint64
+	Generation uint64
+	Name       string
+	Digest     Digest
+	Disks      []disk.Disk // owned by the node, Host set to Name
+}
+
+// Assembler puts announce chunks together into complete inventories. Per
+// node it applies a generation only when all its chunks are there and it is
+// newer than the last one applied for that instance, so a node's inventory
+// never goes backwards. It does not judge instances: the caller must have
+// dropped datagrams of an instance older than the node's current one; a
+// different instance here replaces the node's state. Not safe for
+// concurrent use.
+type Assembler struct {
+	lim   AssemblerLimits
+	nodes map[NodeID]*asmNode
+	count int // incomplete generations
+	bytes int
+	stats AssemblerStats
+	clock uint64 // orders touches for LRU eviction
+}
+
+type asmNode struct {
+	instance uint64
+	applied  bool
+	gen      uint64
+	digest   Digest
+	pending  []*partial
+	used     uint64
+}
+
+type partial struct {
+	node     NodeID
+	gen      uint64
+	digest   Digest
+	name     string
+	disks    [][]Disk
+	raw      [][][]byte
+	have     int
+	ndisks   int
+	bytes    int
+	touched  time.Time
+	lastUsed uint64
+}
+
+// NewAssembler returns an empty assembler.
+func NewAssembler(lim AssemblerLimits) *Assembler {
+	lim.defaults()
+	return &Assembler{lim: lim, nodes: make(map[NodeID]*asmNode)}
+}
+
+// Stats returns the assembler's counters.
+func (a *Assembler) Stats() AssemblerStats { return a.stats }
+
+// PendingBytes returns the bytes of disk entries held for incomplete
+// generations.
+func (a *Assembler) PendingBytes() int { return a.bytes }
+
+// Applied returns the instance and generation last applied for node.
+func (a *Assembler) Applied(node NodeID) (instance, gen uint64, digest Digest, ok bool) {
+	n := a.nodes[node]
+	if n == nil || !n.applied {
+		return 0, 0, Digest{}, false
+	}
+	return n.instance, n.gen, n.digest, true
+}
+
+// Pending reports the newest incomplete generation of node: its number,
+// the chunks received and expected, and when the last one came.
+func (a *Assembler) Pending(node NodeID) (gen uint64, have, of int, last time.Time, ok bool) {
+	n := a.nodes[node]
+	if n == nil {
+		return 0, 0, 0, time.Time{}, false
+	}
+	var best *partial
+	for _, p := range n.pending {
+		if best == nil || p.gen > best.gen {
+			best = p
+		}
+	}
+	if best == nil {
+		return 0, 0, 0, time.Time{}, false
+	}
+	return best.gen, best.have, len(best.disks), best.touched, true
+}
+
+// Forget drops everything about node.
+func (a *Assembler) Forget(node NodeID) {
+	if n := a.nodes[node]; n != nil {
+		for len(n.pending) > 0 {
+			a.remove(n, n.pending[0])
+		}
+		delete(a.nodes, node)
+	}
+}
+
+// Expire drops incomplete generations that received nothing since before.
+func (a *Assembler) Expire(before time.Time) {
+	for _, n := range a.nodes {
+		for i := 0; i < len(n.pending); {
+			if p := n.pending[i]; p.touched.Before(before) {
+				a.remove(n, p)
+				a.stats.Expired++
+				continue
+			}
+			i++
+		}
+	}
+}
+
+func (a *Assembler) remove(n *asmNode, p *partial) {
+	for i, q := range n.pending {
+		if q == p {
+			n.pending = append(n.pending[:i], n.pending[i+1:]...)
+			a.count--
+			a.bytes -= p.bytes
+			return
+		}
+	}
+}
+
+// evictLRU drops the least recently used incomplete generation other than
+// keep, and reports whether there was one.
+func (a *Assembler) evictLRU(keep *partial) bool {
+	var vn *asmNode
+	var vp *partial
+	for _, n := range a.nodes {
+		for _, p := range n.pending {
+			if p != keep && (vp == nil || p.lastUsed < vp.lastUsed) {
+				vn, vp = n, p
+			}
+		}
+	}
+	if vp == nil {
+		return false
+	}
+	a.remove(vn, vp)
+	a.stats.Evicted++
+	return true
+}
+
+// Add offers one announce chunk received at now. It returns the complete
+// generation when this chunk completes one, nil otherwise; a *DropError
+// says why the chunk (or its generation) was dropped.
+func (a *Assembler) Add(now time.Time, h Header, an *Announce) (*Complete, error) {
+	a.clock++
+	n := a.nodes[h.Node]
+	if n == nil {
+		if len(a.nodes) >= a.lim.MaxNodes && !a.evictIdleNode() {
+			return nil, drop(ReasonPendingFull, "tracking %d nodes", len(a.nodes))
+		}
+		n = &asmNode{instance: h.Instance}
+		a.nodes[h.Node] = n
+	}
+	n.used = a.clock
+	if n.instance != h.Instance {
+		for len(n.pending) > 0 {
+			a.remove(n, n.pending[0])
+		}
+		*n = asmNode{instance: h.Instance, used: a.clock}
+	}
+	if n.applied && h.Generation <= n.gen {
+		if h.Generation == n.gen {
+			return nil, drop(ReasonHaveGeneration, "generation %d", h.Generation)
+		}
+		return nil, drop(ReasonOldGeneration, "generation %d < %d", h.Generation, n.gen)
+	}
+	var p *partial
+	for _, q := range n.pending {
+		if q.gen == h.Generation {
+			p = q
+		}
+	}
+	if p != nil && (len(p.disks) != an.Chunks || p.digest != an.Digest) {
+		// The sender's last word wins: an honest sender never sends two
+		// layouts of one generation, so one of them is garbage anyway.
+		a.remove(n, p)
+		a.stats.Inconsistent++
+		p = nil
+	}
+	if p == nil {
+		if len(n.pending) >= a.lim.MaxPendingPerNode {
+			low := n.pending[0]
+			for _, q := range n.pending {
+				if q.gen < low.gen {
+					low = q
+				}
+			}
+			if h.Generation < low.gen {
+				return nil, drop(ReasonPendingFull, "generation %d older than those pending", h.Generation)
+			}
+			a.remove(n, low)
+			a.stats.Evicted++
+		}
+		for a.count >= a.lim.MaxPending && a.evictLRU(nil) {
+		}
+		p = &partial{node: h.Node, gen: h.Generation, digest: an.Digest,
+			disks: make([][]Disk, an.Chunks), raw: make([][][]byte, an.Chunks)}
+		n.pending = append(n.pending, p)
+		a.count++
+	}
+	p.touched = now
+	p.lastUsed = a.clock
+	p.name = an.Name
+	if p.disks[an.Chunk] != nil {
+		return nil, nil // a repeat (an answer to someone else's query)
+	}
+	p.disks[an.Chunk] = an.Disks
+	if p.disks[an.Chunk] == nil {
+		p.disks[an.Chunk] = []Disk{}
+	}
+	p.raw[an.Chunk] = an.raw
+	p.have++
+	p.ndisks += len(an.Disks)
+	size := 0
+	for _, r := range an.raw {
+		size += len(r)
+	}
+	p.bytes += size
+	a.bytes += size
+	if p.ndisks > a.lim.MaxDisks {
+		a.remove(n, p)
+		return nil, drop(ReasonTooManyDisks, "generation %d has more than %d disks", h.Generation, a.lim.MaxDisks)
+	}
+	for a.bytes > a.lim.MaxPendingBytes {
+		if !a.evictLRU(p) {
+			a.remove(n, p)
+			return nil, drop(ReasonPendingFull, "generation %d alone exceeds %d bytes", h.Generation, a.lim.MaxPendingBytes)
+		}
+	}
+	if p.have < len(p.disks) {
+		return nil, nil
+	}
+
+	a.remove(n, p)
+	var raw [][]byte
+	for _, r := range p.raw {
+		raw = append(raw, r...)
+	}
+	if d := digestOf(raw); d != p.digest {
+		return nil, drop(ReasonBadDigest, "generation %d: digest %v, announced %v", h.Generation, d, p.digest)
+	}
+	c := &Complete{Node: h.Node, Instance: h.Instance, Generation: h.Generation, Name: p.name,
+		Digest: p.digest, Disks: make([]disk.Disk, 0, p.ndisks)}
+	id := h.Node.Domain()
+	seen := make(map[string]bool, p.ndisks)
+	for _, ch := range p.disks {
+		for i := range ch {
+			if seen[ch[i].Name] {
+				return nil, drop(ReasonBadInventory, "generation %d lists %q twice", h.Generation, ch[i].Name)
+			}
+			seen[ch[i].Name] = true
+			c.Disks = append(c.Disks, ch[i].ToDisk(id, p.name))
+		}
+	}
+	n.applied, n.gen, n.digest = true, h.Generation, p.digest
+	for i := 0; i < len(n.pending); {
+		if q := n.pending[i]; q.gen < h.Generation {
+			a.remove(n, q)
+			continue
+		}
+		i++
+	}
+	return c, nil
+}
+
+// evictIdleNode forgets the least recently used node with nothing pending.
+func (a *Assembler) evictIdleNode() bool {
+	var vid NodeID
+	var vn *asmNode
+	for id, n := range a.nodes {
+		if len(n.pending) == 0 && (vn == nil || n.used < vn.used) {
+			vid, vn = id, n
+		}
+	}
+	if vn == nil {
+		return false
+	}
+	delete(a.nodes, vid)
+	return true
+}
