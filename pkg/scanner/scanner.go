@@ -50,6 +50,10 @@ type Config struct {
 	// MaxProbeBatch: a batch of events naming more devices than this
 	// becomes one full scan instead of one probe each. 0 means 8.
 	MaxProbeBatch int
+	// ProbeBudget: once this many single-device probes ran in the last
+	// second (a flapping device, a udev storm), further events wait for the
+	// next full scan instead. 0 means 64.
+	ProbeBudget int
 	BlkidPath     string        // for status only
 	BlkidTimeout  time.Duration // for status only
 	Logger        *slog.Logger
@@ -80,6 +84,9 @@ func New(cfg Config) *Scanner {
 	}
 	if cfg.MaxProbeBatch <= 0 {
 		cfg.MaxProbeBatch = 8
+	}
+	if cfg.ProbeBudget <= 0 {
+		cfg.ProbeBudget = 64
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -168,6 +175,7 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		lastFull   time.Time
 		gapTimer   *time.Timer
 		gapC       <-chan time.Time
+		probed     []time.Time // starts of recent single-device probes
 		first      = true
 		// Nothing is published before the first successful full scan: until
 		// then the store serves the inventory loaded from the state file.
@@ -185,8 +193,16 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		if busy {
 			return
 		}
-		if !fullWanted && len(pending) > s.cfg.MaxProbeBatch {
-			fullWanted = true
+		if !fullWanted && len(pending) > 0 {
+			// Drop probe times older than a second, then check the budget.
+			cut := 0
+			for cut < len(probed) && time.Since(probed[cut]) > time.Second {
+				cut++
+			}
+			probed = probed[cut:]
+			if len(pending) > s.cfg.MaxProbeBatch || len(probed)+len(pending) > s.cfg.ProbeBudget {
+				fullWanted = true
+			}
 		}
 		var j job
 		switch {
@@ -208,6 +224,10 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			}
 			slices.Sort(j.names)
 			clear(pending)
+			now := time.Now()
+			for range j.names {
+				probed = append(probed, now)
+			}
 		default:
 			return
 		}

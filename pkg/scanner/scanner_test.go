@@ -278,3 +278,23 @@ func TestFilter(t *testing.T) {
 		t.Errorf("probes = %d: a filtered-out device was probed", got)
 	}
 }
+
+func TestFlappingDeviceIsBudgeted(t *testing.T) {
+	fake := newFake("loop0", "loop1")
+	r := start(t, fake, Config{ProbeBudget: 16})
+	<-r.sc.FirstScanDone()
+	before := fake.full.Load()
+	for i := 0; i < 1000; i++ {
+		r.uevents <- uevent.Event{Action: "change", Name: []string{"loop0", "loop1"}[i%2]}
+		if i%50 == 0 {
+			time.Sleep(20 * time.Millisecond) // spread over ~0.4 s
+		}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if got := fake.probes.Load(); got > 16 {
+		t.Errorf("%d single probes, want at most the budget of 16", got)
+	}
+	if got := fake.full.Load() - before; got < 1 || got > 2 {
+		t.Errorf("%d full scans, want 1 or 2 once the budget is spent", got)
+	}
+}

@@ -1,0 +1,249 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/store"
+	"github.com/diskd/diskd/pkg/testutil"
+)
+
+// The figures of the core issue. Run with `make bench` (as root); each
+// benchmark runs once (-benchtime 1x) and reports medians and p99s as
+// custom metrics, with a baseline measured in the same run.
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(p/100*float64(len(s)) + 0.5)
+	return s[min(max(i-1, 0), len(s)-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func timeCmd(b *testing.B, name string, args ...string) time.Duration {
+	start := time.Now()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 { // blkid: nothing found
+			b.Fatalf("%s: %v %s", name, err, out)
+		}
+	}
+	return time.Since(start)
+}
+
+func listedByDiskctl(b *testing.B, diskctl, sock, label string, present bool) bool {
+	out, err := exec.Command(diskctl, "--socket", sock, "list", "--json").Output()
+	if err != nil {
+		b.Fatalf("diskctl: %v", err)
+	}
+	var ds []disk.Disk
+	if err := json.Unmarshal(out, &ds); err != nil {
+		b.Fatal(err)
+	}
+	for _, d := range ds {
+		if d.Label == label && d.Present == present {
+			return true
+		}
+	}
+	return false
+}
+
+// BenchmarkAttachToListed: `losetup` returning → the device listed by
+// `diskctl list --json`, over 50 attaches. Baselines: one `blkid -p` of
+// the device, and one `diskctl list --json` round trip.
+func BenchmarkAttachToListed(b *testing.B) {
+	testutil.RequiresRoot(b)
+	_, diskctl := testutil.Binaries(b)
+	img := testutil.LoopImage(b, 16, "mkfs.ext4", "-q", "-L", "BENCHATTACH")
+	d := testutil.StartDaemon(b, testutil.DaemonOptions{Args: []string{"--devices", "/dev/loop*"}})
+	const n = 50
+	var lat, blkidT, rtt []time.Duration
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		out, err := exec.Command("losetup", "-f", "--show", img).Output()
+		if err != nil {
+			b.Fatal(err)
+		}
+		dev := strings.TrimSpace(string(out))
+		returned := time.Now()
+		for !listedByDiskctl(b, diskctl, d.Socket, "BENCHATTACH", true) {
+			if time.Since(start) > 10*time.Second {
+				b.Fatalf("attach %d not listed", i)
+			}
+		}
+		lat = append(lat, time.Since(returned))
+		blkidT = append(blkidT, timeCmd(b, "blkid", "-p", "-o", "export", dev))
+		t0 := time.Now()
+		listedByDiskctl(b, diskctl, d.Socket, "BENCHATTACH", true)
+		rtt = append(rtt, time.Since(t0))
+		exec.Command("losetup", "-d", dev).Run()
+		for !listedByDiskctl(b, diskctl, d.Socket, "BENCHATTACH", false) {
+			if time.Since(returned) > 10*time.Second {
+				b.Fatalf("detach %d not seen", i)
+			}
+		}
+	}
+	b.ReportMetric(ms(percentile(lat, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(lat, 99)), "p99-ms")
+	b.ReportMetric(ms(percentile(blkidT, 50)), "baseline-blkid-p-p50-ms")
+	b.ReportMetric(ms(percentile(rtt, 50)), "baseline-diskctl-list-p50-ms")
+}
+
+// BenchmarkList100k: `diskctl list --json` with 100,000 disks in the
+// store, beside one plain `blkid` run; the daemon's RSS holding them, and
+// the CPU an idle daemon uses (DISKD_BENCH_IDLE, default 60s).
+func BenchmarkList100k(b *testing.B) {
+	testutil.RequiresRoot(b)
+	_, diskctl := testutil.Binaries(b)
+	stateDir := filepath.Join(b.TempDir(), "state")
+	os.MkdirAll(stateDir, 0o755)
+	id, err := store.LoadOrCreateNodeID(stateDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := store.New(store.Options{Local: disk.Node{ID: id, Name: "bench"}, MaxPeers: 100})
+	for p := 0; p < 25; p++ {
+		var ds []disk.Disk
+		for i := 0; i < 4000; i++ {
+			k := p*4000 + i
+			ds = append(ds, disk.Disk{Name: fmt.Sprintf("sd%d", k), Device: fmt.Sprintf("/dev/sd%d", k),
+				Label: fmt.Sprintf("LABEL-%d", k), UUID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", k),
+				Type: "ext4", Size: 1 << 30, Mounts: []string{fmt.Sprintf("/srv/%d", k)}})
+		}
+		st.ApplyPeer(disk.Node{ID: disk.NodeID(fmt.Sprintf("%032x", p+1)), Name: fmt.Sprintf("peer%02d", p)}, ds)
+	}
+	db, _, err := store.OpenDB(filepath.Join(stateDir, "state.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := st.Flush(db); err != nil {
+		b.Fatal(err)
+	}
+	db.Close()
+
+	d := testutil.StartDaemon(b, testutil.DaemonOptions{StateDir: stateDir, Args: []string{"--devices", "/dev/nonexistent"}})
+	var rtt, blkidT []time.Duration
+	for i := 0; i < 11; i++ {
+		t0 := time.Now()
+		out, err := exec.Command(diskctl, "--socket", d.Socket, "list", "--json").Output()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rtt = append(rtt, time.Since(t0))
+		if i == 0 {
+			var ds []json.RawMessage
+			if err := json.Unmarshal(out, &ds); err != nil || len(ds) != 100_000 {
+				b.Fatalf("listed %d disks (%v)", len(ds), err)
+			}
+			b.ReportMetric(float64(len(out))/1e6, "json-MB")
+		}
+		blkidT = append(blkidT, timeCmd(b, "blkid"))
+	}
+	b.ReportMetric(ms(percentile(rtt, 50)), "list-100k-p50-ms")
+	b.ReportMetric(ms(percentile(blkidT, 50)), "baseline-blkid-p50-ms")
+	b.ReportMetric(float64(rssKiB(b, d.Cmd.Process.Pid))/1024, "rss-MiB")
+
+	idle := 60 * time.Second
+	if v := os.Getenv("DISKD_BENCH_IDLE"); v != "" {
+		idle, _ = time.ParseDuration(v)
+	}
+	time.Sleep(2 * time.Second) // let the list replies' garbage settle
+	c0 := cpuSeconds(b, d.Cmd.Process.Pid)
+	time.Sleep(idle)
+	b.ReportMetric(cpuSeconds(b, d.Cmd.Process.Pid)-c0, "idle-cpu-s")
+	b.ReportMetric(idle.Seconds(), "idle-window-s")
+}
+
+func rssKiB(b *testing.B, pid int) int {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(s), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			v, _ := strconv.Atoi(f[1])
+			return v
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+func cpuSeconds(b *testing.B, pid int) float64 {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces) start at ')'.
+	f := strings.Fields(string(s[strings.LastIndexByte(string(s), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+// BenchmarkUeventBurst: 1000 real uevents (`echo change > uevent` on 4
+// loop devices) in about a second, and the blkid runs they cause.
+func BenchmarkUeventBurst(b *testing.B) {
+	testutil.RequiresRoot(b)
+	var devs []string
+	for i := 0; i < 4; i++ {
+		devs = append(devs, testutil.AttachLoop(b, testutil.LoopImage(b, 8, "mkfs.ext4", "-q", "-L", fmt.Sprintf("BURST%d", i))))
+	}
+	var args []string
+	for _, d := range devs {
+		args = append(args, "--devices", d)
+	}
+	d := testutil.StartDaemon(b, testutil.DaemonOptions{Args: args})
+	_, diskctl := testutil.Binaries(b)
+	statusOf := func() (full, probes, uevents uint64) {
+		out, err := exec.Command(diskctl, "--socket", d.Socket, "status", "--json").Output()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var s struct {
+			Scan struct {
+				FullScans    uint64 `json:"full_scans"`
+				DeviceProbes uint64 `json:"device_probes"`
+				Uevents      uint64 `json:"uevents"`
+			} `json:"scan"`
+		}
+		json.Unmarshal(out, &s)
+		return s.Scan.FullScans, s.Scan.DeviceProbes, s.Scan.Uevents
+	}
+	f0, p0, u0 := statusOf()
+	files := make([]*os.File, len(devs))
+	for i, dev := range devs {
+		f, err := os.OpenFile("/sys/class/block/"+filepath.Base(dev)+"/uevent", os.O_WRONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		files[i] = f
+	}
+	start := time.Now()
+	for i := 0; i < 1000; i++ {
+		if _, err := files[i%len(files)].WriteString("change"); err != nil {
+			b.Fatal(err)
+		}
+		// Spread over about a second, as a flapping device would.
+		if wait := time.Duration(i+1)*time.Millisecond - time.Since(start); wait > 0 {
+			time.Sleep(wait)
+		}
+	}
+	sent := time.Since(start)
+	time.Sleep(3 * time.Second)
+	f1, p1, u1 := statusOf()
+	b.ReportMetric(float64(u1-u0), "uevents-seen")
+	b.ReportMetric(sent.Seconds(), "burst-s")
+	b.ReportMetric(float64(f1-f0), "full-blkid-runs")
+	b.ReportMetric(float64(p1-p0), "single-device-probes")
+}
