@@ -1,0 +1,317 @@
+package dbusapi
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	contract "github.com/diskd/diskd/dbus"
+	"github.com/diskd/diskd/pkg/disk"
+)
+
+// managerImpl maps each Manager method of the contract to its
+// implementation; checkManagerMethods ties the two together.
+func (s *Service) managerImpl(srv *server) map[string]func(*call) ([]any, error) {
+	return map[string]func(*call) ([]any, error){
+		"GetMachines":     srv.getMachines,
+		"GetBlockDevices": srv.getBlockDevices,
+		"ResolveDevice":   srv.resolveDevice,
+		"Where":           srv.where,
+		"Refresh":         srv.refresh,
+		"Ping":            srv.ping,
+		"GetStatus":       srv.getStatus,
+	}
+}
+
+// checkManagerMethods fails unless the contract's Manager methods and the
+// implementation are the same set.
+func (s *Service) checkManagerMethods() error {
+	impl := s.managerImpl(&server{svc: s})
+	in, ok := s.manager[contract.ManagerInterface]
+	if !ok {
+		return fmt.Errorf("contract lacks %s", contract.ManagerInterface)
+	}
+	seen := map[string]bool{}
+	for _, m := range in.Methods {
+		if impl[m.Name] == nil {
+			return fmt.Errorf("contract method %s.%s is not implemented", in.Name, m.Name)
+		}
+		seen[m.Name] = true
+	}
+	for name := range impl {
+		if !seen[name] {
+			return fmt.Errorf("method %s is implemented but not in the contract", name)
+		}
+	}
+	return nil
+}
+
+// managerMethods is the Manager's method table for one connection, with
+// the signatures the contract declares.
+func (s *Service) managerMethods(srv *server) methodTable {
+	impl := s.managerImpl(srv)
+	t := methodTable{}
+	for _, m := range s.manager[contract.ManagerInterface].Methods {
+		t[m.Name] = &method{
+			name: contract.ManagerInterface + "." + m.Name,
+			in:   contract.Signatures(m, "in"),
+			out:  contract.Signatures(m, "out"),
+			fn:   impl[m.Name],
+		}
+	}
+	return t
+}
+
+// filter is the machine and present options shared by the queries.
+type filter struct {
+	node    disk.NodeID // "" for every machine
+	present *bool
+}
+
+func (f filter) keep(d *disk.Disk) bool {
+	return (f.node == "" || d.Node == f.node) && (f.present == nil || d.Present == *f.present)
+}
+
+// parseOptions checks an options dictionary: only the allowed keys, each
+// with its type.
+func (srv *server) parseOptions(opts map[string]dbus.Variant, allowed ...string) (filter, error) {
+	var f filter
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		v := opts[k]
+		if !slices.Contains(allowed, k) {
+			if len(allowed) == 0 {
+				return f, errorf(contract.ErrorInvalidArgs, "unknown option %q: this method takes none", k)
+			}
+			return f, errorf(contract.ErrorInvalidArgs, "unknown option %q (known: %s)", k, strings.Join(allowed, ", "))
+		}
+		switch k {
+		case "present":
+			b, ok := v.Value().(bool)
+			if !ok {
+				return f, errorf(contract.ErrorInvalidArgs, "option present must be a boolean (b), not %s", v.Signature())
+			}
+			f.present = &b
+		case "machine":
+			id, err := srv.machineOption(v)
+			if err != nil {
+				return f, err
+			}
+			f.node = id
+		}
+	}
+	return f, nil
+}
+
+// machineOption resolves the machine option: an object path, a node ID or
+// a node name. The NotFound message is the socket's, so diskctl prints the
+// same whichever way it asked.
+func (srv *server) machineOption(v dbus.Variant) (disk.NodeID, error) {
+	st := srv.svc.store
+	switch x := v.Value().(type) {
+	case dbus.ObjectPath:
+		id, err := contract.NodeFromMachinePath(x)
+		if err == nil {
+			if _, ok := st.Node(id); ok {
+				return id, nil
+			}
+		}
+		return "", errorf(contract.ErrorNotFound, "no machine at %s", x)
+	case string:
+		for _, n := range st.Nodes() {
+			if n.Name == x || string(n.ID) == x {
+				return n.ID, nil
+			}
+		}
+		return "", errorf(contract.ErrorNotFound, "no host named %q", clip(x, 80))
+	}
+	return "", errorf(contract.ErrorInvalidArgs, "option machine must be an object path (o) or a node ID or name (s), not %s", v.Signature())
+}
+
+func (srv *server) getMachines(c *call) ([]any, error) {
+	if _, err := srv.parseOptions(c.args[0].(map[string]dbus.Variant)); err != nil {
+		return nil, err
+	}
+	paths := []dbus.ObjectPath{}
+	for _, n := range srv.svc.store.Nodes() {
+		paths = append(paths, contract.MachinePath(n.ID))
+	}
+	return []any{paths}, nil
+}
+
+func (srv *server) getBlockDevices(c *call) ([]any, error) {
+	f, err := srv.parseOptions(c.args[0].(map[string]dbus.Variant), "machine", "present")
+	if err != nil {
+		return nil, err
+	}
+	return []any{blockPaths(srv.svc.store.Disks(f.keep))}, nil
+}
+
+func blockPaths(ds []disk.Disk) []dbus.ObjectPath {
+	out := make([]dbus.ObjectPath, len(ds))
+	for i := range ds {
+		out[i] = contract.BlockPath(ds[i].Key())
+	}
+	return out
+}
+
+// devspecMatch reports whether d matches one devspec key.
+func devspecMatch(key, want string, d *disk.Disk) bool {
+	switch key {
+	case "uuid":
+		return d.UUID != "" && strings.EqualFold(d.UUID, want)
+	case "label":
+		return d.Label == want
+	case "path":
+		return d.Device == want
+	case "partuuid":
+		return d.PartUUID != "" && strings.EqualFold(d.PartUUID, want)
+	case "partlabel":
+		return d.PartLabel == want
+	case "spec":
+		return d.Matches(want)
+	}
+	return false
+}
+
+func (srv *server) resolveDevice(c *call) ([]any, error) {
+	spec := c.args[0].(map[string]dbus.Variant)
+	f, err := srv.parseOptions(c.args[1].(map[string]dbus.Variant), "machine", "present")
+	if err != nil {
+		return nil, err
+	}
+	keys := []string{"uuid", "label", "path", "partuuid", "partlabel", "spec"}
+	if len(spec) == 0 {
+		return nil, errorf(contract.ErrorInvalidArgs, "devspec is empty; give one or more of %s", strings.Join(keys, ", "))
+	}
+	want := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(spec)) {
+		if !slices.Contains(keys, k) {
+			return nil, errorf(contract.ErrorInvalidArgs, "unknown devspec key %q (known: %s)", k, strings.Join(keys, ", "))
+		}
+		s, ok := spec[k].Value().(string)
+		if !ok {
+			return nil, errorf(contract.ErrorInvalidArgs, "devspec %s must be a string (s), not %s", k, spec[k].Signature())
+		}
+		want[k] = s
+	}
+	ds := srv.svc.store.Disks(func(d *disk.Disk) bool {
+		if !f.keep(d) {
+			return false
+		}
+		for k, v := range want {
+			if !devspecMatch(k, v, d) {
+				return false
+			}
+		}
+		return true
+	})
+	sortWhere(ds)
+	return []any{blockPaths(ds)}, nil
+}
+
+// sortWhere orders disks as the store's Where does: present first, then
+// the most recently seen.
+func sortWhere(ds []disk.Disk) {
+	slices.SortStableFunc(ds, func(a, b disk.Disk) int {
+		if a.Present != b.Present {
+			if a.Present {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(b.LastSeen.UnixNano(), a.LastSeen.UnixNano())
+	})
+}
+
+func (srv *server) where(c *call) ([]any, error) {
+	q := c.args[0].(string)
+	if _, err := srv.parseOptions(c.args[1].(map[string]dbus.Variant)); err != nil {
+		return nil, err
+	}
+	if q == "" {
+		return nil, errorf(contract.ErrorInvalidArgs, "label_or_uuid is empty")
+	}
+	ds := srv.svc.store.Where(q)
+	if len(ds) == 0 {
+		return nil, errorf(contract.ErrorNotFound, "%s: not known on this network", clip(q, 80))
+	}
+	d := ds[0]
+	return []any{contract.MachinePath(d.Node), contract.BlockPath(d.Key()), d.Present, contract.Usec(d.LastSeen)}, nil
+}
+
+func (srv *server) refresh(c *call) ([]any, error) {
+	if _, err := srv.parseOptions(c.args[0].(map[string]dbus.Variant)); err != nil {
+		return nil, err
+	}
+	if err := srv.authorize(c, "Refresh"); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(srv.conn.Context(), srv.svc.cfg.CallTimeout)
+	defer cancel()
+	if err := srv.svc.be.Refresh(ctx); err != nil {
+		return nil, errorf(contract.ErrorFailed, "refresh: %v", err)
+	}
+	return []any{}, nil
+}
+
+func (srv *server) ping(c *call) ([]any, error) {
+	if _, err := srv.parseOptions(c.args[0].(map[string]dbus.Variant)); err != nil {
+		return nil, err
+	}
+	if err := srv.authorize(c, "Ping"); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(srv.conn.Context(), srv.svc.cfg.CallTimeout)
+	defer cancel()
+	n, err := srv.svc.be.Ping(ctx)
+	if err != nil {
+		return nil, errorf(contract.ErrorFailed, "ping: %v", err)
+	}
+	return []any{uint32(max(n, 0))}, nil
+}
+
+func (srv *server) getStatus(c *call) ([]any, error) {
+	if _, err := srv.parseOptions(c.args[0].(map[string]dbus.Variant)); err != nil {
+		return nil, err
+	}
+	s, err := srv.svc.statusJSON()
+	if err != nil {
+		return nil, errorf(contract.ErrorFailed, "status: %v", err)
+	}
+	return []any{s}, nil
+}
+
+// authorize lets the call through when the caller's uid, which the bus
+// vouches for, is an admin's. Every decision is logged.
+func (srv *server) authorize(c *call, what string) error {
+	ctx, cancel := context.WithTimeout(srv.conn.Context(), 5*time.Second)
+	defer cancel()
+	var uid uint32
+	err := srv.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixUser", 0, c.sender).Store(&uid)
+	log := srv.svc.log
+	if err != nil {
+		log.Warn("refused a D-Bus call: cannot learn the caller's uid", "method", what, "sender", c.sender, "err", err)
+		return errorf(contract.ErrorNotAuthorized, "%s: cannot verify the caller (%v)", what, err)
+	}
+	if !srv.svc.isAdmin(uid) {
+		log.Warn("refused a D-Bus call: caller is not root", "method", what, "sender", c.sender, "uid", uid)
+		return errorf(contract.ErrorNotAuthorized, "%s is for root only (caller uid %d)", what, uid)
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "allowed a D-Bus call", slog.String("method", what),
+		slog.String("sender", c.sender), slog.Uint64("uid", uint64(uid)))
+	return nil
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,187 @@
+package dbusapi
+
+import (
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/godbus/dbus/v5"
+
+	contract "github.com/diskd/diskd/dbus"
+)
+
+// object is anything published below the ObjectManager: it can say which
+// interfaces and property values it has.
+type object interface {
+	ifaces() contract.Ifaces
+}
+
+// emitFunc sends a signal; (*dbus.Conn).Emit in the daemon, a recorder in
+// tests.
+type emitFunc func(path dbus.ObjectPath, name string, args ...any) error
+
+// objectManager is the org.freedesktop.DBus.ObjectManager bookkeeping that
+// godbus lacks. It remembers the last state it published for each object
+// below root (the state is the store's; this is only what the bus has been
+// told, to compute the next signals) and turns each new state into the
+// signals the specification asks for:
+//
+//   - InterfacesAdded(o, a{sa{sv}}) on root for a new object, or for
+//     interfaces an object gains;
+//   - InterfacesRemoved(o, as) on root for a removed object, or for
+//     interfaces it loses;
+//   - one PropertiesChanged(s, a{sv}, as) on the object per interface whose
+//     properties changed, holding all of that interface's changes.
+//
+// Only one goroutine publishes; lookups may run concurrently.
+type objectManager struct {
+	root dbus.ObjectPath
+	emit emitFunc
+
+	mu      sync.RWMutex
+	objects map[dbus.ObjectPath]object
+}
+
+func newObjectManager(root dbus.ObjectPath, emit emitFunc) *objectManager {
+	return &objectManager{root: root, emit: emit, objects: make(map[dbus.ObjectPath]object)}
+}
+
+// load replaces the whole state without signals: what a fresh connection
+// starts from, since nobody on the bus has seen anything yet.
+func (m *objectManager) load(objs map[dbus.ObjectPath]object) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.objects = objs
+}
+
+// sync publishes objs as the complete state: changed and new objects are
+// signalled, objects not in objs are removed. It is how the adapter
+// catches up after missing store events.
+func (m *objectManager) sync(objs map[dbus.ObjectPath]object) error {
+	var first error
+	m.mu.RLock()
+	var gone []dbus.ObjectPath
+	for p := range m.objects {
+		if _, ok := objs[p]; !ok {
+			gone = append(gone, p)
+		}
+	}
+	m.mu.RUnlock()
+	slices.Sort(gone)
+	for _, p := range gone {
+		if err := m.remove(p); err != nil && first == nil {
+			first = err
+		}
+	}
+	// Parents (machines) before their children (block devices) reads better
+	// in a monitor; paths sort that way.
+	for _, p := range slices.Sorted(maps.Keys(objs)) {
+		if err := m.set(p, objs[p]); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// set publishes obj's new state at path and emits the difference.
+func (m *objectManager) set(path dbus.ObjectPath, obj object) error {
+	m.mu.Lock()
+	old, existed := m.objects[path]
+	m.objects[path] = obj
+	m.mu.Unlock()
+
+	now := obj.ifaces()
+	var before contract.Ifaces
+	if existed {
+		before = old.ifaces()
+	}
+	var first error
+	note := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	var lost []string
+	for name := range before {
+		if _, ok := now[name]; !ok {
+			lost = append(lost, name)
+		}
+	}
+	if len(lost) > 0 {
+		slices.Sort(lost)
+		note(m.emit(m.root, contract.ObjectManagerInterface+".InterfacesRemoved", path, lost))
+	}
+	gained := contract.Ifaces{}
+	for _, name := range slices.Sorted(maps.Keys(now)) {
+		props := now[name]
+		was, ok := before[name]
+		if !ok {
+			gained[name] = props
+			continue
+		}
+		if changed := changedProps(was, props); len(changed) > 0 {
+			note(m.emit(path, contract.PropertiesInterface+".PropertiesChanged", name, changed, []string{}))
+		}
+	}
+	if len(gained) > 0 {
+		note(m.emit(m.root, contract.ObjectManagerInterface+".InterfacesAdded", path, gained))
+	}
+	return first
+}
+
+// remove forgets the object at path and says so.
+func (m *objectManager) remove(path dbus.ObjectPath) error {
+	m.mu.Lock()
+	old, ok := m.objects[path]
+	delete(m.objects, path)
+	m.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(old.ifaces()))
+	return m.emit(m.root, contract.ObjectManagerInterface+".InterfacesRemoved", path, names)
+}
+
+// get returns the published object at path.
+func (m *objectManager) get(path dbus.ObjectPath) (object, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	o, ok := m.objects[path]
+	return o, ok
+}
+
+// children returns the names of the path elements directly below parent
+// that lead to published objects, sorted.
+func (m *objectManager) children(parent dbus.ObjectPath) []string {
+	prefix := string(parent) + "/"
+	if parent == "/" {
+		prefix = "/"
+	}
+	set := map[string]bool{}
+	m.mu.RLock()
+	for p := range m.objects {
+		if rest, ok := strings.CutPrefix(string(p), prefix); ok && rest != "" {
+			name, _, _ := strings.Cut(rest, "/")
+			set[name] = true
+		}
+	}
+	m.mu.RUnlock()
+	return slices.Sorted(maps.Keys(set))
+}
+
+// changedProps returns the properties of now that differ from was.
+func changedProps(was, now contract.Props) contract.Props {
+	out := contract.Props{}
+	for k, v := range now {
+		if old, ok := was[k]; !ok || !sameVariant(old, v) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func sameVariant(a, b dbus.Variant) bool {
+	return a.Signature() == b.Signature() && reflect.DeepEqual(a.Value(), b.Value())
+}

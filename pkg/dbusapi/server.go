@@ -1,0 +1,437 @@
+package dbusapi
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/godbus/dbus/v5"
+
+	contract "github.com/diskd/diskd/dbus"
+	"github.com/diskd/diskd/pkg/disk"
+)
+
+// The objects diskd publishes, as the object manager remembers them.
+type (
+	blockObj   struct{ d disk.Disk }
+	machineObj struct{ n disk.Node }
+	managerObj struct {
+		version string
+		local   disk.Node
+	}
+)
+
+func (o blockObj) ifaces() contract.Ifaces { return contract.BlockInterfaces(&o.d) }
+func (o machineObj) ifaces() contract.Ifaces {
+	return contract.Ifaces{contract.MachineInterface: contract.MachineProperties(&o.n)}
+}
+func (o managerObj) ifaces() contract.Ifaces {
+	return contract.Ifaces{contract.ManagerInterface: contract.ManagerProperties(o.version, &o.local)}
+}
+
+// server answers method calls on one bus connection. It is godbus's
+// Handler: godbus's own export machinery wants one registration per object
+// and interface, while diskd's objects are views of the store that come
+// and go by the thousand, so the server resolves paths itself.
+type server struct {
+	svc  *Service
+	conn *dbus.Conn
+	om   *objectManager
+}
+
+// pathKind classifies an object path.
+type pathKind int
+
+const (
+	kindUnknown pathKind = iota
+	kindInner            // a path element on the way to objects: only Introspectable
+	kindRoot             // /org/diskd/Diskd1: the ObjectManager
+	kindManager
+	kindMachine
+	kindBlock
+)
+
+func classify(p dbus.ObjectPath) pathKind {
+	s := string(p)
+	switch s {
+	case "/", "/org", "/org/diskd", contract.MachinesPath, contract.BlockDevicesPath:
+		return kindInner
+	case contract.RootPath:
+		return kindRoot
+	case contract.ManagerPath:
+		return kindManager
+	}
+	if rest, ok := strings.CutPrefix(s, contract.MachinesPath+"/"); ok && rest != "" && !strings.Contains(rest, "/") {
+		return kindMachine
+	}
+	if rest, ok := strings.CutPrefix(s, contract.BlockDevicesPath+"/"); ok && rest != "" && !strings.Contains(rest, "/") {
+		return kindBlock
+	}
+	return kindUnknown
+}
+
+// current returns the object at p as the store has it now, falling back to
+// what was last published (the store may have just forgotten it).
+func (srv *server) current(p dbus.ObjectPath) (object, bool) {
+	st := srv.svc.store
+	switch classify(p) {
+	case kindManager:
+		return managerObj{version: srv.svc.cfg.Version, local: st.LocalNode()}, true
+	case kindMachine:
+		if id, err := contract.NodeFromMachinePath(p); err == nil {
+			if n, ok := st.Node(id); ok {
+				return machineObj{n}, true
+			}
+		}
+	case kindBlock:
+		if k, ok := srv.blockKey(p); ok {
+			ds := st.Disks(func(d *disk.Disk) bool { return d.Node == k.Node && d.Name == k.Name })
+			if len(ds) == 1 {
+				return blockObj{ds[0]}, true
+			}
+		}
+	}
+	return srv.om.get(p)
+}
+
+// blockKey finds the disk a block path names: node IDs are hex, so the
+// path element is NODE_ESCAPEDNAME; anything else is looked up among the
+// published objects.
+func (srv *server) blockKey(p dbus.ObjectPath) (disk.Key, bool) {
+	el := strings.TrimPrefix(string(p), contract.BlockDevicesPath+"/")
+	if node, esc, ok := strings.Cut(el, "_"); ok {
+		if name, err := contract.UnescapePathElement(esc); err == nil {
+			k := disk.Key{Node: disk.NodeID(node), Name: name}
+			if contract.BlockPath(k) == p {
+				return k, true
+			}
+		}
+	}
+	if o, ok := srv.om.get(p); ok {
+		if b, ok := o.(blockObj); ok {
+			return b.d.Key(), true
+		}
+	}
+	return disk.Key{}, false
+}
+
+// LookupObject implements dbus.Handler. Every path resolves; calls on
+// paths that hold nothing fail with UnknownObject.
+func (srv *server) LookupObject(p dbus.ObjectPath) (dbus.ServerObject, bool) {
+	return serverObject{srv: srv, path: p}, true
+}
+
+type serverObject struct {
+	srv  *server
+	path dbus.ObjectPath
+}
+
+// interfaces returns the method tables of the interfaces at the path, nil
+// when nothing is there.
+func (o serverObject) interfaces() map[string]methodTable {
+	srv := o.srv
+	kind := classify(o.path)
+	out := map[string]methodTable{
+		contract.IntrospectableIface: {"Introspect": {name: "Introspect", in: "", out: "s", fn: srv.introspect}},
+	}
+	switch kind {
+	case kindInner:
+		return out
+	case kindRoot:
+		out[contract.ObjectManagerInterface] = methodTable{
+			"GetManagedObjects": {name: "GetManagedObjects", in: "", out: "a{oa{sa{sv}}}", fn: srv.getManagedObjects},
+		}
+		return out
+	case kindManager, kindMachine, kindBlock:
+		obj, ok := srv.om.get(o.path)
+		if !ok {
+			if obj, ok = srv.current(o.path); !ok {
+				return nil
+			}
+		}
+		out[contract.PropertiesInterface] = methodTable{
+			"Get":    {name: "Get", in: "ss", out: "v", fn: srv.propGet},
+			"GetAll": {name: "GetAll", in: "s", out: "a{sv}", fn: srv.propGetAll},
+			"Set":    {name: "Set", in: "ssv", out: "", fn: srv.propSet},
+		}
+		for name := range obj.ifaces() {
+			out[name] = methodTable{}
+		}
+		if kind == kindManager {
+			out[contract.ManagerInterface] = srv.svc.managerMethods(srv)
+		}
+		return out
+	}
+	return nil
+}
+
+// LookupInterface implements dbus.ServerObject.
+func (o serverObject) LookupInterface(name string) (dbus.Interface, bool) {
+	ifs := o.interfaces()
+	if ifs == nil {
+		return failing{errorf(contract.ErrorUnknownObject, "no object at %s", o.path)}, true
+	}
+	if name == "" {
+		// A call without an interface: the spec lets us pick any method of
+		// that name.
+		all := methodTable{}
+		for _, n := range slices.Sorted(maps.Keys(ifs)) {
+			for m, d := range ifs[n] {
+				if _, dup := all[m]; !dup {
+					all[m] = d
+				}
+			}
+		}
+		return all, true
+	}
+	t, ok := ifs[name]
+	if !ok {
+		return failing{errorf(contract.ErrorUnknownInterface, "%s does not implement %s", o.path, name)}, true
+	}
+	return t, true
+}
+
+// methodTable is one interface: its methods by name.
+type methodTable map[string]*method
+
+// LookupMethod implements dbus.Interface.
+func (t methodTable) LookupMethod(name string) (dbus.Method, bool) {
+	m, ok := t[name]
+	if !ok {
+		return nil, false
+	}
+	return m, true
+}
+
+// failing is an interface whose every method fails with err.
+type failing struct{ err *dbus.Error }
+
+func (f failing) LookupMethod(string) (dbus.Method, bool) {
+	return &method{fail: f.err}, true
+}
+
+// method is one D-Bus method: its signatures (from the contract for
+// diskd's own interfaces) and its implementation. It decodes arguments
+// itself (dbus.ArgumentDecoder) so that a wrong signature gets a readable
+// InvalidArgs and the implementation sees the caller and path.
+type method struct {
+	name    string
+	in, out string
+	fn      func(c *call) ([]any, error)
+	fail    *dbus.Error
+}
+
+// call is one incoming method call.
+type call struct {
+	sender string
+	path   dbus.ObjectPath
+	args   []any
+}
+
+// DecodeArguments implements dbus.ArgumentDecoder.
+func (m *method) DecodeArguments(_ *dbus.Conn, sender string, msg *dbus.Message, args []any) ([]any, error) {
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	var sig string
+	if v, ok := msg.Headers[dbus.FieldSignature]; ok {
+		if s, ok := v.Value().(dbus.Signature); ok {
+			sig = s.String()
+		}
+	}
+	if sig != m.in {
+		return nil, errorf(contract.ErrorStdInvalidArgs, "%s takes (%s), not (%s)", m.name, m.in, sig)
+	}
+	p, _ := msg.Headers[dbus.FieldPath].Value().(dbus.ObjectPath)
+	return []any{&call{sender: sender, path: p, args: args}}, nil
+}
+
+// Call implements dbus.Method.
+func (m *method) Call(args ...any) ([]any, error) {
+	c, ok := args[0].(*call)
+	if !ok || m.fn == nil {
+		return nil, errorf(contract.ErrorFailed, "internal error: bad call to %s", m.name)
+	}
+	out, err := m.fn(c)
+	if err != nil {
+		return nil, err
+	}
+	// A reply that contradicts the contract is a bug; say so rather than
+	// send it.
+	if got := dbus.SignatureOf(out...).String(); got != m.out {
+		return nil, errorf(contract.ErrorFailed, "internal error: %s replied (%s), the contract says (%s)", m.name, got, m.out)
+	}
+	return out, nil
+}
+
+func (m *method) NumArguments() int     { return 1 }
+func (m *method) NumReturns() int       { return 0 }
+func (m *method) ArgumentValue(int) any { return (*call)(nil) }
+func (m *method) ReturnValue(int) any   { return nil }
+func (m *method) String() string        { return m.name }
+
+// errorf builds a D-Bus error with a one-line message.
+func errorf(name, format string, args ...any) *dbus.Error {
+	return dbus.NewError(name, []any{fmt.Sprintf(format, args...)})
+}
+
+// Properties.
+
+func (srv *server) propGet(c *call) ([]any, error) {
+	iface, prop := c.args[0].(string), c.args[1].(string)
+	props, err := srv.propsOf(c.path, iface)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := props[prop]
+	if !ok {
+		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", iface, prop)
+	}
+	return []any{v}, nil
+}
+
+func (srv *server) propGetAll(c *call) ([]any, error) {
+	props, err := srv.propsOf(c.path, c.args[0].(string))
+	if err != nil {
+		return nil, err
+	}
+	return []any{props}, nil
+}
+
+func (srv *server) propSet(c *call) ([]any, error) {
+	iface, prop := c.args[0].(string), c.args[1].(string)
+	props, err := srv.propsOf(c.path, iface)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := props[prop]; !ok {
+		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", iface, prop)
+	}
+	return nil, errorf(contract.ErrorPropertyReadOnly, "%s.%s is read-only", iface, prop)
+}
+
+func (srv *server) propsOf(p dbus.ObjectPath, iface string) (contract.Props, error) {
+	obj, ok := srv.current(p)
+	if !ok {
+		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
+	}
+	props, ok := obj.ifaces()[iface]
+	if !ok {
+		return nil, errorf(contract.ErrorUnknownInterface, "%s has no properties on %s", p, iface)
+	}
+	return props, nil
+}
+
+// ObjectManager.
+
+func (srv *server) getManagedObjects(*call) ([]any, error) {
+	out := make(map[dbus.ObjectPath]contract.Ifaces)
+	for p, o := range srv.svc.snapshot() {
+		out[p] = o.ifaces()
+	}
+	return []any{out}, nil
+}
+
+// Introspection.
+
+const introspectHeader = `<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
+"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
+`
+
+// The freedesktop interfaces, as their specification writes them.
+const (
+	peerXML = `  <interface name="org.freedesktop.DBus.Peer">
+    <method name="Ping"/>
+    <method name="GetMachineId">
+      <arg name="machine_uuid" type="s" direction="out"/>
+    </method>
+  </interface>
+`
+	introspectableXML = `  <interface name="org.freedesktop.DBus.Introspectable">
+    <method name="Introspect">
+      <arg name="xml_data" type="s" direction="out"/>
+    </method>
+  </interface>
+`
+	propertiesXML = `  <interface name="org.freedesktop.DBus.Properties">
+    <method name="Get">
+      <arg name="interface_name" type="s" direction="in"/>
+      <arg name="property_name" type="s" direction="in"/>
+      <arg name="value" type="v" direction="out"/>
+    </method>
+    <method name="GetAll">
+      <arg name="interface_name" type="s" direction="in"/>
+      <arg name="props" type="a{sv}" direction="out"/>
+    </method>
+    <method name="Set">
+      <arg name="interface_name" type="s" direction="in"/>
+      <arg name="property_name" type="s" direction="in"/>
+      <arg name="value" type="v" direction="in"/>
+    </method>
+    <signal name="PropertiesChanged">
+      <arg name="interface_name" type="s"/>
+      <arg name="changed_properties" type="a{sv}"/>
+      <arg name="invalidated_properties" type="as"/>
+    </signal>
+  </interface>
+`
+	objectManagerXML = `  <interface name="org.freedesktop.DBus.ObjectManager">
+    <method name="GetManagedObjects">
+      <arg name="object_paths_interfaces_and_properties" type="a{oa{sa{sv}}}" direction="out"/>
+    </method>
+    <signal name="InterfacesAdded">
+      <arg name="object_path" type="o"/>
+      <arg name="interfaces_and_properties" type="a{sa{sv}}"/>
+    </signal>
+    <signal name="InterfacesRemoved">
+      <arg name="object_path" type="o"/>
+      <arg name="interfaces" type="as"/>
+    </signal>
+  </interface>
+`
+)
+
+func (srv *server) introspect(c *call) ([]any, error) {
+	p := c.path
+	var b strings.Builder
+	b.WriteString(introspectHeader)
+	b.WriteString("<node>\n")
+	b.WriteString(peerXML)
+	b.WriteString(introspectableXML)
+	var children []string
+	switch classify(p) {
+	case kindInner:
+		switch p {
+		case "/":
+			children = []string{"org"}
+		case "/org":
+			children = []string{"diskd"}
+		case "/org/diskd":
+			children = []string{"Diskd1"}
+		default:
+			children = srv.om.children(p)
+		}
+	case kindRoot:
+		b.WriteString(objectManagerXML)
+		children = []string{"Manager", "block_devices", "machines"}
+	case kindManager, kindMachine, kindBlock:
+		obj, ok := srv.current(p)
+		if !ok {
+			return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
+		}
+		b.WriteString(propertiesXML)
+		for _, name := range slices.Sorted(maps.Keys(obj.ifaces())) {
+			b.WriteString("  ")
+			b.WriteString(srv.svc.ifaceXML[name])
+			b.WriteString("\n")
+		}
+	default:
+		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
+	}
+	for _, ch := range children {
+		fmt.Fprintf(&b, "  <node name=\"%s\"/>\n", ch)
+	}
+	b.WriteString("</node>\n")
+	return []any{b.String()}, nil
+}
