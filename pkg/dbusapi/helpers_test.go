@@ -84,16 +84,40 @@ func newStore() *store.Store {
 
 func startEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
+	return startEnvStore(t, cfg, store.Options{})
+}
+
+// startEnvStore is startEnv with store options (the local node is set).
+func startEnvStore(t *testing.T, cfg Config, opts store.Options) *env {
+	t.Helper()
+	testutil.RequiresTool(t, "dbus-daemon", "dbus-send", "busctl")
 	bus := testutil.StartDBus(t)
 	bus.InstallPolicy(filepath.Join(testutil.RepoRoot(t), "dbus", "org.diskd.Diskd1.conf"))
-	e := &env{t: t, bus: bus, st: newStore(), be: &fakeBackend{}, logs: &logBuffer{}}
+	opts.Local = disk.Node{ID: localID, Name: "alpha", Addresses: []string{"10.0.0.1"}}
+	e := &env{t: t, bus: bus, st: store.New(opts), be: &fakeBackend{}, logs: &logBuffer{}}
 	e.runService(cfg)
-	waitFor(t, "the service to own "+contract.BusName, func() bool { return strings.HasPrefix(e.svc.State(), "connected") })
+	e.waitConnected()
 	return e
 }
 
+func (e *env) waitConnected() {
+	e.t.Helper()
+	waitFor(e.t, "the service to own "+contract.BusName, func() bool {
+		return strings.HasPrefix(e.svc.State(), "connected") && strings.HasSuffix(e.svc.State(), " as "+contract.BusName)
+	})
+}
+
+// newEnv is startEnv without starting the service.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testutil.RequiresTool(t, "dbus-daemon", "dbus-send", "busctl")
+	bus := testutil.StartDBus(t)
+	bus.InstallPolicy(filepath.Join(testutil.RepoRoot(t), "dbus", "org.diskd.Diskd1.conf"))
+	return &env{t: t, bus: bus, st: newStore(), be: &fakeBackend{}, logs: &logBuffer{}}
+}
+
 // runService starts the service; it is stopped at cleanup (or by e.stop).
-func (e *env) runService(cfg Config) {
+func (e *env) runService(cfg Config, tweak ...func(*Service)) {
 	if cfg.Bus == "" {
 		cfg.Bus = e.bus.Address
 	}
@@ -105,6 +129,9 @@ func (e *env) runService(cfg Config) {
 	}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.svc = New(cfg, e.st, e.be, logger)
+	for _, f := range tweak {
+		f(e.svc)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.svc.Run(ctx) }()

@@ -75,6 +75,11 @@ type Service struct {
 	mu    sync.Mutex
 	state string
 	class string // the kind of state, so each condition is logged once
+
+	// For tests: the subscription's buffer, and a hook run before each
+	// batch is applied (to hold the adapter back and make it fall behind).
+	subBuffer   int
+	beforeApply func()
 }
 
 // New returns a Service. It panics if the embedded contract does not parse
@@ -113,6 +118,8 @@ func New(cfg Config, st *store.Store, be Backend, logger *slog.Logger) *Service 
 		ifaceXML: map[string]string{},
 		manager:  map[string]contract.Interface{},
 		state:    "not started",
+
+		subBuffer: 8192,
 	}
 	for _, in := range ifs {
 		s.ifaceXML[in.Name] = in.XML
@@ -243,7 +250,7 @@ func (s *Service) session(parent context.Context) error {
 	srv.om = newObjectManager(contract.RootPath, conn.Emit)
 
 	// Subscribe before reading, so nothing falls between the two.
-	sub := s.store.Subscribe(8192)
+	sub := s.store.Subscribe(s.subBuffer)
 	defer func() { sub.Close() }()
 	srv.om.load(s.snapshot())
 
@@ -278,11 +285,14 @@ func (s *Service) session(parent context.Context) error {
 				// Fell behind the store: resubscribe and publish the
 				// difference, which the object manager computes.
 				s.log.Info("fell behind the store's changes; resynchronising the bus objects")
-				sub = s.store.Subscribe(8192)
+				sub = s.store.Subscribe(s.subBuffer)
 				srv.om.sync(s.snapshot())
 				continue
 			}
 			batch := s.gather(ctx, ev, sub.C)
+			if s.beforeApply != nil {
+				s.beforeApply()
+			}
 			srv.apply(batch)
 		}
 	}
