@@ -201,7 +201,10 @@ func (a *Assembler) Add(now time.Time, h Header, an *Announce) (*Complete, error
 		}
 		*n = asmNode{instance: h.Instance, used: a.clock}
 	}
-	if n.applied && h.Generation <= n.gen {
+	// A generation already applied is taken again only with another digest:
+	// the sender's inventory changed without a new generation, and the
+	// newest word wins.
+	if n.applied && h.Generation <= n.gen && !(h.Generation == n.gen && an.Digest != n.digest) {
 		if h.Generation == n.gen {
 			return nil, drop(ReasonHaveGeneration, "generation %d", h.Generation)
 		}

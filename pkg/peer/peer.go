@@ -1,0 +1,321 @@
+// Package peer owns diskd's peer network: the multicast sockets on every
+// interface, and the protocol's behaviour - heartbeats, announces of the
+// local inventory, queries and their answers, goodbyes, offline detection,
+// authentication, replay and flood limits. It feeds what peers report into
+// the store and announces what the store holds locally. The datagram format
+// is package wire's; docs/protocol.md specifies both.
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/diskd/diskd/pkg/store"
+	"github.com/diskd/diskd/pkg/wire"
+	"github.com/spf13/pflag"
+)
+
+// Defaults.
+const (
+	DefaultGroup4   = "239.255.68.75"
+	DefaultGroup6   = "ff02::444b"
+	DefaultPort     = 32004
+	DefaultInterval = 10 * time.Second
+)
+
+// Config configures the peer network. DefaultConfig fills it in; AddFlags
+// lets the command line change it.
+type Config struct {
+	// Groups are the multicast groups, IPv4 and IPv6 mixed. A family with no
+	// group here uses its default group.
+	Groups []string
+	// Port is the UDP port.
+	Port int
+	// Interfaces restricts the interfaces used; empty means every interface
+	// that is up, multicast-capable and not loopback.
+	Interfaces []string
+	// TTL is the multicast TTL / hop limit: 1 keeps datagrams on the link.
+	TTL int
+	// KeyFile, when set, authenticates the network (see wire.ParseKeys).
+	KeyFile string
+	// HeartbeatInterval is how often we say we are alive; a peer silent for
+	// three of its intervals is offline.
+	HeartbeatInterval time.Duration
+	// IPv4 and IPv6 switch the families.
+	IPv4, IPv6 bool
+	// AnnouncesPerMinute bounds announces caused by local changes
+	// (the first of a burst goes at once).
+	AnnouncesPerMinute int
+	// MaxPeers bounds the peers tracked; the peer offline the longest is
+	// forgotten first.
+	MaxPeers int
+	// SourceRate and SourceBurst bound the datagrams accepted per source
+	// address (a token bucket), checked before anything else.
+	SourceRate  float64
+	SourceBurst float64
+
+	// Enter, when set, runs fn where the service's sockets must be created
+	// and interfaces listed: tests use it to put a service inside a network
+	// namespace. Nil runs fn directly.
+	Enter func(fn func() error) error
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Groups:             []string{DefaultGroup4, DefaultGroup6},
+		Port:               DefaultPort,
+		TTL:                1,
+		HeartbeatInterval:  DefaultInterval,
+		IPv4:               true,
+		IPv6:               true,
+		AnnouncesPerMinute: 10,
+		MaxPeers:           4096,
+		SourceRate:         200,
+		SourceBurst:        1000,
+	}
+}
+
+// AddFlags registers the peer network's flags on fs, with c's current
+// values as defaults.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&c.Groups, "group", c.Groups, "multicast group, IPv4 or IPv6 (repeatable; a family not given keeps its default)")
+	fs.IntVar(&c.Port, "port", c.Port, "UDP port of the peer network")
+	fs.StringArrayVar(&c.Interfaces, "interface", c.Interfaces, "network interface to use (repeatable; default: every multicast-capable one)")
+	fs.IntVar(&c.TTL, "ttl", c.TTL, "multicast TTL / hop limit (1 stays on the link; higher crosses multicast routers)")
+	fs.StringVar(&c.KeyFile, "key-file", c.KeyFile, "file with the network's shared key(s): \"ID SECRET\" lines; authenticates every datagram")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "interval between heartbeats; a peer silent for 3 intervals is offline")
+	fs.BoolVar(&c.IPv4, "ipv4", c.IPv4, "use IPv4 multicast")
+	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "use IPv6 multicast")
+	fs.IntVar(&c.AnnouncesPerMinute, "announce-limit", c.AnnouncesPerMinute, "announces per minute caused by local changes")
+	_ = fs.MarkHidden("announce-limit") // for benchmarks that attach disks quickly
+}
+
+// groups resolves the configured groups per family.
+func (c *Config) groups() (v4, v6 []netip.Addr, err error) {
+	for _, g := range c.Groups {
+		a, err := netip.ParseAddr(g)
+		if err != nil {
+			return nil, nil, fmt.Errorf("group %q: %w", g, err)
+		}
+		if !a.IsMulticast() {
+			return nil, nil, fmt.Errorf("group %q is not a multicast address", g)
+		}
+		if a.Is4() || a.Is4In6() {
+			v4 = append(v4, a.Unmap())
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	if len(v4) == 0 {
+		v4 = []netip.Addr{netip.MustParseAddr(DefaultGroup4)}
+	}
+	if len(v6) == 0 {
+		v6 = []netip.Addr{netip.MustParseAddr(DefaultGroup6)}
+	}
+	slices.SortFunc(v4, netip.Addr.Compare)
+	slices.SortFunc(v6, netip.Addr.Compare)
+	return slices.Compact(v4), slices.Compact(v6), nil
+}
+
+// Service is the peer network of one daemon.
+type Service struct {
+	cfg      Config
+	st       *store.Store
+	log      *slog.Logger
+	keys     *wire.Keyring
+	self     wire.NodeID
+	g4, g6   []netip.Addr
+	dec      *wire.Decoder
+	ctr      counters
+	in       chan inbound
+	reqs     chan func(*loop)
+	started  atomic.Bool   // Run was called (it runs once)
+	running  atomic.Bool   // the loop takes requests
+	stopped  chan struct{} // closed when Run returns
+	logLimit logLimiter
+
+	mu     sync.Mutex // guards the snapshot below, for Status
+	ifaces []string
+	inst   uint64
+
+	// ifnames maps interface indexes to names for the readers, which must
+	// not look names up themselves (they may run in another namespace).
+	ifnames atomic.Pointer[map[int]string]
+}
+
+// New checks cfg, reads the key file and returns a service for st's node.
+func New(cfg Config, st *store.Store, logger *slog.Logger) (*Service, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	def := DefaultConfig()
+	if cfg.Port <= 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("peer: port %d out of range", cfg.Port)
+	}
+	if cfg.TTL < 1 || cfg.TTL > 255 {
+		return nil, fmt.Errorf("peer: ttl %d: want 1-255", cfg.TTL)
+	}
+	if cfg.HeartbeatInterval < wire.MinInterval || cfg.HeartbeatInterval > wire.MaxInterval {
+		return nil, fmt.Errorf("peer: heartbeat interval %v: want %v to %v", cfg.HeartbeatInterval, wire.MinInterval, wire.MaxInterval)
+	}
+	if !cfg.IPv4 && !cfg.IPv6 {
+		return nil, errors.New("peer: both IPv4 and IPv6 are off")
+	}
+	if cfg.AnnouncesPerMinute <= 0 {
+		cfg.AnnouncesPerMinute = def.AnnouncesPerMinute
+	}
+	if cfg.MaxPeers <= 0 {
+		cfg.MaxPeers = def.MaxPeers
+	}
+	if cfg.SourceRate <= 0 {
+		cfg.SourceRate = def.SourceRate
+	}
+	if cfg.SourceBurst <= 0 {
+		cfg.SourceBurst = def.SourceBurst
+	}
+	if cfg.Enter == nil {
+		cfg.Enter = func(fn func() error) error { return fn() }
+	}
+	g4, g6, err := cfg.groups()
+	if err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
+	}
+	var keys *wire.Keyring
+	if cfg.KeyFile != "" {
+		if keys, err = wire.LoadKeyFile(cfg.KeyFile); err != nil {
+			return nil, fmt.Errorf("peer: %w", err)
+		}
+	}
+	self, err := wire.ParseNodeID(st.LocalNode().ID)
+	if err != nil {
+		return nil, fmt.Errorf("peer: local %w", err)
+	}
+	log := logger.With("component", "peer")
+	if keys == nil {
+		log.Warn("peer network is unauthenticated: anyone on the link can announce disks (set --key-file)")
+	}
+	return &Service{
+		cfg: cfg, st: st, log: log, keys: keys, self: self, g4: g4, g6: g6,
+		dec:     wire.NewDecoder(keys),
+		in:      make(chan inbound, 4096),
+		reqs:    make(chan func(*loop), 16),
+		stopped: make(chan struct{}),
+	}, nil
+}
+
+// Status is the peer network's self-report. Its fields are those of
+// api.NetStatus, so api.NetStatus(s.Status()) converts it.
+type Status struct {
+	// Authenticated says whether datagrams are tagged and checked.
+	Authenticated bool
+	// Groups are "group port" per family in use, e.g. "239.255.68.75:32004".
+	Groups []string
+	// Interfaces are the interfaces joined, as "eth0 (ipv4 ipv6)".
+	Interfaces []string
+	// Counters: datagrams and bytes sent and received (in total and per
+	// family), protocol events, and every drop reason as "drop_REASON",
+	// zeros included.
+	Counters map[string]uint64
+}
+
+// Status returns the current status. Safe to call at any time.
+func (s *Service) Status() Status {
+	st := Status{Authenticated: s.keys != nil, Counters: s.ctr.snapshot()}
+	if s.cfg.IPv4 {
+		for _, g := range s.g4 {
+			st.Groups = append(st.Groups, netip.AddrPortFrom(g, uint16(s.cfg.Port)).String())
+		}
+	}
+	if s.cfg.IPv6 {
+		for _, g := range s.g6 {
+			st.Groups = append(st.Groups, netip.AddrPortFrom(g, uint16(s.cfg.Port)).String())
+		}
+	}
+	s.mu.Lock()
+	st.Interfaces = slices.Clone(s.ifaces)
+	s.mu.Unlock()
+	return st
+}
+
+// ErrNotRunning is returned by requests made while Run is not running.
+var ErrNotRunning = errors.New("peer network not running")
+
+// do runs fn on the protocol loop and waits for it.
+func (s *Service) do(ctx context.Context, fn func(*loop)) error {
+	if !s.running.Load() {
+		return ErrNotRunning
+	}
+	done := make(chan struct{})
+	select {
+	case s.reqs <- func(l *loop) { fn(l); close(done) }:
+	case <-s.stopped:
+		return ErrNotRunning
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-s.stopped:
+		return ErrNotRunning
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Announce sends our inventory now (the control socket's `announce`). It
+// does not wait for the send.
+func (s *Service) Announce() {
+	if !s.running.Load() {
+		return
+	}
+	select {
+	case s.reqs <- func(l *loop) { l.announce(time.Now(), "request") }:
+	default: // a request is already queued; it will announce the latest inventory
+	}
+}
+
+// PingWindow is how long Ping counts answers.
+const PingWindow = time.Second
+
+// Ping queries every node (at most once a second: a ping within a second
+// of the last shares its window) and returns how many distinct peers were
+// heard from within PingWindow of the query.
+func (s *Service) Ping(ctx context.Context) (answered int, err error) {
+	var at time.Time
+	if err := s.do(ctx, func(l *loop) { at = l.ping(time.Now()) }); err != nil {
+		return 0, err
+	}
+	t := time.NewTimer(time.Until(at.Add(PingWindow)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	err = s.do(ctx, func(l *loop) { answered = l.heardSince(at) })
+	return answered, err
+}
+
+// Run joins the network and runs the protocol until ctx is cancelled; then
+// it says goodbye and returns nil. It returns an error when no socket can
+// be opened.
+func (s *Service) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("peer: Run called twice")
+	}
+	defer close(s.stopped)
+	l, err := newLoop(s)
+	if err != nil {
+		return err
+	}
+	return l.run(ctx)
+}
