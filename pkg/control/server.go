@@ -362,6 +362,10 @@ func listDisks(st *store.Store, host string) ([]disk.Disk, error) {
 }
 
 func (ss *session) reply(result any, err error) {
+	if ds, ok := result.([]disk.Disk); ok && err == nil {
+		ss.replyDisks(ds)
+		return
+	}
 	resp := api.Response{OK: err == nil}
 	if err != nil {
 		resp.Error = err.Error()
@@ -376,6 +380,23 @@ func (ss *session) reply(result any, err error) {
 	b, _ := json.Marshal(resp)
 	ss.w.Write(b)
 	ss.w.WriteByte('\n')
+}
+
+// replyDisks streams a disk list reply without building it in memory
+// first: the largest reply (100,000 disks, tens of MB) costs one small
+// buffer, not three copies of the whole.
+func (ss *session) replyDisks(ds []disk.Disk) {
+	ss.w.WriteString(`{"ok":true,"result":[`)
+	buf := make([]byte, 0, 1024)
+	for i := range ds {
+		buf = buf[:0]
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = disk.AppendJSON(buf, &ds[i])
+		ss.w.Write(buf)
+	}
+	ss.w.WriteString("]}\n")
 }
 
 // watch streams store events until the client leaves or the server stops.

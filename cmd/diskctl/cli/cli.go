@@ -209,21 +209,24 @@ func (e *env) call(cmd *cobra.Command, fn func(ctx context.Context, c Conn) erro
 	return nil
 }
 
+// printJSON prints v as one line of JSON.
 func (e *env) printJSON(v any) error {
-	enc := json.NewEncoder(e.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(append(b, '\n'))
+	return err
 }
 
-// jsonDisks keeps "[]" for an empty list: scripts index it.
-func jsonDisks(ds []disk.Disk) []disk.Disk {
-	if ds == nil {
-		return []disk.Disk{}
-	}
+// printDisks prints a disk list exactly as the daemon's socket encodes it,
+// so --json output is the same whichever way diskctl reached the daemon.
+func (e *env) printDisks(ds []disk.Disk) error {
 	for i := range ds {
 		if ds[i].Mounts == nil {
 			ds[i].Mounts = []string{}
 		}
 	}
-	return ds
+	_, err := e.stdout.Write(append(disk.AppendJSONArray(nil, ds), '\n'))
+	return err
 }

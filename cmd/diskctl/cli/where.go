@@ -23,7 +23,7 @@ func (e *env) whereCmd() *cobra.Command {
 					return err
 				}
 				if e.json {
-					if err := e.printJSON(jsonDisks(ds)); err != nil {
+					if err := e.printDisks(ds); err != nil {
 						return err
 					}
 				} else {
