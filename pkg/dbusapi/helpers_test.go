@@ -69,7 +69,7 @@ func (l *logBuffer) String() string {
 // env is a Service on a private system-like bus with diskd's policy
 // installed, over a real store.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	bus  *testutil.DBus
 	st   *store.Store
 	be   *fakeBackend
@@ -82,13 +82,13 @@ func newStore() *store.Store {
 	return store.New(store.Options{Local: disk.Node{ID: localID, Name: "alpha", Addresses: []string{"10.0.0.1"}}})
 }
 
-func startEnv(t *testing.T, cfg Config) *env {
+func startEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	return startEnvStore(t, cfg, store.Options{})
 }
 
 // startEnvStore is startEnv with store options (the local node is set).
-func startEnvStore(t *testing.T, cfg Config, opts store.Options) *env {
+func startEnvStore(t testing.TB, cfg Config, opts store.Options) *env {
 	t.Helper()
 	testutil.RequiresTool(t, "dbus-daemon", "dbus-send", "busctl")
 	bus := testutil.StartDBus(t)
@@ -108,7 +108,7 @@ func (e *env) waitConnected() {
 }
 
 // newEnv is startEnv without starting the service.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	testutil.RequiresTool(t, "dbus-daemon", "dbus-send", "busctl")
 	bus := testutil.StartDBus(t)
