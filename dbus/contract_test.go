@@ -1,6 +1,7 @@
 package dbus
 
 import (
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -28,7 +29,7 @@ func contract(t *testing.T) map[string]Interface {
 
 func TestContractInterfaces(t *testing.T) {
 	c := contract(t)
-	got := slices.Sorted(mapsKeys(c))
+	got := slices.Sorted(maps.Keys(c))
 	want := []string{BlockInterface, FilesystemInterface, MachineInterface, ManagerInterface}
 	if !slices.Equal(got, want) {
 		t.Fatalf("contract interfaces = %v, want %v", got, want)

@@ -158,6 +158,9 @@ func NodeFromProperties(p Props) (disk.Node, error) {
 		LastSeen:  FromUsec(getProp[uint64](&r, "LastSeen")),
 		Disks:     int(getProp[uint32](&r, "Disks")),
 	}
+	if len(n.Addresses) == 0 {
+		n.Addresses = nil // as the store keeps "none"
+	}
 	return n, r.err
 }
 

@@ -3,6 +3,7 @@ package dbus
 import (
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -112,7 +113,7 @@ func TestNodeRoundTrip(t *testing.T) {
 	for _, n := range []disk.Node{
 		{ID: testNode, Name: "alpha", Addresses: []string{"10.0.0.1", "fe80::1%eth0"}, Local: true, Online: true,
 			LastSeen: time.UnixMicro(1_700_000_000_000_001), Disks: 3},
-		{ID: "ffffffffffffffffffffffffffffffff", Name: "beta", Addresses: []string{}},
+		{ID: "ffffffffffffffffffffffffffffffff", Name: "beta"},
 	} {
 		got, err := NodeFromProperties(MachineProperties(&n))
 		if err != nil {
@@ -142,20 +143,10 @@ func TestPropertiesGolden(t *testing.T) {
 }
 
 func writeIfaces(b *strings.Builder, ifs Ifaces) {
-	for _, in := range slices.Sorted(mapsKeys(ifs)) {
-		for _, p := range slices.Sorted(mapsKeys(ifs[in])) {
+	for _, in := range slices.Sorted(maps.Keys(ifs)) {
+		for _, p := range slices.Sorted(maps.Keys(ifs[in])) {
 			v := ifs[in][p]
 			fmt.Fprintf(b, "  %s.%s %s %s\n", in, p, v.Signature(), v.String())
-		}
-	}
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
 		}
 	}
 }

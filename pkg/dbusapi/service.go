@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -189,47 +188,11 @@ type problem struct{ class, msg string }
 
 func (p *problem) Error() string { return p.msg }
 
-func (s *Service) busLabel() string {
-	switch s.cfg.Bus {
-	case "system", "session":
-		return s.cfg.Bus + " bus"
-	}
-	return "bus " + s.cfg.Bus
-}
-
-// address resolves Config.Bus. A daemon started by bus activation is told
-// its bus in DBUS_STARTER_ADDRESS, which wins for the same bus type.
-func (s *Service) address() (string, error) {
-	switch s.cfg.Bus {
-	case "system":
-		if os.Getenv("DBUS_STARTER_BUS_TYPE") == "system" && os.Getenv("DBUS_STARTER_ADDRESS") != "" {
-			return os.Getenv("DBUS_STARTER_ADDRESS"), nil
-		}
-		if a := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS"); a != "" {
-			return a, nil
-		}
-		return "unix:path=/run/dbus/system_bus_socket", nil
-	case "session":
-		if os.Getenv("DBUS_STARTER_BUS_TYPE") == "session" && os.Getenv("DBUS_STARTER_ADDRESS") != "" {
-			return os.Getenv("DBUS_STARTER_ADDRESS"), nil
-		}
-		if a := os.Getenv("DBUS_SESSION_BUS_ADDRESS"); a != "" {
-			return a, nil
-		}
-		if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-			return "unix:path=" + d + "/bus", nil
-		}
-		return "", errors.New("no session bus: DBUS_SESSION_BUS_ADDRESS and XDG_RUNTIME_DIR are unset")
-	}
-	if !strings.Contains(s.cfg.Bus, ":") {
-		return "", fmt.Errorf("bus %q: want system, session or an address like unix:path=/run/dbus/system_bus_socket", s.cfg.Bus)
-	}
-	return s.cfg.Bus, nil
-}
+func (s *Service) busLabel() string { return contract.BusLabel(s.cfg.Bus) }
 
 // session runs one connection from dial to loss (or ctx's end).
 func (s *Service) session(parent context.Context) error {
-	addr, err := s.address()
+	addr, err := contract.BusAddress(s.cfg.Bus)
 	if err != nil {
 		return &problem{"config", err.Error()}
 	}
