@@ -6,6 +6,8 @@ import (
 
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/control"
+	"github.com/diskd/diskd/pkg/dbusapi"
+	"github.com/diskd/diskd/pkg/peer"
 	"github.com/diskd/diskd/pkg/scanner"
 	"github.com/diskd/diskd/pkg/store"
 )
@@ -19,6 +21,8 @@ type backend struct {
 	scanner  *scanner.Scanner
 	socket   string
 	problems []string
+	net      *peer.Service    // nil when the peer network is off
+	bus      *dbusapi.Service // nil when D-Bus is off
 }
 
 func (b *backend) Status() api.Status {
@@ -38,6 +42,13 @@ func (b *backend) Status() api.Status {
 		DBus:     "off",
 		Problems: append([]string(nil), b.problems...),
 	}
+	if b.bus != nil {
+		s.DBus = b.bus.State()
+	}
+	if b.net != nil {
+		ns := api.NetStatus(b.net.Status())
+		s.Network = &ns
+	}
 	if s.Scan.LastError != "" {
 		s.Problems = append(s.Problems, "blkid: "+s.Scan.LastError+" (serving the last good inventory)")
 	}
@@ -49,6 +60,17 @@ func (b *backend) Status() api.Status {
 
 func (b *backend) Refresh(ctx context.Context) error { return b.scanner.Refresh(ctx) }
 
-func (b *backend) Ping(ctx context.Context) (int, error) { return 0, control.ErrNoNetwork }
+func (b *backend) Ping(ctx context.Context) (int, error) {
+	if b.net == nil {
+		return 0, control.ErrNoNetwork
+	}
+	return b.net.Ping(ctx)
+}
 
-func (b *backend) Announce() error { return control.ErrNoNetwork }
+func (b *backend) Announce() error {
+	if b.net == nil {
+		return control.ErrNoNetwork
+	}
+	b.net.Announce()
+	return nil
+}

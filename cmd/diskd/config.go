@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/peer"
 )
 
 // DefaultConfigFile is read when --config is not given; a missing default
@@ -34,6 +35,9 @@ type Config struct {
 	DBus         string   `toml:"dbus"`
 	LogLevel     string   `toml:"log_level"`
 	IdleTimeout  Duration `toml:"session_idle_timeout"`
+	// Network is the peer network ([network] in the file). Both families
+	// off means this node neither announces nor listens.
+	Network peer.Config `toml:"network"`
 }
 
 // Duration is a time.Duration written as "15s" in the config file.
@@ -62,6 +66,7 @@ func defaultConfig() Config {
 		Socket:       api.DefaultSocketPath(),
 		LogLevel:     "info",
 		IdleTimeout:  Duration{5 * time.Minute},
+		Network:      peer.DefaultConfig(),
 	}
 	c.NodeName, _ = os.Hostname()
 	if os.Geteuid() == 0 {
@@ -118,6 +123,7 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.DBus, "dbus", c.DBus, "D-Bus API on the system or session bus, a bus address, or off")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.IdleTimeout.Duration, "session-idle-timeout", c.IdleTimeout.Duration, "close socket sessions idle this long")
+	c.Network.AddFlags(fs)
 }
 
 // writeConfig prints c as a config file (--print-config).

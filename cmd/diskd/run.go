@@ -16,9 +16,11 @@ import (
 
 	"github.com/diskd/diskd/pkg/blkid"
 	"github.com/diskd/diskd/pkg/control"
+	"github.com/diskd/diskd/pkg/dbusapi"
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/logging"
 	"github.com/diskd/diskd/pkg/mountinfo"
+	"github.com/diskd/diskd/pkg/peer"
 	"github.com/diskd/diskd/pkg/scanner"
 	"github.com/diskd/diskd/pkg/store"
 	"github.com/diskd/diskd/pkg/uevent"
@@ -86,6 +88,18 @@ func run(ctx context.Context, cfg Config) error {
 		cfg: cfg, started: started, store: st, scanner: sc,
 		socket: socketDesc, problems: problems,
 	}
+	if cfg.Network.IPv4 || cfg.Network.IPv6 {
+		if be.net, err = peer.New(cfg.Network, st, log); err != nil {
+			return err
+		}
+	} else {
+		log.Info("peer network off (--ipv4=false --ipv6=false): this node neither announces nor listens")
+	}
+	if cfg.DBus != "off" {
+		be.bus = dbusapi.New(dbusapi.Config{Bus: cfg.DBus, Version: version}, st, be, log.With("component", "dbus"))
+	} else if os.Geteuid() != 0 {
+		log.Info("D-Bus API off (default when not root; --dbus=session to use the session bus)")
+	}
 	srv := control.New(control.Config{
 		Listener: ln, Store: st, Backend: be, Version: version,
 		IdleTimeout: cfg.IdleTimeout.Duration,
@@ -131,6 +145,20 @@ func run(ctx context.Context, cfg Config) error {
 	})
 	g.Go(func() error { return sc.Run(gctx, uevents, mounts) })
 	g.Go(func() error { return srv.Serve(gctx) })
+	if be.net != nil {
+		// Starts after the first scan, so our first announce is complete.
+		g.Go(func() error {
+			select {
+			case <-sc.FirstScanDone():
+			case <-gctx.Done():
+				return nil
+			}
+			return be.net.Run(gctx)
+		})
+	}
+	if be.bus != nil {
+		g.Go(func() error { return be.bus.Run(gctx) })
+	}
 	g.Go(func() error { return notifySystemd(gctx, log, sc, be) })
 
 	err = g.Wait()

@@ -35,36 +35,37 @@ const (
 type Config struct {
 	// Groups are the multicast groups, IPv4 and IPv6 mixed. A family with no
 	// group here uses its default group.
-	Groups []string
+	Groups []string `toml:"groups"`
 	// Port is the UDP port.
-	Port int
+	Port int `toml:"port"`
 	// Interfaces restricts the interfaces used; empty means every interface
 	// that is up, multicast-capable and not loopback.
-	Interfaces []string
+	Interfaces []string `toml:"interfaces"`
 	// TTL is the multicast TTL / hop limit: 1 keeps datagrams on the link.
-	TTL int
+	TTL int `toml:"ttl"`
 	// KeyFile, when set, authenticates the network (see wire.ParseKeys).
-	KeyFile string
+	KeyFile string `toml:"key_file"`
 	// HeartbeatInterval is how often we say we are alive; a peer silent for
 	// three of its intervals is offline.
-	HeartbeatInterval time.Duration
+	HeartbeatInterval time.Duration `toml:"heartbeat_interval"`
 	// IPv4 and IPv6 switch the families.
-	IPv4, IPv6 bool
+	IPv4 bool `toml:"ipv4"`
+	IPv6 bool `toml:"ipv6"`
 	// AnnouncesPerMinute bounds announces caused by local changes
 	// (the first of a burst goes at once).
-	AnnouncesPerMinute int
+	AnnouncesPerMinute int `toml:"announces_per_minute"`
 	// MaxPeers bounds the peers tracked; the peer offline the longest is
 	// forgotten first.
-	MaxPeers int
+	MaxPeers int `toml:"max_peers"`
 	// SourceRate and SourceBurst bound the datagrams accepted per source
 	// address (a token bucket), checked before anything else.
-	SourceRate  float64
-	SourceBurst float64
+	SourceRate  float64 `toml:"source_rate"`
+	SourceBurst float64 `toml:"source_burst"`
 
 	// Enter, when set, runs fn where the service's sockets must be created
 	// and interfaces listed: tests use it to put a service inside a network
 	// namespace. Nil runs fn directly.
-	Enter func(fn func() error) error
+	Enter func(fn func() error) error `toml:"-"`
 }
 
 // DefaultConfig returns the defaults.

@@ -2,11 +2,15 @@ package cli
 
 import (
 	"context"
-	"errors"
+
+	"github.com/diskd/diskd/pkg/dbusclient"
 )
 
-// dialBus connects over D-Bus. Until the D-Bus client lands it reports
-// that the bus is unavailable, so the socket path is the only one.
+// dialBus connects to diskd over D-Bus: the system bus, or addr when set.
 func dialBus(ctx context.Context, addr string) (Conn, error) {
-	return nil, errors.New("D-Bus client not available in this build")
+	bus := "system"
+	if addr != "" {
+		bus = addr
+	}
+	return dbusclient.Dial(ctx, bus)
 }
