@@ -1,12 +1,18 @@
 package peer_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,12 +25,14 @@ import (
 // node is one in-process daemon's peer network on a test host: a real
 // store and a Service whose sockets live in the host's namespace.
 type node struct {
-	t      *testing.T
-	h      *testutil.Host
-	st     *store.Store
-	svc    *peer.Service
-	cancel context.CancelFunc
-	done   chan error
+	t       *testing.T
+	h       *testutil.Host
+	st      *store.Store
+	svc     *peer.Service
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
 }
 
 func newNodeID() disk.NodeID {
@@ -49,14 +57,24 @@ func logger(t *testing.T, name string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("host", name)
 }
 
-// startNode starts a peer service on h; it is stopped at cleanup.
+// startNode starts a peer service on h with a new node ID; it is stopped
+// at cleanup.
 func startNode(t *testing.T, h *testutil.Host, mod func(*peer.Config)) *node {
 	t.Helper()
 	cfg := testConfig(h)
 	if mod != nil {
 		mod(&cfg)
 	}
-	st := store.New(store.Options{Local: disk.Node{ID: newNodeID(), Name: h.Hostname}})
+	n := startNodeWithStore(t, h, cfg, newNodeID())
+	testutil.Eventually(t, wait, "service joined", func() bool { return len(n.svc.Status().Interfaces) > 0 })
+	return n
+}
+
+// startNodeWithStore starts a service for node id with cfg and waits until
+// it has said hello (joined whatever interfaces there are).
+func startNodeWithStore(t *testing.T, h *testutil.Host, cfg peer.Config, id disk.NodeID) *node {
+	t.Helper()
+	st := store.New(store.Options{Local: disk.Node{ID: id, Name: h.Hostname}})
 	svc, err := peer.New(cfg, st, logger(t, h.Hostname))
 	if err != nil {
 		t.Fatal(err)
@@ -65,22 +83,22 @@ func startNode(t *testing.T, h *testutil.Host, mod func(*peer.Config)) *node {
 	n := &node{t: t, h: h, st: st, svc: svc, cancel: cancel, done: make(chan error, 1)}
 	go func() { n.done <- svc.Run(ctx) }()
 	t.Cleanup(n.stop)
-	// Interfaces are listed once the sockets are open and joined.
-	testutil.Eventually(t, 5*time.Second, "service up", func() bool {
-		return len(svc.Status().Interfaces) > 0
-	})
+	testutil.Eventually(t, wait, "service up", func() bool { return svc.Status().Counters["heartbeats_sent"] > 0 })
 	return n
 }
 
 // stop stops the service cleanly (it says goodbye); safe to call twice.
 func (n *node) stop() {
 	n.cancel()
+	if n.stopped {
+		return
+	}
 	select {
-	case err, ok := <-n.done:
-		if ok && err != nil {
+	case err := <-n.done:
+		n.stopped = true
+		if err != nil {
 			n.t.Errorf("%s: Run: %v", n.h.Hostname, err)
 		}
-		close(n.done)
 	case <-time.After(5 * time.Second):
 		n.t.Errorf("%s: Run did not return", n.h.Hostname)
 	}
@@ -109,4 +127,98 @@ func loopDisks(host string, k int) []disk.Disk {
 			Label: fmt.Sprintf("%s_%d", host, i), Type: "ext4", Usage: "filesystem", Size: 64 << 20}
 	}
 	return ds
+}
+
+// tap is a plain multicast socket on a test host: it records every
+// datagram of the peer network (v4 group) and can inject its own.
+type tap struct {
+	t    *testing.T
+	h    *testutil.Host
+	rx   *net.UDPConn
+	mu   sync.Mutex
+	got  [][]byte
+	done chan struct{}
+}
+
+var group4 = netip.MustParseAddr(peer.DefaultGroup4)
+
+func newTap(t *testing.T, h *testutil.Host) *tap {
+	t.Helper()
+	tp := &tap{t: t, h: h, done: make(chan struct{})}
+	err := h.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		tp.rx, err = net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: group4.AsSlice(), Port: peer.DefaultPort})
+		if err == nil {
+			err = tp.rx.SetReadBuffer(4 << 20)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(tp.done)
+		buf := make([]byte, 65536)
+		for {
+			n, err := tp.rx.Read(buf)
+			if err != nil {
+				return
+			}
+			tp.mu.Lock()
+			tp.got = append(tp.got, bytes.Clone(buf[:n]))
+			tp.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { tp.rx.Close(); <-tp.done })
+	return tp
+}
+
+// datagrams returns what the tap received so far.
+func (tp *tap) datagrams() [][]byte {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return slices.Clone(tp.got)
+}
+
+// send injects datagrams to dst (the v4 group when invalid) from the tap's host.
+func (tp *tap) send(dst netip.Addr, dgs ...[]byte) {
+	tp.t.Helper()
+	if !dst.IsValid() {
+		dst = group4
+	}
+	err := tp.h.Do(func() error {
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, peer.DefaultPort)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for _, b := range dgs {
+			if _, err := c.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+}
+
+func counter(n *node, name string) uint64 {
+	v, ok := n.svc.Status().Counters[name]
+	if !ok {
+		n.t.Fatalf("no counter %q", name)
+	}
+	return v
+}
+
+func writeKeys(t *testing.T, text string) string {
+	p := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

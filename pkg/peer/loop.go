@@ -100,9 +100,7 @@ type loop struct {
 	invGen       uint64
 	lastAnnounce time.Time
 	announcedGen uint64
-	lastChange   time.Time
-	changeTimes  []time.Time // change announces in the last minute
-	changeAt     time.Time   // a coalesced change announce is due (zero: none)
+	pace         pacer
 	answer       *pendingAnswer
 	answersAll   bucket
 	lastPing     time.Time
@@ -119,6 +117,7 @@ func newLoop(s *Service) (*loop, error) {
 		joined: map[int]map[int]ifaceInfo{4: {}, 6: {}},
 		peers:  make(map[wire.NodeID]*peerState),
 		linksC: make(chan struct{}, 1),
+		pace:   pacer{perMinute: s.cfg.AnnouncesPerMinute},
 	}
 	s.mu.Lock()
 	s.inst = l.enc.Instance()
@@ -283,7 +282,7 @@ func (l *loop) checkEvery() time.Duration {
 
 func (l *loop) nextDue() time.Time {
 	t := l.nextHeartbeat
-	for _, u := range []time.Time{l.nextCheck, l.nextExpire, l.nextRescan, l.wantDue, l.changeAt} {
+	for _, u := range []time.Time{l.nextCheck, l.nextExpire, l.nextRescan, l.wantDue, l.pace.at} {
 		if !u.IsZero() && u.Before(t) {
 			t = u
 		}
@@ -302,12 +301,10 @@ func (l *loop) runDue(now time.Time) {
 	if l.answer != nil && !now.Before(l.answer.at) {
 		l.fireAnswer(now)
 	}
-	if !l.changeAt.IsZero() && !now.Before(l.changeAt) {
-		l.changeAt = time.Time{}
+	if l.pace.due(now) {
+		// Unless an answer or a request carried the change already.
 		if gen, _ := l.current(); gen != l.announcedGen {
 			l.announce(now, "change")
-			l.lastChange = now
-			l.changeTimes = append(l.changeTimes, now)
 		}
 	}
 	if !l.wantDue.IsZero() && !now.Before(l.wantDue) {
@@ -447,6 +444,14 @@ func (l *loop) handle(in inbound) {
 	}
 	if r := ps.win.Accept(p.Seq); r != wire.ReasonNone {
 		l.s.ctr.drop(r)
+		if r == wire.ReasonDuplicate && ps.online {
+			// Usually the other family's copy: it tells us the peer's other
+			// address. (A replay would have to come within the window.)
+			l.addAddr(ps, in.src)
+			if ps.addrsNew {
+				l.touch(now, ps, true)
+			}
+		}
 		return
 	}
 	ps.lastHeard = now
@@ -686,28 +691,50 @@ func (l *loop) fireAnswer(now time.Time) {
 	}
 }
 
-// localChanged schedules an announce of a local change: at once, unless
-// one went out within the minimum gap (then at its end, coalescing all
-// changes meanwhile) or the minute's budget is spent (then when it frees).
-func (l *loop) localChanged(now time.Time) {
-	if !l.changeAt.IsZero() {
+// localChanged schedules an announce of a local change.
+func (l *loop) localChanged(now time.Time) { l.pace.changed(now) }
+
+// pacer times announces of local changes: the first of a burst at once,
+// the rest of the burst coalesced into one at the end of a minimum gap,
+// and at most perMinute in any minute (later ones wait, coalesced).
+type pacer struct {
+	perMinute int
+	last      time.Time   // last announce
+	times     []time.Time // announces within the last minute
+	at        time.Time   // next announce due (zero: none)
+}
+
+func (p *pacer) changed(now time.Time) {
+	if !p.at.IsZero() {
 		return // already scheduled: it will carry this change too
 	}
-	n := l.cfg.AnnouncesPerMinute
-	gap := min(time.Second, time.Minute/time.Duration(n))
+	gap := min(time.Second, time.Minute/time.Duration(p.perMinute))
 	at := now
-	if !l.lastChange.IsZero() && at.Before(l.lastChange.Add(gap)) {
-		at = l.lastChange.Add(gap)
+	if !p.last.IsZero() && at.Before(p.last.Add(gap)) {
+		at = p.last.Add(gap)
 	}
 	i := 0
-	for i < len(l.changeTimes) && at.Sub(l.changeTimes[i]) >= time.Minute {
+	for i < len(p.times) && at.Sub(p.times[i]) >= time.Minute {
 		i++
 	}
-	l.changeTimes = l.changeTimes[i:]
-	if len(l.changeTimes) >= n {
-		at = l.changeTimes[len(l.changeTimes)-n].Add(time.Minute)
+	p.times = p.times[i:]
+	if len(p.times) >= p.perMinute {
+		if free := p.times[len(p.times)-p.perMinute].Add(time.Minute); free.After(at) {
+			at = free
+		}
 	}
-	l.changeAt = at
+	p.at = at
+}
+
+// due reports whether an announce is due at now, and takes it.
+func (p *pacer) due(now time.Time) bool {
+	if p.at.IsZero() || now.Before(p.at) {
+		return false
+	}
+	p.at = time.Time{}
+	p.last = now
+	p.times = append(p.times, now)
+	return true
 }
 
 // current returns the local inventory, re-encoded only when the store's

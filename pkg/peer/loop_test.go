@@ -1,0 +1,293 @@
+package peer
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/store"
+	"github.com/diskd/diskd/pkg/wire"
+	"github.com/spf13/pflag"
+)
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+func ms(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+
+// simulate runs a pacer over change times (ms), checking every ms, and
+// returns when announces went out (ms).
+func simulate(perMinute int, changes []int, until int) []int {
+	p := pacer{perMinute: perMinute}
+	var sent []int
+	next := 0
+	for now := 0; now <= until; now++ {
+		for next < len(changes) && changes[next] == now {
+			p.changed(ms(now))
+			next++
+		}
+		if p.due(ms(now)) {
+			sent = append(sent, now)
+		}
+	}
+	return sent
+}
+
+func TestPacer(t *testing.T) {
+	every := func(step, n int) []int {
+		var out []int
+		for i := range n {
+			out = append(out, i*step)
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		perMinute int
+		changes   []int
+		until     int
+		want      []int
+	}{
+		{"one change, at once", 10, []int{500}, 5000, []int{500}},
+		{"burst coalesces after the gap", 10, []int{0, 10, 20, 300}, 5000, []int{0, 1000}},
+		{"spaced changes each at once", 10, []int{0, 1500, 3000}, 5000, []int{0, 1500, 3000}},
+		{"change during the gap waits for it", 10, []int{0, 400}, 5000, []int{0, 1000}},
+		{"minute budget", 10, every(2000, 15), 61000,
+			[]int{0, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 18000, 60000}},
+		{"faster limit, shorter gap", 600, []int{0, 10, 50, 100, 300}, 1000, []int{0, 100, 300}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := simulate(tt.perMinute, tt.changes, tt.until); !slices.Equal(got, tt.want) {
+				t.Errorf("sent at %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// Whatever the changes, no minute holds more than the budget.
+	sent := simulate(10, every(100, 3000), 300_000)
+	for i := 10; i < len(sent); i++ {
+		if sent[i]-sent[i-10] < 60_000 {
+			t.Fatalf("11 announces within a minute: %v", sent[i-10:i+1])
+		}
+	}
+}
+
+// offline returns a loop with no sockets: sends go nowhere, but every
+// decision and counter is real.
+func offline(t *testing.T) *loop {
+	t.Helper()
+	st := store.New(store.Options{Local: disk.Node{ID: "0123456789abcdef0123456789abcdef", Name: "me"}})
+	s, err := New(DefaultConfig(), st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &loop{s: s, cfg: &s.cfg,
+		enc: wire.NewEncoder(s.self, wire.NewInstance(t0), nil), asm: wire.NewAssembler(wire.AssemblerLimits{}),
+		conns: map[int]mconn{}, joined: map[int]map[int]ifaceInfo{4: {}, 6: {}},
+		peers: map[wire.NodeID]*peerState{}, pace: pacer{perMinute: 10}}
+}
+
+func TestAnswers(t *testing.T) {
+	l := offline(t)
+	asker := func(b byte, first time.Time) *peerState {
+		ps := &peerState{id: wire.NodeID{b}, firstHeard: first, online: true}
+		l.peers[ps.id] = ps
+		return ps
+	}
+	all := &wire.Query{}
+	c := func(name counter) uint64 { return l.s.ctr.get(name) }
+
+	// A query for all: an announce after 20-120 ms.
+	a := asker(1, ms(0))
+	l.onQuery(ms(0), a, all)
+	if l.answer == nil || !l.answer.full || l.answer.at.Before(ms(20)) || !l.answer.at.Before(ms(120)) {
+		t.Fatalf("answer %+v", l.answer)
+	}
+	// Queries meanwhile join the same answer.
+	l.onQuery(ms(5), asker(2, ms(5)), all)
+	at := l.answer.at
+	l.fireAnswer(at)
+	if c(announcesSent) != 1 || c(answersSent) != 1 || l.answer != nil {
+		t.Fatalf("announces %d answers %d", c(announcesSent), c(answersSent))
+	}
+	// A peer heard before that announce asks again soon: it got the
+	// announce, so a heartbeat answers.
+	l.onQuery(at.Add(200*time.Millisecond), a, all)
+	if l.answer.full {
+		t.Error("full answer to a querier that heard our announce")
+	}
+	// ...but a newcomer in the same window needs the announce.
+	l.onQuery(at.Add(210*time.Millisecond), asker(3, at.Add(210*time.Millisecond)), all)
+	if !l.answer.full {
+		t.Error("newcomer would get only a heartbeat")
+	}
+	l.fireAnswer(l.answer.at)
+	if c(announcesSent) != 2 {
+		t.Errorf("announces %d, want 2", c(announcesSent))
+	}
+	// A query naming us is always answered with an announce.
+	l.onQuery(l.lastAnnounce.Add(10*time.Millisecond), a, &wire.Query{Targets: []wire.NodeID{l.s.self}})
+	if l.answer == nil || !l.answer.full {
+		t.Error("targeted query not answered with an announce")
+	}
+	l.fireAnswer(l.answer.at)
+	// A query naming others is not ours to answer.
+	l.onQuery(ms(5000), asker(4, ms(0)), &wire.Query{Targets: []wire.NodeID{{9}}})
+	if l.answer != nil {
+		t.Error("answered a query for another node")
+	}
+	// An announce that goes out between query and answer serves it.
+	l.onQuery(ms(6000), asker(5, ms(6000)), all)
+	l.announce(ms(6010), "change")
+	l.fireAnswer(l.answer.at)
+	if c(answersSkipped) != 1 {
+		t.Errorf("answers skipped %d, want 1", c(answersSkipped))
+	}
+}
+
+func TestAnswerLimits(t *testing.T) {
+	l := offline(t)
+	all := &wire.Query{}
+	// One querier: 3 answers, then one per 2 s.
+	ps := &peerState{id: wire.NodeID{1}, firstHeard: ms(0)}
+	l.peers[ps.id] = ps
+	for i := range 5 {
+		l.onQuery(ms(i*10), ps, all)
+	}
+	if got := l.s.ctr.get(dropQueryLimited); got != 2 {
+		t.Errorf("limited %d of 5 queries from one asker, want 2", got)
+	}
+	// Many queriers: at most answerBurst answers at once, then 5 a second.
+	l = offline(t)
+	sent := 0
+	for i := range 100 {
+		now := ms(i * 50)
+		q := &peerState{id: wire.NodeID{byte(i), 1}, firstHeard: now}
+		l.peers[q.id] = q
+		l.onQuery(now, q, all)
+		if l.answer != nil && !now.Before(l.answer.at) {
+			l.fireAnswer(now)
+		}
+		for l.answer != nil && !ms(i*50+49).Before(l.answer.at) {
+			l.fireAnswer(l.answer.at)
+		}
+		sent = int(l.s.ctr.get(answersSent))
+	}
+	// 5 s of queries every 50 ms: the bucket allows 10 + 5/s * 5 s.
+	if sent > answerBurst+answerRate*5+1 {
+		t.Errorf("%d answers to 100 queries in 5 s", sent)
+	}
+	if sent < 10 {
+		t.Errorf("only %d answers", sent)
+	}
+}
+
+func TestAnswerDelayWidens(t *testing.T) {
+	l := offline(t)
+	hi := func() time.Duration {
+		var m time.Duration
+		for range 2000 {
+			m = max(m, l.answerDelay())
+		}
+		return m
+	}
+	small := hi()
+	for i := range 100 {
+		l.peers[wire.NodeID{byte(i), 2}] = &peerState{online: true}
+	}
+	big := hi()
+	if small > answerMaxDelay || big <= answerMaxDelay || big > answerDelayCap {
+		t.Errorf("max delay %v with no peers, %v with 100", small, big)
+	}
+}
+
+func TestConfigFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		g4, g6  []string
+		errPart string
+	}{
+		{"defaults", nil, []string{DefaultGroup4}, []string{DefaultGroup6}, ""},
+		{"v4 group keeps the v6 default", []string{"--group", "239.1.2.3"}, []string{"239.1.2.3"}, []string{DefaultGroup6}, ""},
+		{"both", []string{"--group", "ff02::1:2", "--group", "239.1.2.3", "--group", "239.1.2.4"},
+			[]string{"239.1.2.3", "239.1.2.4"}, []string{"ff02::1:2"}, ""},
+		{"not multicast", []string{"--group", "10.0.0.1"}, nil, nil, "not a multicast"},
+		{"not an address", []string{"--group", "x"}, nil, nil, "group"},
+		{"port", []string{"--port", "0"}, nil, nil, "port"},
+		{"ttl", []string{"--ttl", "300"}, nil, nil, "ttl"},
+		{"interval", []string{"--heartbeat-interval", "1ms"}, nil, nil, "interval"},
+		{"no family", []string{"--ipv4=false", "--ipv6=false"}, nil, nil, "both"},
+		{"key file missing", []string{"--key-file", "/nonexistent"}, nil, nil, "key file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+			c.AddFlags(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			st := store.New(store.Options{Local: disk.Node{ID: "0123456789abcdef0123456789abcdef"}})
+			s, err := New(c, st, nil)
+			if tt.errPart != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.errPart) {
+					t.Fatalf("err %v, want %q", err, tt.errPart)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			str := func(as []netip.Addr) []string {
+				var out []string
+				for _, a := range as {
+					out = append(out, a.String())
+				}
+				return out
+			}
+			if !slices.Equal(str(s.g4), tt.g4) || !slices.Equal(str(s.g6), tt.g6) {
+				t.Errorf("groups %v %v, want %v %v", s.g4, s.g6, tt.g4, tt.g6)
+			}
+		})
+	}
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	c := DefaultConfig()
+	c.AddFlags(fs)
+	for _, f := range []string{"group", "port", "interface", "ttl", "key-file", "heartbeat-interval", "ipv4", "ipv6"} {
+		if fs.Lookup(f) == nil {
+			t.Errorf("no --%s", f)
+		}
+	}
+	if f := fs.Lookup("announce-limit"); f == nil || !f.Hidden {
+		t.Error("--announce-limit should exist, hidden")
+	}
+}
+
+func TestSourceLimiter(t *testing.T) {
+	l := newSourceLimiter(10, 20, 2)
+	a, b, c := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
+	n := 0
+	for range 100 {
+		if l.allow(t0, a) {
+			n++
+		}
+	}
+	if n != 20 {
+		t.Errorf("burst let %d through, want 20", n)
+	}
+	if !l.allow(t0.Add(time.Second), a) {
+		t.Error("no refill after a second")
+	}
+	if !l.allow(t0, b) {
+		t.Error("second source refused")
+	}
+	if l.allow(t0, c) {
+		t.Error("third source accepted beyond the table's bound while the others are busy")
+	}
+	if !l.allow(t0.Add(time.Hour), c) {
+		t.Error("third source refused once the others went quiet")
+	}
+}
