@@ -134,6 +134,7 @@ func DiskFromInterfaces(ifs Ifaces) (disk.Disk, error) {
 	d.Present = getProp[bool](&r, "Present")
 	d.FirstSeen = FromUsec(getProp[uint64](&r, "FirstSeen"))
 	d.LastSeen = FromUsec(getProp[uint64](&r, "LastSeen"))
+	d.Mounts = []string{} // never nil, as the store keeps it
 	if fs, ok := ifs[FilesystemInterface]; ok {
 		fr := reader{props: fs, iface: FilesystemInterface}
 		for _, m := range getProp[[][]byte](&fr, "MountPoints") {

@@ -49,7 +49,7 @@ func TestDiskRoundTrip(t *testing.T) {
 			}
 			want := d
 			if len(want.Mounts) == 0 {
-				want.Mounts = nil
+				want.Mounts = []string{}
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("round trip:\n got %+v\nwant %+v", got, want)

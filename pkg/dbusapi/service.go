@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -331,20 +332,22 @@ func (s *Service) gather(ctx context.Context, first disk.Event, c <-chan disk.Ev
 }
 
 // apply publishes a batch of store events: the latest state of each
-// object, machines first so a monitor sees a machine before its disks, and
-// each touched machine's disk count fresh from the store.
+// object, in the order the store first reported each (so a new peer's
+// machine comes before its disks, and its disks are forgotten before it),
+// then the disk count of each machine whose disks changed, fresh from the
+// store.
 func (srv *server) apply(evs []disk.Event) {
 	type item struct {
-		obj    object // nil: remove
+		obj    object
 		remove bool
 	}
-	machines, blocks := map[dbus.ObjectPath]item{}, map[dbus.ObjectPath]item{}
-	var morder, border []dbus.ObjectPath
-	put := func(m map[dbus.ObjectPath]item, order *[]dbus.ObjectPath, p dbus.ObjectPath, it item) {
-		if _, ok := m[p]; !ok {
-			*order = append(*order, p)
+	items := map[dbus.ObjectPath]item{}
+	var order []dbus.ObjectPath
+	put := func(p dbus.ObjectPath, it item) {
+		if _, ok := items[p]; !ok {
+			order = append(order, p)
 		}
-		m[p] = it
+		items[p] = it
 	}
 	touched := map[disk.NodeID]bool{}
 	manager := false
@@ -353,25 +356,25 @@ func (srv *server) apply(evs []disk.Event) {
 		case ev.Disk != nil:
 			p := contract.BlockPath(ev.Disk.Key())
 			if ev.Kind == disk.DiskForgotten {
-				put(blocks, &border, p, item{remove: true})
+				put(p, item{remove: true})
 			} else {
-				put(blocks, &border, p, item{obj: blockObj{*ev.Disk}})
+				put(p, item{obj: blockObj{*ev.Disk}})
 			}
 			touched[ev.Disk.Node] = true
 		case ev.Node != nil:
 			p := contract.MachinePath(ev.Node.ID)
 			if ev.Kind == disk.NodeForgotten {
-				put(machines, &morder, p, item{remove: true})
+				put(p, item{remove: true})
 				delete(touched, ev.Node.ID)
 			} else {
-				put(machines, &morder, p, item{obj: machineObj{*ev.Node}})
+				put(p, item{obj: machineObj{*ev.Node}})
 			}
 			manager = manager || ev.Node.Local
 		}
 	}
-	for id := range touched {
+	for _, id := range slices.Sorted(maps.Keys(touched)) {
 		if n, ok := srv.svc.store.Node(id); ok {
-			put(machines, &morder, contract.MachinePath(id), item{obj: machineObj{n}})
+			put(contract.MachinePath(id), item{obj: machineObj{n}})
 		}
 	}
 	var first error
@@ -383,21 +386,11 @@ func (srv *server) apply(evs []disk.Event) {
 	if manager {
 		note(srv.om.set(contract.ManagerPath, srv.svc.managerObject()))
 	}
-	for _, p := range morder {
-		if it := machines[p]; !it.remove {
-			note(srv.om.set(p, it.obj))
-		}
-	}
-	for _, p := range border {
-		if it := blocks[p]; it.remove {
+	for _, p := range order {
+		if it := items[p]; it.remove {
 			note(srv.om.remove(p))
 		} else {
 			note(srv.om.set(p, it.obj))
-		}
-	}
-	for _, p := range morder {
-		if machines[p].remove {
-			note(srv.om.remove(p))
 		}
 	}
 	if first != nil && srv.conn.Connected() {
