@@ -111,6 +111,21 @@ func TestSystemdTwoHosts(t *testing.T) {
 		}
 	})
 
+	t.Run("mount seen through the sandbox", func(t *testing.T) {
+		// The service has its own mount namespace (ProtectSystem=,
+		// PrivateMounts=, ...): mounts made outside must still reach it.
+		h1.must(t, "mkdir", "-p", "/mnt/sdt")
+		h1.must(t, "mount", "-o", "ro", dev, "/mnt/sdt")
+		defer h1.exec("umount", "/mnt/sdt")
+		var last []string
+		if !waitFor(10*time.Second, func() bool {
+			last = waitDisk(t, h1, label, h1.name).Mounts
+			return len(last) == 1 && last[0] == "/mnt/sdt"
+		}) {
+			t.Errorf("host 1 lists %s mounted at %q, want exactly [/mnt/sdt]", label, last)
+		}
+	})
+
 	t.Run("peer disk on host 2", func(t *testing.T) {
 		id := localID(t, h1)
 		if id2 := localID(t, h2); id2 == id {
@@ -249,11 +264,12 @@ func expectUnits(t *testing.T, c *container, enabled, active string) {
 
 // listed is the part of `diskctl list --json` the test reads.
 type listed struct {
-	Host    string `json:"host"`
-	Node    string `json:"node_id"`
-	Device  string `json:"device"`
-	Label   string `json:"label"`
-	Present bool   `json:"present"`
+	Host    string   `json:"host"`
+	Node    string   `json:"node_id"`
+	Device  string   `json:"device"`
+	Label   string   `json:"label"`
+	Mounts  []string `json:"mountpoints"`
+	Present bool     `json:"present"`
 }
 
 // waitDisk waits until c's `diskctl list --json` shows a present disk with
