@@ -1,0 +1,140 @@
+package test
+
+import (
+	"encoding/json"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	contract "github.com/diskd/diskd/dbus"
+	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/testutil"
+)
+
+// freeLoop names the loop device losetup would use next.
+func freeLoop(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("losetup", "-f").Output()
+	if err != nil {
+		t.Fatalf("losetup -f: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestDBusEndToEnd drives the real diskd on a private system-like bus with
+// the tools people use, and diskctl --bus against diskctl on the socket.
+func TestDBusEndToEnd(t *testing.T) {
+	testutil.RequiresRoot(t)
+	testutil.RequiresTool(t, "losetup", "mkfs.ext4", "blkid", "runuser")
+	bus := startPolicyBus(t)
+	loop1 := testutil.AttachLoop(t, testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSE2E1"))
+	img2 := testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSE2E2")
+	loop2 := freeLoop(t) // where img2 will be attached, so --devices can allow it now
+
+	d := testutil.StartDaemon(t, testutil.DaemonOptions{Args: []string{
+		"--dbus", bus.Address, "--devices", loop1, "--devices", loop2}})
+	waitBusName(t, bus)
+	var lh api.Localhost
+	if err := json.Unmarshal([]byte(d.MustCtl("localhost", "--json")), &lh); err != nil {
+		t.Fatal(err)
+	}
+	p1 := string(contract.BlockPath(disk.Key{Node: lh.NodeID, Name: strings.TrimPrefix(loop1, "/dev/")}))
+	p2 := string(contract.BlockPath(disk.Key{Node: lh.NodeID, Name: strings.TrimPrefix(loop2, "/dev/")}))
+	machine := string(contract.MachinePath(lh.NodeID))
+	testutil.Eventually(t, 20*time.Second, loop1+" on the bus", func() bool {
+		out, err := busctlErr(bus, "tree", "--list", contract.BusName)
+		return err == nil && strings.Contains(out, p1+"\n")
+	})
+
+	// busctl tree, introspect, get-property, GetManagedObjects; gdbus call.
+	tree := busctl(t, bus, "tree", "--list", contract.BusName)
+	for _, p := range []string{contract.RootPath, contract.ManagerPath, machine, p1} {
+		if !strings.Contains(tree, p+"\n") {
+			t.Errorf("busctl tree lacks %s:\n%s", p, tree)
+		}
+	}
+	intro := busctl(t, bus, "introspect", contract.BusName, p1)
+	for _, want := range []string{contract.BlockInterface, `"DBUSE2E1"`, `"ext4"`, contract.FilesystemInterface, ".MountPoints"} {
+		if !strings.Contains(intro, want) {
+			t.Errorf("busctl introspect %s lacks %s:\n%s", p1, want, intro)
+		}
+	}
+	if got := strings.TrimSpace(busctl(t, bus, "get-property", contract.BusName, p1, contract.BlockInterface, "Present")); got != "b true" {
+		t.Errorf("Present = %s", got)
+	}
+	if got := strings.TrimSpace(busctl(t, bus, "get-property", contract.BusName, p1, contract.BlockInterface, "Machine")); got != `o "`+machine+`"` {
+		t.Errorf("Machine = %s", got)
+	}
+	gmo := busctl(t, bus, "--json=short", "call", contract.BusName, contract.RootPath, contract.ObjectManagerInterface, "GetManagedObjects")
+	var reply struct{ Data []map[string]map[string]map[string]struct{ Data any } }
+	if err := json.Unmarshal([]byte(gmo), &reply); err != nil || len(reply.Data) != 1 {
+		t.Fatalf("GetManagedObjects: %v %.300s", err, gmo)
+	}
+	if got := reply.Data[0][p1][contract.BlockInterface]["IdLabel"].Data; got != "DBUSE2E1" {
+		t.Errorf("GetManagedObjects: %s IdLabel = %v", p1, got)
+	}
+	out, err := exec.Command("gdbus", "call", "--address", bus.Address, "--dest", contract.BusName, "--object-path",
+		contract.ManagerPath, "--method", contract.ManagerInterface+".Where", "DBUSE2E1", "{}").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "(objectpath '"+machine+"', objectpath '"+p1+"', true, uint64 ") {
+		t.Errorf("gdbus call Where: %v %s", err, out)
+	}
+
+	// dbus-monitor sees the attach as InterfacesAdded and the detach as
+	// PropertiesChanged of Present.
+	m := monitorBus(t, bus)
+	if out, err := exec.Command("losetup", loop2, img2).CombinedOutput(); err != nil {
+		t.Fatalf("losetup %s %s: %v %s (another test took the device?)", loop2, img2, err, out)
+	}
+	t.Cleanup(func() { testutil.DetachLoop(t, img2) })
+	m.wait(t, "InterfacesAdded for "+loop2, "path=/org/diskd/Diskd1; interface=org.freedesktop.DBus.ObjectManager; member=InterfacesAdded",
+		`object path "`+p2+`"`, `string "DBUSE2E2"`)
+	testutil.DetachLoop(t, img2)
+	m.wait(t, "PropertiesChanged Present=false for "+loop2, "path="+p2+"; interface=org.freedesktop.DBus.Properties; member=PropertiesChanged",
+		`string "Present"`, "boolean false")
+
+	// Refresh is refused to a non-root caller, with a readable reason.
+	ref, err := exec.Command("runuser", "-u", "nobody", "--", "busctl", "--address="+bus.Address, "call",
+		contract.BusName, contract.ManagerPath, contract.ManagerInterface, "Refresh", "a{sv}", "0").CombinedOutput()
+	if err == nil || !strings.Contains(string(ref), "Refresh is for root only (caller uid 65534)") {
+		t.Errorf("nobody's Refresh: %v %s", err, ref)
+	}
+	if !strings.Contains(d.Log(), "refused a D-Bus call: caller is not root") {
+		t.Errorf("the refusal is not logged")
+	}
+	// Root's goes through.
+	busctl(t, bus, "call", contract.BusName, contract.ManagerPath, contract.ManagerInterface, "Refresh", "a{sv}", "0")
+
+	// diskctl --bus prints what diskctl prints over the socket: the same
+	// output, errors and exit codes. D-Bus carries times in microseconds
+	// (as the issue specifies), so JSON times are compared at that
+	// resolution; the human forms print seconds or milliseconds.
+	viaBus := func(args ...string) string {
+		return d.MustCtl(append([]string{"--bus", "--bus-address", bus.Address}, args...)...)
+	}
+	usec := regexp.MustCompile(`(T\d\d:\d\d:\d\d\.\d{6})\d*`)
+	for _, args := range [][]string{
+		{"list"}, {"list", "--json"}, {"where", "DBUSE2E2"}, {"where", "DBUSE2E2", "--json"}, {"where", "DBUSE2E1"},
+		{"where", "NOSUCH"}, {"list", "nosuchhost"}, {"peers"}, {"peers", "--json"}, {"localhost"}, {"localhost", "--json"},
+	} {
+		so, se, sc := d.Ctl(args...)
+		bo, be, bc := d.Ctl(append([]string{"--bus", "--bus-address", bus.Address}, args...)...)
+		so, bo = usec.ReplaceAllString(so, "$1"), usec.ReplaceAllString(bo, "$1")
+		if so != bo || se != be || sc != bc {
+			t.Errorf("diskctl %s differs:\nsocket (exit %d):\n%s%s\n--bus (exit %d):\n%s%s", strings.Join(args, " "), sc, so, se, bc, bo, be)
+		}
+	}
+	// status: the same report, but uptime moves between the two calls.
+	upt := regexp.MustCompile(`up [0-9hms.]+|"uptime_sec":[0-9.e+-]+`)
+	for _, args := range [][]string{{"status"}, {"status", "--json"}} {
+		s, b := upt.ReplaceAllString(d.MustCtl(args...), "UP"), upt.ReplaceAllString(viaBus(args...), "UP")
+		if s != b {
+			t.Errorf("diskctl %s differs:\nsocket:\n%s\n--bus:\n%s", strings.Join(args, " "), s, b)
+		}
+	}
+	if st := status(t, d); !strings.HasPrefix(st.DBus, "connected to bus unix:path="+bus.Socket) {
+		t.Errorf("status says dbus: %q", st.DBus)
+	}
+}
