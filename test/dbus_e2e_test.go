@@ -69,7 +69,9 @@ func TestDBusEndToEnd(t *testing.T) {
 		t.Errorf("Machine = %s", got)
 	}
 	gmo := busctl(t, bus, "--json=short", "call", contract.BusName, contract.RootPath, contract.ObjectManagerInterface, "GetManagedObjects")
-	var reply struct{ Data []map[string]map[string]map[string]struct{ Data any } }
+	var reply struct {
+		Data []map[string]map[string]map[string]struct{ Data any }
+	}
 	if err := json.Unmarshal([]byte(gmo), &reply); err != nil || len(reply.Data) != 1 {
 		t.Fatalf("GetManagedObjects: %v %.300s", err, gmo)
 	}
