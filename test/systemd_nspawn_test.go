@@ -34,6 +34,9 @@ func TestSystemdTwoHosts(t *testing.T) {
 	const label = "DISKD_SDT_H1"
 	dev := attachLoop(t, t.TempDir(), label, 32<<20)
 	kname := strings.TrimPrefix(dev, "/dev/")
+	// A second disk for host 1 to hold /var/lib (big enough for a copy).
+	const varLabel = "DISKD_SDT_VAR"
+	varDev := attachLoop(t, t.TempDir(), varLabel, 160<<20)
 
 	// The loop device is bound into host 1 only.
 	boot := func(i int, extra ...string) *container {
@@ -41,7 +44,7 @@ func TestSystemdTwoHosts(t *testing.T) {
 			"--bind-ro=" + deb + ":/opt/diskd.deb"}, extra...)
 		return bootContainer(t, nw.ns(i), root, args...)
 	}
-	h1 := boot(1, "--bind="+dev)
+	h1 := boot(1, "--bind="+dev, "--bind="+varDev)
 	h2 := boot(2)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -229,6 +232,23 @@ func TestSystemdTwoHosts(t *testing.T) {
 		}
 		// Its disk reaches host 2 again from the new instance.
 		waitDisk(t, h2, label, h1.name)
+	})
+
+	t.Run("sandbox mounts are not mount points", func(t *testing.T) {
+		// With /var/lib on its own disk, StateDirectory= bind-mounts
+		// /var/lib/diskd onto itself in the service's namespace (and
+		// PrivateTmp=, ProtectHome= add more). Those are the sandbox, not
+		// places where the disk is mounted: diskd must report /var/lib only.
+		h1.must(t, "sh", "-ec", "mkdir -p /mnt/v && mount "+varDev+" /mnt/v && cp -a /var/lib/. /mnt/v/ && "+
+			"umount /mnt/v && mount "+varDev+" /var/lib")
+		h1.must(t, "systemctl", "restart", "diskd.service")
+		var last []string
+		if !waitFor(10*time.Second, func() bool {
+			last = waitDisk(t, h1, varLabel, h1.name).Mounts
+			return len(last) == 1 && last[0] == "/var/lib"
+		}) {
+			t.Errorf("host 1 lists %s mounted at %q, want exactly [/var/lib]", varLabel, last)
+		}
 	})
 
 	// Figures for the note (logged, never asserted).
