@@ -4,18 +4,23 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/diskd/diskd/pkg/scanner"
+	"github.com/diskd/diskd/pkg/store"
 )
 
 // notifySystemd tells systemd READY=1 once the socket listens (it is bound
 // before this runs) and the first scan has finished or failed, keeps
 // STATUS= current, pets the watchdog at half its interval, and says
 // STOPPING=1 when ctx ends. Without NOTIFY_SOCKET every call is a no-op.
-func notifySystemd(ctx context.Context, log *slog.Logger, sc *scanner.Scanner, be *backend) error {
+func notifySystemd(ctx context.Context, log *slog.Logger, sc *scanner.Scanner, st *store.Store, be *backend) error {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return nil // not under systemd (or not Type=notify): nothing to tell
+	}
 	select {
 	case <-sc.FirstScanDone():
 	case <-ctx.Done():
@@ -45,9 +50,12 @@ func notifySystemd(ctx context.Context, log *slog.Logger, sc *scanner.Scanner, b
 		defer t.Stop()
 		wdC = t.C
 	}
-	// STATUS= is refreshed at most once a second however busy the table is.
+	// STATUS= is refreshed at most once a second however busy the table
+	// is, and only recomputed when the table or the scan changed: counting
+	// 100,000 disks every second would be an idle daemon's main cost.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	seen, lastScan := st.Version(), be.scanner.Status().LastScan
 	for {
 		select {
 		case <-ctx.Done():
@@ -56,6 +64,11 @@ func notifySystemd(ctx context.Context, log *slog.Logger, sc *scanner.Scanner, b
 		case <-wdC:
 			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
 		case <-tick.C:
+			v, scan := st.Version(), be.scanner.Status().LastScan
+			if v == seen && scan.Equal(lastScan) {
+				continue
+			}
+			seen, lastScan = v, scan
 			if s := status(); s != last {
 				last = s
 				daemon.SdNotify(false, "STATUS="+s)

@@ -159,7 +159,7 @@ func run(ctx context.Context, cfg Config) error {
 	if be.bus != nil {
 		g.Go(func() error { return be.bus.Run(gctx) })
 	}
-	g.Go(func() error { return notifySystemd(gctx, log, sc, be) })
+	g.Go(func() error { return notifySystemd(gctx, log, sc, st, be) })
 
 	err = g.Wait()
 	stopPersist()

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -45,6 +46,7 @@ type Store struct {
 	dirty    dirtySet
 	dirtyC   chan struct{} // signalled (non-blocking) when dirty gains entries
 	stats    Stats
+	version  atomic.Uint64
 }
 
 type nodeEntry struct {

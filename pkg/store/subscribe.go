@@ -20,6 +20,10 @@ type Subscription struct {
 	err   error
 }
 
+// Version grows with every change event, so a poller can tell "nothing
+// changed" without reading the table.
+func (s *Store) Version() uint64 { return s.version.Load() }
+
 // Subscribe returns a subscription with room for buf pending events.
 func (s *Store) Subscribe(buf int) *Subscription {
 	if buf < 1 {
@@ -61,6 +65,7 @@ func (sub *Subscription) closeLocked(err error) {
 
 // publish runs with s.mu held for writing.
 func (s *Store) publish(ev disk.Event) {
+	s.version.Add(1)
 	if len(s.subs) == 0 {
 		return
 	}
