@@ -328,12 +328,16 @@ func TestInstallDestdir(t *testing.T) {
 	}
 }
 
-// daemonKeys returns the daemon's option keys: those --print-config shows,
-// plus one per flag (print-config omits empty lists), as section.key.
+// daemonKeys returns the daemon's option keys (as section.key) with the
+// defaults --print-config shows. Options print-config leaves out (empty
+// lists) are found through their flags: each flag must set some key, which
+// is looked up under its own name or its plural, in any section, by asking
+// diskd whether it knows the key.
 func daemonKeys(t *testing.T, diskd string) (keys []string, defaults map[string]string) {
 	t.Helper()
 	defaults = map[string]string{}
 	out := runIn(t, ".", diskd, "--config", "/dev/null", "--print-config")
+	sections := []string{""}
 	section := ""
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
@@ -342,6 +346,7 @@ func daemonKeys(t *testing.T, diskd string) (keys []string, defaults map[string]
 		case line == "" || strings.HasPrefix(line, "#"):
 		case strings.HasPrefix(line, "["):
 			section = strings.Trim(line, "[]") + "."
+			sections = append(sections, section)
 		default:
 			k, v, ok := strings.Cut(line, " = ")
 			if !ok {
@@ -356,9 +361,21 @@ func daemonKeys(t *testing.T, diskd string) (keys []string, defaults map[string]
 		case "config", "print-config", "version", "help":
 			continue
 		}
-		k := strings.ReplaceAll(m[1], "-", "_")
-		if _, ok := defaults[k]; !ok && !hasSuffixKey(defaults, k) {
-			defaults[k] = ""
+		name := strings.ReplaceAll(m[1], "-", "_")
+		if hasKey(defaults, name) || hasKey(defaults, name+"s") {
+			continue
+		}
+		found := false
+		for _, sec := range sections {
+			for _, cand := range []string{name, name + "s"} {
+				if !found && knowsKey(t, diskd, sec, cand) {
+					defaults[sec+cand] = ""
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf("flag --%s sets no configuration key diskd accepts (tried %s and %ss in %q)", m[1], name, name, sections)
 		}
 	}
 	for k := range defaults {
@@ -371,13 +388,31 @@ func daemonKeys(t *testing.T, diskd string) (keys []string, defaults map[string]
 	return keys, defaults
 }
 
-func hasSuffixKey(m map[string]string, k string) bool {
-	for mk := range m {
-		if strings.HasSuffix(mk, "."+k) {
+// hasKey reports whether name is a key of m in any section.
+func hasKey(m map[string]string, name string) bool {
+	for k := range m {
+		if k == name || strings.HasSuffix(k, "."+name) {
 			return true
 		}
 	}
 	return false
+}
+
+// knowsKey asks diskd whether key exists in section: it rejects unknown
+// keys as "unknown option"; a known one with a value of the wrong type
+// fails differently.
+func knowsKey(t *testing.T, diskd, section, key string) bool {
+	t.Helper()
+	conf := key + " = \"x\"\n"
+	if section != "" {
+		conf = "[" + strings.TrimSuffix(section, ".") + "]\n" + conf
+	}
+	p := filepath.Join(t.TempDir(), "probe.conf")
+	if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(diskd, "--config", p, "--print-config").CombinedOutput()
+	return err == nil || !strings.Contains(string(out), "unknown option")
 }
 
 func buildDiskd(t *testing.T) string {

@@ -94,7 +94,7 @@ func TestDiskdPageCoversFlagsAndKeys(t *testing.T) {
 		t.Fatalf("diskd --print-config: %v", err)
 	}
 	conf := section(src, "CONFIGURATION")
-	for _, m := range regexp.MustCompile(`(?m)^([a-z0-9_]+) = `).FindAllStringSubmatch(string(out), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^\s*([a-z0-9_]+) = `).FindAllStringSubmatch(string(out), -1) {
 		if !strings.Contains(conf, m[1]) {
 			t.Errorf("diskd.8 CONFIGURATION does not name the key %s", m[1])
 		}
