@@ -92,7 +92,7 @@ var loopSeq atomic.Int64
 // newLoopDev creates an unattached /dev/loopN with a number nobody else
 // uses (LOOP_CTL_ADD), so a daemon's --devices can name the device before
 // anything is attached to it. Cleanup detaches it and removes it.
-func newLoopDev(t *testing.T) string {
+func newLoopDev(t testing.TB) string {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	testutil.RequiresTool(t, "losetup")
@@ -120,7 +120,7 @@ func newLoopDev(t *testing.T) string {
 	return ""
 }
 
-func removeLoopDev(t *testing.T, dev string, n int) {
+func removeLoopDev(t testing.TB, dev string, n int) {
 	_ = exec.Command("losetup", "-d", dev).Run() // fails when not attached: fine
 	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
 	if err != nil {
@@ -152,7 +152,7 @@ type wireTap struct {
 	done chan struct{}
 }
 
-func newWireTap(t *testing.T, h *testutil.Host) *wireTap {
+func newWireTap(t testing.TB, h *testutil.Host) *wireTap {
 	t.Helper()
 	tp := &wireTap{done: make(chan struct{})}
 	err := h.Do(func() error {
@@ -195,7 +195,7 @@ func (tp *wireTap) datagrams() [][]byte {
 
 // fakeBlkid writes a blkid stand-in that reports n ext4 devices
 // /dev/fakeN on a full scan and nothing on a single-device probe.
-func fakeBlkid(t *testing.T, n int) string {
+func fakeBlkid(t testing.TB, n int) string {
 	t.Helper()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "inventory")
@@ -214,7 +214,7 @@ func fakeBlkid(t *testing.T, n int) string {
 	return script
 }
 
-func writeKeyFile(t *testing.T, text string) string {
+func writeKeyFile(t testing.TB, text string) string {
 	p := filepath.Join(t.TempDir(), "keys")
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
 		t.Fatal(err)

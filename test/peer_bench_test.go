@@ -1,0 +1,186 @@
+package test
+
+import (
+	"encoding/json"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/testutil"
+	"github.com/diskd/diskd/pkg/wire"
+)
+
+// The peer network's figures (issue 4), measured between real diskd
+// processes on namespace hosts of this machine. `make bench` runs each
+// once and reports them as custom metrics.
+
+// listJSONB is `diskctl list --json` against d, timed by the caller.
+func listJSONB(b *testing.B, diskctl string, d *testutil.Daemon) []disk.Disk {
+	out, err := exec.Command(diskctl, "--socket", d.Socket, "list", "--json").Output()
+	if err != nil {
+		b.Fatalf("diskctl list: %v", err)
+	}
+	var ds []disk.Disk
+	if err := json.Unmarshal(out, &ds); err != nil {
+		b.Fatal(err)
+	}
+	return ds
+}
+
+func benchStart(b *testing.B, h *testutil.Host, args ...string) *testutil.Daemon {
+	return testutil.StartDaemon(b, testutil.DaemonOptions{Prefix: h.Prefix(),
+		Args: append([]string{"--heartbeat-interval", "10s"}, args...)})
+}
+
+// BenchmarkPeerPropagation: `losetup` returning on host 1 → the device
+// listed by `diskctl list --json` on host 2, over 50 attaches. Host 1 runs
+// with --announce-limit 600 so that 100 changes (attach and detach) fit in
+// a minute; each attach comes after a pause, so it is the first change of
+// its burst, which the default limit also sends at once.
+func BenchmarkPeerPropagation(b *testing.B) {
+	testutil.RequiresRoot(b)
+	testutil.RequiresTool(b, "losetup", "mkfs.ext4", "blkid")
+	_, diskctl := testutil.Binaries(b)
+	hosts := testutil.Hosts(b, 2)
+	dev := newLoopDev(b)
+	img := testutil.LoopImage(b, 32, "mkfs.ext4", "-q", "-L", "PROPAGATE")
+	benchStart(b, hosts[0], "--devices", dev, "--announce-limit", "600")
+	h2 := benchStart(b, hosts[1], "--devices", "/dev/nothing")
+	listed := func(present bool) bool {
+		g := find(listJSONB(b, diskctl, h2), "PROPAGATE")
+		return g != nil && g.Present == present || g == nil && !present
+	}
+	var lat []time.Duration
+	for i := 0; i < 50; i++ {
+		time.Sleep(150 * time.Millisecond)
+		if out, err := exec.Command("losetup", dev, img).CombinedOutput(); err != nil {
+			b.Fatalf("losetup: %v %s", err, out)
+		}
+		t0 := time.Now()
+		for !listed(true) {
+			if time.Since(t0) > 10*time.Second {
+				b.Fatal("not listed on host 2 within 10 s")
+			}
+		}
+		lat = append(lat, time.Since(t0))
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			b.Fatalf("losetup -d: %v %s", err, out)
+		}
+		for t1 := time.Now(); !listed(false); {
+			if time.Since(t1) > 10*time.Second {
+				b.Fatal("not marked absent on host 2 within 10 s")
+			}
+		}
+	}
+	// Polling resolution: one diskctl round trip.
+	t0 := time.Now()
+	listJSONB(b, diskctl, h2)
+	b.ReportMetric(ms(percentile(lat, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(lat, 99)), "p99-ms")
+	b.ReportMetric(ms(time.Since(t0)), "diskctl-roundtrip-ms")
+}
+
+// BenchmarkPeerJoin: a 17th host joining 16 running hosts (10 disks
+// each): from starting its diskd to its `diskctl list --json` listing
+// all 160 of their disks.
+func BenchmarkPeerJoin(b *testing.B) {
+	testutil.RequiresRoot(b)
+	_, diskctl := testutil.Binaries(b)
+	hosts := testutil.Hosts(b, 17)
+	blkid := fakeBlkid(b, 10)
+	for _, h := range hosts[:16] {
+		benchStart(b, h, "--devices", "/dev/fake*", "--blkid", blkid, "--uevents=false")
+	}
+	time.Sleep(time.Second) // let the 16 settle
+	t0 := time.Now()
+	late := testutil.StartDaemon(b, testutil.DaemonOptions{Prefix: hosts[16].Prefix(), NoWait: true,
+		Args: []string{"--devices", "/dev/nothing"}})
+	late.WaitReady()
+	ready := time.Since(t0)
+	for {
+		n := 0
+		for _, d := range listJSONB(b, diskctl, late) {
+			if d.Present {
+				n++
+			}
+		}
+		if n == 160 {
+			break
+		}
+		if time.Since(t0) > 20*time.Second {
+			b.Fatalf("late joiner lists %d of 160 disks after 20 s", n)
+		}
+	}
+	b.ReportMetric(ms(time.Since(t0)), "join-ms")
+	b.ReportMetric(ms(ready), "daemon-ready-ms")
+}
+
+// BenchmarkPeerIdleTraffic: bytes per minute sent by one idle peer with
+// 100 disks (default 10 s heartbeat, authenticated), per address family,
+// as UDP payload and with IP and UDP headers.
+func BenchmarkPeerIdleTraffic(b *testing.B) {
+	testutil.RequiresRoot(b)
+	hosts := testutil.Hosts(b, 2)
+	key := writeKeyFile(b, "1 0123456789abcdef0123456789abcdef\n") // the tag counts too
+	d := benchStart(b, hosts[0], "--devices", "/dev/fake*", "--blkid", fakeBlkid(b, 100), "--uevents=false", "--key-file", key)
+	benchStart(b, hosts[1], "--devices", "/dev/nothing", "--key-file", key)
+	time.Sleep(3 * time.Second) // past the start-up exchange
+	counters := func() map[string]uint64 {
+		var s struct {
+			Network struct{ Counters map[string]uint64 } `json:"network"`
+		}
+		if err := json.Unmarshal([]byte(d.MustCtl("status", "--json")), &s); err != nil {
+			b.Fatal(err)
+		}
+		return s.Network.Counters
+	}
+	c0 := counters()
+	time.Sleep(time.Minute)
+	c1 := counters()
+	for _, fam := range []struct {
+		name string
+		hdr  uint64
+	}{{"ipv4", 28}, {"ipv6", 48}} {
+		bytes := c1["sent_bytes_"+fam.name] - c0["sent_bytes_"+fam.name]
+		dgs := c1["sent_datagrams_"+fam.name] - c0["sent_datagrams_"+fam.name]
+		b.ReportMetric(float64(bytes), fam.name+"-payload-B/min")
+		b.ReportMetric(float64(bytes+dgs*fam.hdr), fam.name+"-wire-B/min")
+		b.ReportMetric(float64(dgs), fam.name+"-datagrams/min")
+	}
+}
+
+// BenchmarkPeerLargeInventory: datagrams needed for 1000 devices and the
+// largest datagram seen on the wire.
+func BenchmarkPeerLargeInventory(b *testing.B) {
+	testutil.RequiresRoot(b)
+	_, diskctl := testutil.Binaries(b)
+	hosts := testutil.Hosts(b, 3)
+	tap := newWireTap(b, hosts[2])
+	benchStart(b, hosts[0], "--devices", "/dev/fake*", "--blkid", fakeBlkid(b, 1000), "--uevents=false")
+	other := benchStart(b, hosts[1], "--devices", "/dev/nothing")
+	t0 := time.Now()
+	for {
+		n := 0
+		for _, d := range listJSONB(b, diskctl, other) {
+			if d.Present && d.Host == "dkd-h1" {
+				n++
+			}
+		}
+		if n == 1000 {
+			break
+		}
+		if time.Since(t0) > 20*time.Second {
+			b.Fatalf("%d of 1000 disks after 20 s", n)
+		}
+	}
+	largest, chunks := 0, 0
+	for _, dg := range tap.datagrams() {
+		largest = max(largest, len(dg))
+		if p, err := wire.NewDecoder(nil).Decode(dg); err == nil && p.Type == wire.TypeAnnounce && p.Announce.Name == "dkd-h1" {
+			chunks = max(chunks, p.Announce.Chunks)
+		}
+	}
+	b.ReportMetric(float64(largest), "largest-datagram-B")
+	b.ReportMetric(float64(chunks), "datagrams/1000-devices")
+}
