@@ -49,7 +49,8 @@ type Complete struct {
 // Assembler puts announce chunks together into complete inventories. Per
 // node it applies a generation only when all its chunks are there and it is
 // newer than the last one applied for that instance, so a node's inventory
-// never goes backwards. It does not judge instances: the caller must have
+// never goes backwards (the generation applied is taken again only with
+// another digest: the sender changed it without a new number). It does not judge instances: the caller must have
 // dropped datagrams of an instance older than the node's current one; a
 // different instance here replaces the node's state. Not safe for
 // concurrent use.
@@ -72,17 +73,23 @@ type asmNode struct {
 }
 
 type partial struct {
-	node     NodeID
-	gen      uint64
-	digest   Digest
-	name     string
-	disks    [][]Disk
-	raw      [][][]byte
-	have     int
+	node   NodeID
+	gen    uint64
+	digest Digest
+	name   string
+	chunks int
+	// got holds the chunks received, sparse: a claimed chunk count costs
+	// nothing until chunks arrive.
+	got      map[int]chunk
 	ndisks   int
 	bytes    int
 	touched  time.Time
 	lastUsed uint64
+}
+
+type chunk struct {
+	disks []Disk
+	raw   [][]byte
 }
 
 // NewAssembler returns an empty assembler.
@@ -123,7 +130,7 @@ func (a *Assembler) Pending(node NodeID) (gen uint64, have, of int, last time.Ti
 	if best == nil {
 		return 0, 0, 0, time.Time{}, false
 	}
-	return best.gen, best.have, len(best.disks), best.touched, true
+	return best.gen, len(best.got), best.chunks, best.touched, true
 }
 
 // Forget drops everything about node.
@@ -216,7 +223,7 @@ func (a *Assembler) Add(now time.Time, h Header, an *Announce) (*Complete, error
 			p = q
 		}
 	}
-	if p != nil && (len(p.disks) != an.Chunks || p.digest != an.Digest) {
+	if p != nil && (p.chunks != an.Chunks || p.digest != an.Digest) {
 		// The sender's last word wins: an honest sender never sends two
 		// layouts of one generation, so one of them is garbage anyway.
 		a.remove(n, p)
@@ -239,23 +246,17 @@ func (a *Assembler) Add(now time.Time, h Header, an *Announce) (*Complete, error
 		}
 		for a.count >= a.lim.MaxPending && a.evictLRU(nil) {
 		}
-		p = &partial{node: h.Node, gen: h.Generation, digest: an.Digest,
-			disks: make([][]Disk, an.Chunks), raw: make([][][]byte, an.Chunks)}
+		p = &partial{node: h.Node, gen: h.Generation, digest: an.Digest, chunks: an.Chunks, got: map[int]chunk{}}
 		n.pending = append(n.pending, p)
 		a.count++
 	}
 	p.touched = now
 	p.lastUsed = a.clock
 	p.name = an.Name
-	if p.disks[an.Chunk] != nil {
+	if _, ok := p.got[an.Chunk]; ok {
 		return nil, nil // a repeat (an answer to someone else's query)
 	}
-	p.disks[an.Chunk] = an.Disks
-	if p.disks[an.Chunk] == nil {
-		p.disks[an.Chunk] = []Disk{}
-	}
-	p.raw[an.Chunk] = an.raw
-	p.have++
+	p.got[an.Chunk] = chunk{disks: an.Disks, raw: an.raw}
 	p.ndisks += len(an.Disks)
 	size := 0
 	for _, r := range an.raw {
@@ -273,14 +274,14 @@ func (a *Assembler) Add(now time.Time, h Header, an *Announce) (*Complete, error
 			return nil, drop(ReasonPendingFull, "generation %d alone exceeds %d bytes", h.Generation, a.lim.MaxPendingBytes)
 		}
 	}
-	if p.have < len(p.disks) {
+	if len(p.got) < p.chunks {
 		return nil, nil
 	}
 
 	a.remove(n, p)
 	var raw [][]byte
-	for _, r := range p.raw {
-		raw = append(raw, r...)
+	for i := range p.chunks {
+		raw = append(raw, p.got[i].raw...)
 	}
 	if d := digestOf(raw); d != p.digest {
 		return nil, drop(ReasonBadDigest, "generation %d: digest %v, announced %v", h.Generation, d, p.digest)
@@ -289,13 +290,14 @@ func (a *Assembler) Add(now time.Time, h Header, an *Announce) (*Complete, error
 		Digest: p.digest, Disks: make([]disk.Disk, 0, p.ndisks)}
 	id := h.Node.Domain()
 	seen := make(map[string]bool, p.ndisks)
-	for _, ch := range p.disks {
-		for i := range ch {
-			if seen[ch[i].Name] {
-				return nil, drop(ReasonBadInventory, "generation %d lists %q twice", h.Generation, ch[i].Name)
+	for i := range p.chunks {
+		ch := p.got[i].disks
+		for j := range ch {
+			if seen[ch[j].Name] {
+				return nil, drop(ReasonBadInventory, "generation %d lists %q twice", h.Generation, ch[j].Name)
 			}
-			seen[ch[i].Name] = true
-			c.Disks = append(c.Disks, ch[i].ToDisk(id, p.name))
+			seen[ch[j].Name] = true
+			c.Disks = append(c.Disks, ch[j].ToDisk(id, p.name))
 		}
 	}
 	n.applied, n.gen, n.digest = true, h.Generation, p.digest

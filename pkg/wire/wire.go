@@ -41,9 +41,9 @@ const (
 	MaxMounts     = 16  // mountpoints per disk
 	MaxMountPath  = 512 // bytes per mountpoint
 	MaxDiskEntry  = 1200
-	MaxChunks     = 1024 // chunks per generation
-	MaxDisks      = 4096 // disks per generation (per peer)
-	maxDisksChunk = 512  // decoder's array bound; 1400 bytes hold fewer anyway
+	MaxChunks     = MaxDisks // chunks per generation: one disk each at worst
+	MaxDisks      = 4096     // disks per generation (per peer)
+	maxDisksChunk = 512      // decoder's array bound; 1400 bytes hold fewer anyway
 )
 
 // Type is a message type.
