@@ -485,3 +485,32 @@ func TestConfigDocumentsEveryOption(t *testing.T) {
 	}
 	runIn(t, ".", diskd, "--config", p, "--print-config")
 }
+
+// TestCopyrightCoversModules: every module linked into the packaged
+// binaries is named in the copyright file with its license, so a new
+// dependency cannot ship unaccounted for.
+func TestCopyrightCoversModules(t *testing.T) {
+	testutil.RequiresTool(t, "go")
+	_, _, stage := buildPackages(t)
+	b, err := os.ReadFile("copyright")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, bin := range []string{"usr/bin/diskd", "usr/bin/diskctl"} {
+		out := runIn(t, ".", "go", "version", "-m", filepath.Join(stage, bin))
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "dep" {
+				continue
+			}
+			n++
+			if !strings.Contains(string(b), "\n       "+f[1]+"/*\n") && !strings.Contains(string(b), "Files: "+f[1]+"/*\n") {
+				t.Errorf("%s links %s, which packaging/copyright does not list", bin, f[1])
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("go version -m found no modules in the binaries")
+	}
+}
