@@ -134,6 +134,8 @@ func BenchmarkList100k(b *testing.B) {
 	db.Close()
 
 	d := testutil.StartDaemon(b, testutil.DaemonOptions{StateDir: stateDir, Args: []string{"--devices", "/dev/nonexistent"}})
+	// Baseline for RSS and idle CPU: an empty daemon over the same window.
+	empty := testutil.StartDaemon(b, testutil.DaemonOptions{Args: []string{"--devices", "/dev/nonexistent"}})
 	var rtt, blkidT []time.Duration
 	for i := 0; i < 11; i++ {
 		t0 := time.Now()
@@ -156,15 +158,17 @@ func BenchmarkList100k(b *testing.B) {
 	b.ReportMetric(float64(rssKiB(b, d.Cmd.Process.Pid, "VmRSS:"))/1024, "rss-MiB")
 	// File-backed pages are the state file bbolt maps; the kernel can drop them.
 	b.ReportMetric(float64(rssKiB(b, d.Cmd.Process.Pid, "RssFile:"))/1024, "rss-file-MiB")
+	b.ReportMetric(float64(rssKiB(b, empty.Cmd.Process.Pid, "VmRSS:"))/1024, "baseline-empty-rss-MiB")
 
 	idle := 60 * time.Second
 	if v := os.Getenv("DISKD_BENCH_IDLE"); v != "" {
 		idle, _ = time.ParseDuration(v)
 	}
 	time.Sleep(2 * time.Second) // let the list replies' garbage settle
-	c0 := cpuSeconds(b, d.Cmd.Process.Pid)
+	c0, e0 := cpuSeconds(b, d.Cmd.Process.Pid), cpuSeconds(b, empty.Cmd.Process.Pid)
 	time.Sleep(idle)
 	b.ReportMetric(cpuSeconds(b, d.Cmd.Process.Pid)-c0, "idle-cpu-s")
+	b.ReportMetric(cpuSeconds(b, empty.Cmd.Process.Pid)-e0, "baseline-empty-idle-cpu-s")
 	b.ReportMetric(idle.Seconds(), "idle-window-s")
 }
 
