@@ -86,9 +86,8 @@ func (srv *server) current(p dbus.ObjectPath) (object, bool) {
 		}
 	case kindBlock:
 		if k, ok := srv.blockKey(p); ok {
-			ds := st.Disks(func(d *disk.Disk) bool { return d.Node == k.Node && d.Name == k.Name })
-			if len(ds) == 1 {
-				return blockObj{ds[0]}, true
+			if d, ok := st.Disk(k); ok {
+				return blockObj{d}, true
 			}
 		}
 	}

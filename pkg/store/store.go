@@ -370,6 +370,25 @@ func (s *Store) appendDisks(out []disk.Disk, nodes []*nodeEntry, keep func(*disk
 	return out
 }
 
+// Disk returns one disk by key.
+func (s *Store) Disk(k disk.Key) (disk.Disk, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.nodes[k.Node]
+	if !ok {
+		return disk.Disk{}, false
+	}
+	d, ok := e.disks[k.Name]
+	if !ok {
+		return disk.Disk{}, false
+	}
+	c := cloneDisk(d)
+	if c.Present && e.node.LastSeen.After(c.LastSeen) {
+		c.LastSeen = e.node.LastSeen
+	}
+	return c, true
+}
+
 // Where returns the disks q names (label, UUID, PARTUUID, device): present
 // ones first, then history, most recently seen first.
 func (s *Store) Where(q string) []disk.Disk {
