@@ -3,6 +3,7 @@ package peer_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -449,5 +450,43 @@ func TestBootStormScalesLinearly(t *testing.T) {
 	// Linear growth doubles the datagrams; quadratic would quadruple them.
 	if ratio := float64(sent20) / float64(sent10); ratio > 3 {
 		t.Errorf("datagrams grew %.1fx from 10 to 20 hosts", ratio)
+	}
+}
+
+// TestOtherGroupsOnThePort: another program on the host joins another
+// group on our port; with IP_MULTICAST_ALL off the kernel does not hand
+// that group's datagrams to our socket.
+func TestOtherGroupsOnThePort(t *testing.T) {
+	hosts := testutil.Hosts(t, 2)
+	a := startNode(t, hosts[0], nil)
+	other := netip.MustParseAddr("239.1.2.3")
+	var c *net.UDPConn
+	err := hosts[0].Do(func() (err error) {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		c, err = net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: other.AsSlice(), Port: peer.DefaultPort})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := counter(a, "drop_not_group")
+	dg := wire.NewEncoder(wire.NodeID{0xab}, wire.NewInstance(time.Now()), nil).
+		Heartbeat(1, wire.Heartbeat{Name: "elsewhere", Interval: time.Second})
+	newTap(t, hosts[1]).send(other, dg)
+	c.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 2048)
+	if _, err := c.Read(buf); err != nil {
+		t.Fatalf("the other group's member got nothing: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond) // our socket would have had it by now
+	if got := counter(a, "drop_not_group"); got != before {
+		t.Errorf("our socket received the other group's datagram (drop_not_group %d -> %d)", before, got)
+	}
+	if _, ok := a.peer(wire.NodeID{0xab}.Domain()); ok {
+		t.Error("a datagram to another group was accepted")
 	}
 }
