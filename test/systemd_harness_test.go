@@ -375,6 +375,9 @@ func (c *container) exec(args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(c.leader), "-a", "--"}, args...)...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb",
 		"SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"}
+	// Its own process group: a stray `kill 0` in the container must not
+	// reach the test binary.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("%s: %s: %w\n%s", c.name, strings.Join(args, " "), err, out)
