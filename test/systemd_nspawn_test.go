@@ -92,6 +92,12 @@ func TestSystemdTwoHosts(t *testing.T) {
 	t.Run("enable --now", func(t *testing.T) {
 		expectUnits(t, h1, "enabled", "active")
 		expectUnits(t, h2, "enabled", "active")
+		// The installed units, at their installed paths, under the real
+		// systemd: verify prints nothing.
+		if out, err := h1.exec("systemd-analyze", "verify", "--man=no",
+			"/usr/lib/systemd/system/diskd.service", "/usr/lib/systemd/system/diskd.socket"); err != nil || out != "" {
+			t.Errorf("systemd-analyze verify of the installed units (%v):\n%s", err, out)
+		}
 		for _, c := range []*container{h1, h2} {
 			status, _ := c.exec("systemctl", "status", "diskd.service", "--no-pager")
 			if !strings.Contains(status, "Active: active (running)") || !strings.Contains(status, "Status: \"") {
