@@ -67,7 +67,11 @@ func defaultConfig() Config {
 		LogLevel:     "info",
 		IdleTimeout:  Duration{5 * time.Minute},
 		Network:      peer.DefaultConfig(),
+		// Empty rather than nil, so --print-config shows every key.
+		Devices: []string{},
+		Exclude: []string{},
 	}
+	c.Network.Interfaces = []string{}
 	c.NodeName, _ = os.Hostname()
 	if os.Geteuid() == 0 {
 		c.StateDir = "/var/lib/diskd"

@@ -47,6 +47,7 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Each package adds its own "component"; every record names the node.
 	log = log.With("node", cfg.NodeName)
 	var problems []string
 	db, aside, err := store.OpenDB(filepath.Join(cfg.StateDir, "state.db"))
@@ -73,7 +74,7 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	defer ln.Close()
 
-	runner := &blkid.Runner{Path: cfg.Blkid, Timeout: cfg.BlkidTimeout.Duration, Logger: log.With("component", "blkid")}
+	runner := &blkid.Runner{Path: cfg.Blkid, Timeout: cfg.BlkidTimeout.Duration, Logger: log}
 	sc := scanner.New(scanner.Config{
 		Prober:       runner,
 		Sink:         st,
@@ -96,7 +97,7 @@ func run(ctx context.Context, cfg Config) error {
 		log.Info("peer network off (--ipv4=false --ipv6=false): this node neither announces nor listens")
 	}
 	if cfg.DBus != "off" {
-		be.bus = dbusapi.New(dbusapi.Config{Bus: cfg.DBus, Version: version}, st, be, log.With("component", "dbus"))
+		be.bus = dbusapi.New(dbusapi.Config{Bus: cfg.DBus, Version: version}, st, be, log)
 	} else if os.Geteuid() != 0 {
 		log.Info("D-Bus API off (default when not root; --dbus=session to use the session bus)")
 	}
@@ -117,7 +118,7 @@ func run(ctx context.Context, cfg Config) error {
 	uevents := make(chan uevent.Event, 4096)
 	mounts := make(chan []mountinfo.Mount, 1)
 	if cfg.Uevents {
-		ul := &uevent.Listener{Logger: log.With("component", "uevent")}
+		ul := &uevent.Listener{Logger: log}
 		sc.SetUeventsActive(true)
 		g.Go(func() error {
 			if err := ul.Run(gctx, uevents); err != nil && gctx.Err() == nil {
@@ -128,7 +129,7 @@ func run(ctx context.Context, cfg Config) error {
 			return nil
 		})
 	}
-	mw := &mountinfo.Watcher{Logger: log.With("component", "mountinfo")}
+	mw := &mountinfo.Watcher{Logger: log}
 	g.Go(func() error {
 		err := mw.Run(gctx, func(ms []mountinfo.Mount) {
 			// Latest table wins: replace a pending one rather than block.

@@ -195,7 +195,7 @@ func (l *loop) run(ctx context.Context) error {
 	s.running.Store(true)
 	defer s.running.Store(false)
 
-	s.log.Info("peer network up", "node", s.self, "instance", fmt.Sprintf("%x", l.enc.Instance()),
+	s.log.Info("peer network up", "node_id", s.self, "instance", fmt.Sprintf("%x", l.enc.Instance()),
 		"groups", s.Status().Groups, "interfaces", s.Status().Interfaces, "authenticated", s.keys != nil)
 	l.hello(now)
 	l.nextCheck = now.Add(l.checkEvery())
@@ -483,7 +483,7 @@ func (l *loop) handle(in inbound) {
 		ps.goodbye, ps.ended, ps.online, ps.wantAt = true, true, false, time.Time{}
 		l.asm.Forget(ps.id)
 		l.s.st.SetPeerOffline(ps.did)
-		l.s.log.Debug("peer said goodbye", "node", ps.did, "name", ps.name)
+		l.s.log.Debug("peer said goodbye", "peer", ps.did, "name", ps.name)
 	}
 }
 
@@ -619,7 +619,7 @@ func (l *loop) offer(now time.Time, ps *peerState, p *wire.Packet) {
 	if err != nil {
 		l.s.ctr.drop(wire.ReasonOf(err))
 		if r := wire.ReasonOf(err); r != wire.ReasonHaveGeneration && l.s.logLimit.allow("asm "+r.String(), time.Minute) {
-			l.s.log.Info("announce dropped", "node", ps.did, "err", err)
+			l.s.log.Info("announce dropped", "peer", ps.did, "err", err)
 		}
 	}
 	if c == nil {
@@ -884,7 +884,7 @@ func (l *loop) checkOffline(now time.Time) {
 			l.asm.Forget(ps.id) // when it returns, its disks must be fetched again
 			l.s.st.SetPeerOffline(ps.did)
 			l.s.ctr.inc(peersWentOffline)
-			l.s.log.Info("peer went silent; offline", "node", ps.did, "name", ps.name, "last_heard", ps.lastHeard)
+			l.s.log.Info("peer went silent; offline", "peer", ps.did, "name", ps.name, "last_heard", ps.lastHeard)
 		}
 	}
 }
