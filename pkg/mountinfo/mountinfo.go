@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,11 +16,12 @@ import (
 
 // Mount is one line of mountinfo.
 type Mount struct {
-	MajMin     string // st_dev of the mounted filesystem, "8:1"
-	Root       string // path inside the filesystem that is mounted (bind mounts)
-	MountPoint string
-	FSType     string // "ext4", "fuse.sshfs", ...
-	Source     string // "/dev/sda1", "tmpfs", "" ...
+	ID, ParentID uint64
+	MajMin       string // st_dev of the mounted filesystem, "8:1"
+	Root         string // path inside the filesystem that is mounted (bind mounts)
+	MountPoint   string
+	FSType       string // "ext4", "fuse.sshfs", ...
+	Source       string // "/dev/sda1", "tmpfs", "" ...
 }
 
 // Parse reads the /proc/PID/mountinfo format (proc(5)):
@@ -66,15 +68,20 @@ func parseLine(line string) (Mount, error) {
 	if len(post) < 3 {
 		return Mount{}, fmt.Errorf("want filesystem type, source and options after \"-\", got %q", line)
 	}
-	for i, what := range []string{"mount ID", "parent ID"} {
-		if _, err := strconv.ParseUint(f[i], 10, 64); err != nil {
-			return Mount{}, fmt.Errorf("%s %q is not a number", what, f[i])
+	var m Mount
+	for i, d := range []struct {
+		dst  *uint64
+		what string
+	}{{&m.ID, "mount ID"}, {&m.ParentID, "parent ID"}} {
+		v, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return Mount{}, fmt.Errorf("%s %q is not a number", d.what, f[i])
 		}
+		*d.dst = v
 	}
 	if !isMajMin(f[2]) {
 		return Mount{}, fmt.Errorf("%q is not major:minor", f[2])
 	}
-	var m Mount
 	m.MajMin = f[2]
 	var err error
 	for _, d := range []struct {
@@ -132,9 +139,21 @@ func isDigits(s string) bool {
 
 // ByDevice maps each major:minor to its mount points, sorted and without
 // duplicates (a filesystem mounted twice on one path by stacked mounts).
+// Mounts that only a sandbox sees are left out, so a daemon running under
+// systemd's hardening reports what an admin sees on the machine:
+// self-binds (a directory bound onto its own place, as StateDirectory= and
+// ReadWritePaths= do) and PrivateTmp='s private /tmp and /var/tmp.
 func ByDevice(ms []Mount) map[string][]string {
+	byID := make(map[uint64]*Mount, len(ms))
+	for i := range ms {
+		byID[ms[i].ID] = &ms[i]
+	}
 	by := make(map[string][]string)
-	for _, m := range ms {
+	for i := range ms {
+		m := &ms[i]
+		if sandboxOnly(m, byID[m.ParentID]) {
+			continue
+		}
 		by[m.MajMin] = append(by[m.MajMin], m.MountPoint)
 	}
 	for k, v := range by {
@@ -142,6 +161,17 @@ func ByDevice(ms []Mount) map[string][]string {
 		by[k] = slices.Compact(v)
 	}
 	return by
+}
+
+func sandboxOnly(m, parent *Mount) bool {
+	if strings.Contains(m.Root, "/systemd-private-") {
+		return true
+	}
+	if parent == nil || parent.MajMin != m.MajMin || m.Root == parent.Root {
+		return false
+	}
+	rel, ok := strings.CutPrefix(m.Root, strings.TrimSuffix(parent.Root, "/")+"/")
+	return ok && path.Join(parent.MountPoint, rel) == m.MountPoint
 }
 
 // parseBytes is Parse over a buffer, for the watcher.

@@ -65,7 +65,7 @@ func TestWatcherInitialTableAndStop(t *testing.T) {
 	tables := startWatcher(t, w)
 	ms := <-tables
 	if len(ms) != 6 || ms[5].MountPoint != "/srv" {
-		t.Errorf("initial table = %q", ms)
+		t.Errorf("initial table = %+v", ms)
 	}
 	// Cleanup cancels and checks Run returns nil: a regular file never
 	// signals, so only the wake-up can end it.
