@@ -1,11 +1,11 @@
 package testutil
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -118,48 +118,60 @@ func (b *DBus) Start() {
 		}
 	}
 	os.Remove(b.Socket)
-	cmd := exec.Command("dbus-daemon", "--config-file="+b.conf, "--nofork", "--print-address=1", "--nopidfile")
-	cmd.Env = cleanEnv()
+	// Its output goes to files, not pipes: services it activates inherit
+	// its stdout and stderr, and a pipe they hold open would outlive it.
+	addrFile := filepath.Join(b.Dir, "address")
+	os.Remove(addrFile)
+	out, err := os.Create(addrFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
 	logf, err := os.OpenFile(filepath.Join(b.Dir, "dbus-daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd.Stderr = logf
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd := exec.Command("dbus-daemon", "--config-file="+b.conf, "--nofork", "--print-address=1", "--nopidfile")
+	cmd.Env = cleanEnv()
+	cmd.Stdout, cmd.Stderr = out, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start dbus-daemon: %v", err)
 	}
 	b.cmd, b.done = cmd, make(chan struct{})
-	addr := make(chan string, 1)
 	go func() {
-		sc := bufio.NewScanner(out)
-		if sc.Scan() {
-			addr <- strings.TrimSpace(sc.Text())
-		}
-		close(addr)
-		for sc.Scan() {
-		}
 		cmd.Wait()
 		close(b.done)
 	}()
-	select {
-	case a, ok := <-addr:
-		if !ok || !strings.HasPrefix(a, "unix:path="+b.Socket) {
-			b.Stop()
-			t.Fatalf("dbus-daemon printed address %q", a)
+	// It prints its address once it listens.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, _ := os.ReadFile(addrFile)
+		if strings.HasSuffix(string(a), "\n") {
+			if !strings.HasPrefix(string(a), "unix:path="+b.Socket) {
+				b.Stop()
+				t.Fatalf("dbus-daemon printed address %q", a)
+			}
+			return
 		}
-	case <-time.After(10 * time.Second):
-		b.Stop()
-		t.Fatal("dbus-daemon did not print its address within 10 s")
+		select {
+		case <-b.done:
+			log, _ := os.ReadFile(filepath.Join(b.Dir, "dbus-daemon.log"))
+			t.Fatalf("dbus-daemon exited: %s", log)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b.Stop()
+			t.Fatal("dbus-daemon did not print its address within 10 s")
+		}
 	}
 }
 
-// Stop kills the daemon (by PID) and waits. Safe to call twice.
+// Stop kills the daemon (by PID) and waits, and stops its descendants (by
+// PID): services it is still activating. A service that took its name is
+// no longer a descendant (dbus-daemon lets go of it); the test that
+// activated it stops it.
 func (b *DBus) Stop() {
 	if b.cmd == nil {
 		return
@@ -169,6 +181,7 @@ func (b *DBus) Stop() {
 		return
 	default:
 	}
+	kids := descendants(b.cmd.Process.Pid)
 	b.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-b.done:
@@ -176,6 +189,51 @@ func (b *DBus) Stop() {
 		b.cmd.Process.Kill()
 		<-b.done
 	}
+	for _, pid := range kids {
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	for _, pid := range kids {
+		for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// descendants lists the processes below pid (children, grandchildren...).
+func descendants(pid int) []int {
+	parent := map[int]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		s := string(stat)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 {
+			f := strings.Fields(s[i+1:])
+			if len(f) >= 2 {
+				if pp, err := strconv.Atoi(f[1]); err == nil {
+					parent[p] = pp
+				}
+			}
+		}
+	}
+	var out []int
+	for p := range parent {
+		for q := parent[p]; q > 1; q = parent[q] {
+			if q == pid {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // PID is the dbus-daemon's process ID.
