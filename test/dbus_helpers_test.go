@@ -19,7 +19,7 @@ import (
 )
 
 // A private system-like bus with diskd's policy installed.
-func startPolicyBus(t *testing.T) *testutil.DBus {
+func startPolicyBus(t testing.TB) *testutil.DBus {
 	t.Helper()
 	testutil.RequiresTool(t, "dbus-daemon", "dbus-send", "busctl", "gdbus", "dbus-monitor")
 	bus := testutil.StartDBus(t)
@@ -28,7 +28,7 @@ func startPolicyBus(t *testing.T) *testutil.DBus {
 }
 
 // waitBusName waits until something owns org.diskd.Diskd1 on the bus.
-func waitBusName(t *testing.T, bus *testutil.DBus) {
+func waitBusName(t testing.TB, bus *testutil.DBus) {
 	t.Helper()
 	c, err := dbus.Connect(bus.Address)
 	if err != nil {
@@ -43,7 +43,7 @@ func waitBusName(t *testing.T, bus *testutil.DBus) {
 }
 
 // busctl runs busctl on the bus and returns its stdout.
-func busctl(t *testing.T, bus *testutil.DBus, args ...string) string {
+func busctl(t testing.TB, bus *testutil.DBus, args ...string) string {
 	t.Helper()
 	out, err := busctlErr(bus, args...)
 	if err != nil {
@@ -77,7 +77,7 @@ type busMonitor struct {
 
 // monitorBus starts dbus-monitor for diskd's signals and waits until it
 // listens (it shows a probe signal the test sends).
-func monitorBus(t *testing.T, bus *testutil.DBus) *busMonitor {
+func monitorBus(t testing.TB, bus *testutil.DBus) *busMonitor {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, "dbus-monitor", "--address", bus.Address, "type='signal',path_namespace='/org/diskd/Diskd1'")
@@ -153,7 +153,7 @@ func (m *busMonitor) find(head string, body ...string) *signal {
 }
 
 // wait waits for a signal as find describes it.
-func (m *busMonitor) wait(t *testing.T, what, head string, body ...string) *signal {
+func (m *busMonitor) wait(t testing.TB, what, head string, body ...string) *signal {
 	t.Helper()
 	var s *signal
 	testutil.Eventually(t, 20*time.Second, what, func() bool {

@@ -1,0 +1,60 @@
+package test
+
+import (
+	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/testutil"
+)
+
+// BenchmarkDBusSignalLatency: from starting `losetup` on a fresh ext4
+// image to dbus-monitor receiving diskd's InterfacesAdded for it (the
+// monitor's own receive timestamp). Reports the median and the worst, and
+// the median time losetup itself took. The rest is the uevent, blkid, the
+// store, the adapter's batching delay (10 ms by default) and the bus.
+// Run with -benchtime=20x for the figure in the note.
+func BenchmarkDBusSignalLatency(b *testing.B) {
+	testutil.RequiresRoot(b)
+	testutil.RequiresTool(b, "losetup", "mkfs.ext4", "blkid")
+	bus := startPolicyBus(b)
+	// Every loop device: the ones this benchmark attaches are not known
+	// in advance. Others on the machine only add a little load.
+	testutil.StartDaemon(b, testutil.DaemonOptions{Args: []string{"--dbus", bus.Address, "--devices", "/dev/loop*"}})
+	waitBusName(b, bus)
+	m := monitorBus(b, bus)
+	stamp := regexp.MustCompile(`time=(\d+)\.(\d+)`)
+	var lat, losetup []time.Duration
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		label := fmt.Sprintf("LAT%d_%d", time.Now().UnixNano()%1e6, i)
+		img := testutil.LoopImage(b, 16, "mkfs.ext4", "-q", "-L", label)
+		b.Cleanup(func() { testutil.DetachLoop(b, img) })
+		b.StartTimer()
+		start := time.Now()
+		if out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput(); err != nil {
+			b.Fatalf("losetup: %v %s", err, out)
+		}
+		losetup = append(losetup, time.Since(start))
+		s := m.wait(b, "InterfacesAdded for "+label, "member=InterfacesAdded", `string "`+label+`"`)
+		g := stamp.FindStringSubmatch(s.head)
+		if g == nil {
+			b.Fatalf("no time= in %q", s.head)
+		}
+		sec, _ := strconv.ParseInt(g[1], 10, 64)
+		usec, _ := strconv.ParseInt((g[2] + "000000")[:6], 10, 64)
+		lat = append(lat, time.Unix(sec, usec*1000).Sub(start))
+	}
+	slices.Sort(lat)
+	slices.Sort(losetup)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+	b.ReportMetric(ms(losetup[len(losetup)/2]), "losetup-p50-ms")
+	b.Logf("losetup -> InterfacesAdded seen by dbus-monitor, %d samples: %s", len(lat), strings.Trim(fmt.Sprint(lat), "[]"))
+}
