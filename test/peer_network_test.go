@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -43,6 +44,14 @@ func TestPeerDiskPropagates(t *testing.T) {
 	// list --host narrows to one machine.
 	if out := h3.MustCtl("list", "--host", "dkd-h1"); !strings.Contains(out, "PEER_H1") {
 		t.Errorf("list --host dkd-h1 = %q", out)
+	}
+	// ping through the real CLI: both other hosts answer within a second.
+	var pr struct{ Answered int }
+	if err := json.Unmarshal([]byte(h2.MustCtl("ping", "--json")), &pr); err != nil || pr.Answered != 2 {
+		t.Errorf("ping on h2: answered %d (%v), want 2", pr.Answered, err)
+	}
+	if out := h2.MustCtl("announce"); !strings.Contains(out, "announced") {
+		t.Errorf("announce = %q", out)
 	}
 
 	losetup(t, "-d", dev)
