@@ -8,7 +8,7 @@ BIN       := bin
 TESTFLAGS ?= -count=1 -timeout 15m
 FUZZTIME  ?= 10s
 
-.PHONY: all build run test unit fuzz-short fuzz bench vet fmt clean help
+.PHONY: all build run test fuzz-short fuzz bench vet fmt clean help
 
 all: build
 
