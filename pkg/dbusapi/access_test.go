@@ -137,7 +137,8 @@ func TestErrors(t *testing.T) {
 		{"wrong signature", mgr.Call(contract.ManagerInterface+".Where", 0, "BACKUP"),
 			contract.ErrorStdInvalidArgs, "org.diskd.Diskd1.Manager.Where takes (sa{sv}), not (s)"},
 		{"backend fails", func() *dbus.Call {
-			e.be.refreshErr = errors.New("rate limit: try again in 4s")
+			err := errors.New("rate limit: try again in 4s")
+			e.be.refreshErr.Store(&err)
 			return mgr.Call(contract.ManagerInterface+".Refresh", 0, none)
 		}(), contract.ErrorFailed, "refresh: rate limit: try again in 4s"},
 		{"unknown method", mgr.Call(contract.ManagerInterface+".Frobnicate", 0),

@@ -30,12 +30,15 @@ const (
 // fakeBackend counts the actions; the store is real.
 type fakeBackend struct {
 	refreshes, pings atomic.Int32
-	refreshErr       error
+	refreshErr       atomic.Pointer[error]
 }
 
 func (b *fakeBackend) Refresh(ctx context.Context) error {
 	b.refreshes.Add(1)
-	return b.refreshErr
+	if e := b.refreshErr.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 func (b *fakeBackend) Ping(ctx context.Context) (int, error) {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -222,31 +223,37 @@ func TestWatchSameAsSocket(t *testing.T) {
 	errs := make(chan error, 2)
 	go func() { errs <- b.sock.Watch(ctx, collect(&sockS)) }()
 	go func() { errs <- b.dbus.Watch(ctx, collect(&busS)) }()
-	count := func(s *stream) int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.lines) }
-	// Both watching: a marker change shows up on each.
+	// A marker (a peer renamed) shows where each stream is: sync waits
+	// until both have printed it.
 	marker := 0
+	has := func(s *stream, line string) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return slices.Contains(s.lines, line)
+	}
 	sync1 := func() {
 		marker++
-		n := disk.Node{ID: "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3", Name: fmt.Sprintf("marker%d", marker)}
-		sockN, busN := count(&sockS), count(&busS)
-		b.st.ApplyPeer(n, nil)
+		line := fmt.Sprintf("node-changed marker%d online\n", marker)
+		b.st.ApplyPeer(disk.Node{ID: "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3", Name: fmt.Sprintf("marker%d", marker)}, nil)
 		testutil.Eventually(t, 10*time.Second, "the marker on both watches", func() bool {
-			return count(&sockS) > sockN && count(&busS) > busN
+			return has(&sockS, line) && has(&busS, line)
 		})
 	}
+	// Both watching (a watch may start after a marker): then drop what
+	// came before the last marker.
+	var first string
 	testutil.Eventually(t, 10*time.Second, "both watches to start", func() bool {
 		marker++
+		first = fmt.Sprintf("node-changed marker%d online\n", marker)
 		b.st.ApplyPeer(disk.Node{ID: "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3", Name: fmt.Sprintf("marker%d", marker)}, nil)
 		time.Sleep(50 * time.Millisecond)
-		return count(&sockS) > 0 && count(&busS) > 0
+		return has(&sockS, first) && has(&busS, first)
 	})
-	sync1()
-	sockS.mu.Lock()
-	sockS.lines = nil
-	sockS.mu.Unlock()
-	busS.mu.Lock()
-	busS.lines = nil
-	busS.mu.Unlock()
+	for _, s := range []*stream{&sockS, &busS} {
+		s.mu.Lock()
+		s.lines = s.lines[slices.Index(s.lines, first)+1:]
+		s.mu.Unlock()
+	}
 
 	loop5 := disk.Disk{Name: "loop5", Device: "/dev/loop5", Label: "NEW", Type: "ext4", UUID: "5555"}
 	local := func(extra ...disk.Disk) []disk.Disk {
