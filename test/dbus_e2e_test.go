@@ -116,20 +116,30 @@ func TestDBusEndToEnd(t *testing.T) {
 	viaBus := func(args ...string) string {
 		return d.MustCtl(append([]string{"--bus", "--bus-address", bus.Address}, args...)...)
 	}
-	usec := regexp.MustCompile(`(T\d\d:\d\d:\d\d\.\d{6})\d*`)
+	stamp := regexp.MustCompile(`"\d{4}-\d\d-\d\dT[^"]+"`)
+	usec := func(s string) string {
+		return stamp.ReplaceAllStringFunc(s, func(q string) string {
+			ts, err := time.Parse(time.RFC3339Nano, strings.Trim(q, `"`))
+			if err != nil {
+				return q
+			}
+			return `"` + ts.Truncate(time.Microsecond).Format(time.RFC3339Nano) + `"`
+		})
+	}
 	for _, args := range [][]string{
 		{"list"}, {"list", "--json"}, {"where", "DBUSE2E2"}, {"where", "DBUSE2E2", "--json"}, {"where", "DBUSE2E1"},
 		{"where", "NOSUCH"}, {"list", "nosuchhost"}, {"peers"}, {"peers", "--json"}, {"localhost"}, {"localhost", "--json"},
 	} {
 		so, se, sc := d.Ctl(args...)
 		bo, be, bc := d.Ctl(append([]string{"--bus", "--bus-address", bus.Address}, args...)...)
-		so, bo = usec.ReplaceAllString(so, "$1"), usec.ReplaceAllString(bo, "$1")
+		so, bo = usec(so), usec(bo)
 		if so != bo || se != be || sc != bc {
 			t.Errorf("diskctl %s differs:\nsocket (exit %d):\n%s%s\n--bus (exit %d):\n%s%s", strings.Join(args, " "), sc, so, se, bc, bo, be)
 		}
 	}
-	// status: the same report, but uptime moves between the two calls.
-	upt := regexp.MustCompile(`up [0-9hms.]+|"uptime_sec":[0-9.e+-]+`)
+	// status: the same report, but uptime and the network counters move
+	// between the two calls.
+	upt := regexp.MustCompile(`up [0-9hms.]+|"uptime_sec":[0-9.e+-]+|(?m)^network counters: .*$|"counters":\{[^}]*\}`)
 	for _, args := range [][]string{{"status"}, {"status", "--json"}} {
 		s, b := upt.ReplaceAllString(d.MustCtl(args...), "UP"), upt.ReplaceAllString(viaBus(args...), "UP")
 		if s != b {

@@ -135,7 +135,10 @@ func (b *DBus) Start() {
 	cmd := exec.Command("dbus-daemon", "--config-file="+b.conf, "--nofork", "--print-address=1", "--nopidfile")
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = out, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the OS thread that started the child
+	// ends, and Go ends threads that a goroutine left locked (as the
+	// netns helpers do), which killed the bus in the middle of tests.
+	// Cleanup stops it by PID.
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start dbus-daemon: %v", err)
 	}
