@@ -142,10 +142,10 @@ func checkProps(t *testing.T, in contract.Interface, props map[string]dbus.Varia
 // contract's (New panics otherwise); prove the check bites.
 func TestNewChecksContract(t *testing.T) {
 	s := New(Config{}, newStore(), &fakeBackend{}, nil)
-	in := s.manager[contract.ManagerInterface]
+	in := s.ifaces[contract.ManagerInterface]
 	in.Methods = append(slices.Clone(in.Methods), in.Methods[0])
 	in.Methods[len(in.Methods)-1].Name = "Frobnicate"
-	s.manager[contract.ManagerInterface] = in
+	s.ifaces[contract.ManagerInterface] = in
 	if err := s.checkManagerMethods(); err == nil || !strings.Contains(err.Error(), "Frobnicate") {
 		t.Errorf("an unimplemented contract method passed the check: %v", err)
 	}

@@ -34,7 +34,7 @@ func (s *Service) managerImpl(srv *server) map[string]func(*call) ([]any, error)
 // implementation are the same set.
 func (s *Service) checkManagerMethods() error {
 	impl := s.managerImpl(&server{svc: s})
-	in, ok := s.manager[contract.ManagerInterface]
+	in, ok := s.ifaces[contract.ManagerInterface]
 	if !ok {
 		return fmt.Errorf("contract lacks %s", contract.ManagerInterface)
 	}
@@ -58,7 +58,7 @@ func (s *Service) checkManagerMethods() error {
 func (s *Service) managerMethods(srv *server) methodTable {
 	impl := s.managerImpl(srv)
 	t := methodTable{}
-	for _, m := range s.manager[contract.ManagerInterface].Methods {
+	for _, m := range s.ifaces[contract.ManagerInterface].Methods {
 		t[m.Name] = &method{
 			name: contract.ManagerInterface + "." + m.Name,
 			in:   contract.Signatures(m, "in"),

@@ -70,7 +70,7 @@ type Service struct {
 	be       Backend
 	log      *slog.Logger
 	ifaceXML map[string]string
-	manager  map[string]contract.Interface
+	ifaces   map[string]contract.Interface
 
 	mu    sync.Mutex
 	state string
@@ -116,14 +116,14 @@ func New(cfg Config, st *store.Store, be Backend, logger *slog.Logger) *Service 
 		be:       be,
 		log:      logger.With("component", "dbus"),
 		ifaceXML: map[string]string{},
-		manager:  map[string]contract.Interface{},
+		ifaces:   map[string]contract.Interface{},
 		state:    "not started",
 
 		subBuffer: 8192,
 	}
 	for _, in := range ifs {
 		s.ifaceXML[in.Name] = in.XML
-		s.manager[in.Name] = in
+		s.ifaces[in.Name] = in
 	}
 	if err := s.checkManagerMethods(); err != nil {
 		panic(fmt.Sprintf("dbusapi: %v", err))
