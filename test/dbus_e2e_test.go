@@ -146,6 +146,14 @@ func TestDBusEndToEnd(t *testing.T) {
 			t.Errorf("diskctl %s differs:\nsocket:\n%s\n--bus:\n%s", strings.Join(args, " "), s, b)
 		}
 	}
+	// With the socket unreachable, diskctl says so and uses the bus.
+	_, diskctl := testutil.Binaries(t)
+	cmd := exec.Command(diskctl, "--socket", "/nonexistent/diskd.sock", "--bus-address", bus.Address, "list")
+	var fo, fe strings.Builder
+	cmd.Stdout, cmd.Stderr = &fo, &fe
+	if err := cmd.Run(); err != nil || fo.String() != d.MustCtl("list") || !strings.Contains(fe.String(), "unreachable; using D-Bus") {
+		t.Errorf("fallback to the bus: %v\nstdout:\n%s\nstderr:\n%s", err, fo.String(), fe.String())
+	}
 	if st := status(t, d); !strings.HasPrefix(st.DBus, "connected to bus unix:path="+bus.Socket) {
 		t.Errorf("status says dbus: %q", st.DBus)
 	}
