@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/godbus/dbus/v5"
 
@@ -35,9 +36,10 @@ func (o managerObj) ifaces() contract.Ifaces {
 // and interface, while diskd's objects are views of the store that come
 // and go by the thousand, so the server resolves paths itself.
 type server struct {
-	svc  *Service
-	conn *dbus.Conn
-	om   *objectManager
+	svc   *Service
+	conn  *dbus.Conn
+	om    *objectManager
+	ready atomic.Bool // conn and om are set; calls before are refused
 }
 
 // pathKind classifies an object path.
@@ -118,7 +120,17 @@ func (srv *server) blockKey(p dbus.ObjectPath) (disk.Key, bool) {
 // LookupObject implements dbus.Handler. Every path resolves; calls on
 // paths that hold nothing fail with UnknownObject.
 func (srv *server) LookupObject(p dbus.ObjectPath) (dbus.ServerObject, bool) {
+	if !srv.ready.Load() {
+		// A call to our unique name between Hello and setup.
+		return notReady{}, true
+	}
 	return serverObject{srv: srv, path: p}, true
+}
+
+type notReady struct{}
+
+func (notReady) LookupInterface(string) (dbus.Interface, bool) {
+	return failing{errorf(contract.ErrorFailed, "diskd is starting; try again")}, true
 }
 
 type serverObject struct {
@@ -246,13 +258,19 @@ func (m *method) DecodeArguments(_ *dbus.Conn, sender string, msg *dbus.Message,
 	return []any{&call{sender: sender, path: p, args: args}}, nil
 }
 
-// Call implements dbus.Method.
-func (m *method) Call(args ...any) ([]any, error) {
+// Call implements dbus.Method. godbus runs it on a goroutine of its own,
+// where a panic would end the daemon: a bug answers Failed instead.
+func (m *method) Call(args ...any) (out []any, err error) {
 	c, ok := args[0].(*call)
 	if !ok || m.fn == nil {
 		return nil, errorf(contract.ErrorFailed, "internal error: bad call to %s", m.name)
 	}
-	out, err := m.fn(c)
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, errorf(contract.ErrorFailed, "internal error in %s: %v", m.name, r)
+		}
+	}()
+	out, err = m.fn(c)
 	if err != nil {
 		return nil, err
 	}

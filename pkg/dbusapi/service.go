@@ -217,6 +217,7 @@ func (s *Service) session(parent context.Context) error {
 	sub := s.store.Subscribe(s.subBuffer)
 	defer func() { sub.Close() }()
 	srv.om.load(s.snapshot())
+	srv.ready.Store(true)
 
 	signals := make(chan *dbus.Signal, 16)
 	conn.Signal(signals)
