@@ -158,3 +158,26 @@ func TestDBusEndToEnd(t *testing.T) {
 		t.Errorf("status says dbus: %q", st.DBus)
 	}
 }
+
+// TestDBusAbsentBus: with no bus at the configured address the daemon
+// serves the socket, says so once, reports it in status, and takes the
+// bus when it appears.
+func TestDBusAbsentBus(t *testing.T) {
+	testutil.RequiresRoot(t)
+	bus := startPolicyBus(t)
+	bus.Stop()
+	d := testutil.StartDaemon(t, testutil.DaemonOptions{Args: []string{"--dbus", bus.Address, "--devices", "/dev/nonexistent"}})
+	testutil.Eventually(t, 10*time.Second, "status to report no bus", func() bool {
+		return strings.HasPrefix(status(t, d).DBus, "no bus unix:path="+bus.Socket)
+	})
+	d.MustCtl("list")
+	time.Sleep(1500 * time.Millisecond) // past the first retry (after 1 s)
+	if n := strings.Count(d.Log(), "no bus unix:path="); n != 1 {
+		t.Errorf("no bus logged %d times, want once:\n%s", n, d.Log())
+	}
+	bus.Start()
+	waitBusName(t, bus)
+	if st := status(t, d); !strings.HasPrefix(st.DBus, "connected to bus") {
+		t.Errorf("status after the bus came: %q", st.DBus)
+	}
+}
