@@ -53,10 +53,10 @@ type Config struct {
 	// ProbeBudget: once this many single-device probes ran in the last
 	// second (a flapping device, a udev storm), further events wait for the
 	// next full scan instead. 0 means 64.
-	ProbeBudget int
-	BlkidPath     string        // for status only
-	BlkidTimeout  time.Duration // for status only
-	Logger        *slog.Logger
+	ProbeBudget  int
+	BlkidPath    string        // for status only
+	BlkidTimeout time.Duration // for status only
+	Logger       *slog.Logger
 }
 
 // Scanner composes blkid, sysfs and the mount table into disks.

@@ -87,6 +87,11 @@ func New(opts Options) *Store {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	// Times are kept to the microsecond, the precision of the D-Bus API's
+	// LastSeen (t, µs since the epoch), so the socket and the bus report
+	// the very same instants.
+	clock := s.now
+	s.now = func() time.Time { return clock().Truncate(time.Microsecond) }
 	local := opts.Local
 	local.Local = true
 	local.Online = true
