@@ -109,22 +109,11 @@ func TestDBusEndToEnd(t *testing.T) {
 	// Root's goes through.
 	busctl(t, bus, "call", contract.BusName, contract.ManagerPath, contract.ManagerInterface, "Refresh", "a{sv}", "0")
 
-	// diskctl --bus prints what diskctl prints over the socket: the same
-	// output, errors and exit codes. D-Bus carries times in microseconds
-	// (as the issue specifies), so JSON times are compared at that
-	// resolution; the human forms print seconds or milliseconds.
+	// diskctl --bus prints exactly what diskctl prints over the socket: the
+	// same output, errors and exit codes, byte for byte (the store keeps
+	// times to the microsecond, D-Bus's precision).
 	viaBus := func(args ...string) string {
 		return d.MustCtl(append([]string{"--bus", "--bus-address", bus.Address}, args...)...)
-	}
-	stamp := regexp.MustCompile(`"\d{4}-\d\d-\d\dT[^"]+"`)
-	usec := func(s string) string {
-		return stamp.ReplaceAllStringFunc(s, func(q string) string {
-			ts, err := time.Parse(time.RFC3339Nano, strings.Trim(q, `"`))
-			if err != nil {
-				return q
-			}
-			return `"` + ts.Truncate(time.Microsecond).Format(time.RFC3339Nano) + `"`
-		})
 	}
 	for _, args := range [][]string{
 		{"list"}, {"list", "--json"}, {"where", "DBUSE2E2"}, {"where", "DBUSE2E2", "--json"}, {"where", "DBUSE2E1"},
@@ -132,7 +121,6 @@ func TestDBusEndToEnd(t *testing.T) {
 	} {
 		so, se, sc := d.Ctl(args...)
 		bo, be, bc := d.Ctl(append([]string{"--bus", "--bus-address", bus.Address}, args...)...)
-		so, bo = usec(so), usec(bo)
 		if so != bo || se != be || sc != bc {
 			t.Errorf("diskctl %s differs:\nsocket (exit %d):\n%s%s\n--bus (exit %d):\n%s%s", strings.Join(args, " "), sc, so, se, bc, bo, be)
 		}

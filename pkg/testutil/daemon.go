@@ -117,15 +117,27 @@ func StartDaemon(t testing.TB, o DaemonOptions) *Daemon {
 	d.Cmd = exec.Command(prefix[0], args...)
 	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
 	d.Cmd.Env = append(daemonEnv(), o.Env...)
+	// Pdeathsig kills the daemon if the test binary dies (a timeout, ^C).
+	// It fires when the forking *thread* exits, so the daemon is started
+	// and waited for on a goroutine that keeps its thread locked: Go ends
+	// locked threads whose goroutine exits (netns helpers do that).
 	d.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.Cmd.Start(); err != nil {
-		t.Fatalf("start diskd: %v", err)
-	}
+	started := make(chan error)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := d.Cmd.Start()
+		started <- err
+		if err != nil {
+			return
+		}
 		d.waitErr = d.Cmd.Wait()
 		logf.Close()
 		close(d.done)
 	}()
+	if err := <-started; err != nil {
+		t.Fatalf("start diskd: %v", err)
+	}
 	t.Cleanup(func() {
 		d.Stop()
 		if t.Failed() {
