@@ -114,16 +114,7 @@ func BenchmarkList100k(b *testing.B) {
 		b.Fatal(err)
 	}
 	st := store.New(store.Options{Local: disk.Node{ID: id, Name: "bench"}, MaxPeers: 100})
-	for p := 0; p < 25; p++ {
-		var ds []disk.Disk
-		for i := 0; i < 4000; i++ {
-			k := p*4000 + i
-			ds = append(ds, disk.Disk{Name: fmt.Sprintf("sd%d", k), Device: fmt.Sprintf("/dev/sd%d", k),
-				Label: fmt.Sprintf("LABEL-%d", k), UUID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", k),
-				Type: "ext4", Size: 1 << 30, Mounts: []string{fmt.Sprintf("/srv/%d", k)}})
-		}
-		st.ApplyPeer(disk.Node{ID: disk.NodeID(fmt.Sprintf("%032x", p+1)), Name: fmt.Sprintf("peer%02d", p)}, ds)
-	}
+	testutil.FillPeers(st, 100_000)
 	db, _, err := store.OpenDB(filepath.Join(stateDir, "state.db"))
 	if err != nil {
 		b.Fatal(err)
