@@ -175,7 +175,7 @@ func BenchmarkPeerLargeInventory(b *testing.B) {
 		}
 	}
 	largest, chunks := 0, 0
-	for _, dg := range tap.datagrams() {
+	for _, dg := range tap.Datagrams() {
 		largest = max(largest, len(dg))
 		if p, err := wire.NewDecoder(nil).Decode(dg); err == nil && p.Type == wire.TypeAnnounce && p.Announce.Name == "dkd-h1" {
 			chunks = max(chunks, p.Announce.Chunks)

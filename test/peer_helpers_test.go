@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -144,53 +141,9 @@ func losetup(t *testing.T, args ...string) {
 	}
 }
 
-// wireTap records the peer network's IPv4 datagrams as seen on a host.
-type wireTap struct {
-	c    *net.UDPConn
-	mu   sync.Mutex
-	got  [][]byte
-	done chan struct{}
-}
-
-func newWireTap(t testing.TB, h *testutil.Host) *wireTap {
-	t.Helper()
-	tp := &wireTap{done: make(chan struct{})}
-	err := h.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		g := netip.MustParseAddr(peer.DefaultGroup4)
-		tp.c, err = net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: g.AsSlice(), Port: peer.DefaultPort})
-		if err == nil {
-			err = tp.c.SetReadBuffer(8 << 20)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(tp.done)
-		buf := make([]byte, 65536)
-		for {
-			n, err := tp.c.Read(buf)
-			if err != nil {
-				return
-			}
-			tp.mu.Lock()
-			tp.got = append(tp.got, bytes.Clone(buf[:n]))
-			tp.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { tp.c.Close(); <-tp.done })
-	return tp
-}
-
-func (tp *wireTap) datagrams() [][]byte {
-	tp.mu.Lock()
-	defer tp.mu.Unlock()
-	return slices.Clone(tp.got)
+// newWireTap records the peer network's IPv4 datagrams as seen on h.
+func newWireTap(t testing.TB, h *testutil.Host) *testutil.Tap {
+	return testutil.NewTap(t, h, netip.AddrPortFrom(netip.MustParseAddr(peer.DefaultGroup4), peer.DefaultPort))
 }
 
 // fakeBlkid writes a blkid stand-in that reports n ext4 devices

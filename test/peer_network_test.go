@@ -178,7 +178,7 @@ func TestPeerLargeInventory(t *testing.T) {
 		}
 	}
 	largest, chunks := 0, 0
-	for _, b := range tap.datagrams() {
+	for _, b := range tap.Datagrams() {
 		largest = max(largest, len(b))
 		if p, err := wire.NewDecoder(nil).Decode(b); err == nil && p.Type == wire.TypeAnnounce && p.Announce.Name == "dkd-h1" {
 			chunks = max(chunks, p.Announce.Chunks)

@@ -1,18 +1,14 @@
 package peer_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -129,82 +125,11 @@ func loopDisks(host string, k int) []disk.Disk {
 	return ds
 }
 
-// tap is a plain multicast socket on a test host: it records every
-// datagram of the peer network (v4 group) and can inject its own.
-type tap struct {
-	t    *testing.T
-	h    *testutil.Host
-	rx   *net.UDPConn
-	mu   sync.Mutex
-	got  [][]byte
-	done chan struct{}
-}
-
 var group4 = netip.MustParseAddr(peer.DefaultGroup4)
 
-func newTap(t *testing.T, h *testutil.Host) *tap {
-	t.Helper()
-	tp := &tap{t: t, h: h, done: make(chan struct{})}
-	err := h.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		tp.rx, err = net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: group4.AsSlice(), Port: peer.DefaultPort})
-		if err == nil {
-			err = tp.rx.SetReadBuffer(4 << 20)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(tp.done)
-		buf := make([]byte, 65536)
-		for {
-			n, err := tp.rx.Read(buf)
-			if err != nil {
-				return
-			}
-			tp.mu.Lock()
-			tp.got = append(tp.got, bytes.Clone(buf[:n]))
-			tp.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { tp.rx.Close(); <-tp.done })
-	return tp
-}
-
-// datagrams returns what the tap received so far.
-func (tp *tap) datagrams() [][]byte {
-	tp.mu.Lock()
-	defer tp.mu.Unlock()
-	return slices.Clone(tp.got)
-}
-
-// send injects datagrams to dst (the v4 group when invalid) from the tap's host.
-func (tp *tap) send(dst netip.Addr, dgs ...[]byte) {
-	tp.t.Helper()
-	if !dst.IsValid() {
-		dst = group4
-	}
-	err := tp.h.Do(func() error {
-		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, peer.DefaultPort)))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		for _, b := range dgs {
-			if _, err := c.Write(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		tp.t.Fatal(err)
-	}
+// newTap records the peer network's IPv4 group on h, and injects.
+func newTap(t *testing.T, h *testutil.Host) *testutil.Tap {
+	return testutil.NewTap(t, h, netip.AddrPortFrom(group4, peer.DefaultPort))
 }
 
 func counter(n *node, name string) uint64 {

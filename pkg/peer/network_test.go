@@ -210,7 +210,7 @@ func TestLargeInventory(t *testing.T) {
 		}
 	}
 	largest, announce := 0, 0
-	for _, dg := range capture.datagrams() {
+	for _, dg := range capture.Datagrams() {
 		largest = max(largest, len(dg))
 		if p, err := wire.NewDecoder(nil).Decode(dg); err == nil && p.Type == wire.TypeAnnounce && p.Generation == 1 && p.Node == mustWireID(t, a.id()) && p.Announce.Chunk == 0 {
 			announce = p.Announce.Chunks
@@ -283,7 +283,7 @@ func TestHostileInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		before := counter(a, tt.counter)
-		evil.send(tt.dst, tt.dgs...)
+		evil.Send(tt.dst, tt.dgs...)
 		testutil.Eventually(t, wait, tt.name+" counted as "+tt.counter, func() bool { return counter(a, tt.counter) > before })
 	}
 	// A flood from one source is cut at its rate; the real peer still gets through.
@@ -292,16 +292,16 @@ func TestHostileInput(t *testing.T) {
 	for i := range flood {
 		flood[i] = enc.Heartbeat(1, wire.Heartbeat{Name: "flood", Interval: time.Second})
 	}
-	evil.send(netip.Addr{}, flood...)
+	evil.Send(netip.Addr{}, flood...)
 	testutil.Eventually(t, wait, "flood rate-limited", func() bool { return counter(a, "drop_rate_limited") > 0 })
 	good.st.SetLocal(loopDisks("good", 1))
 	testutil.Eventually(t, wait, "the good peer still propagates", func() bool { return len(a.disksOf(good.id())) == 1 })
 	// Replays of the good peer's datagrams change nothing.
 	captured := newTap(t, hosts[1])
 	good.svc.Announce()
-	testutil.Eventually(t, wait, "an announce captured", func() bool { return len(captured.datagrams()) > 0 })
+	testutil.Eventually(t, wait, "an announce captured", func() bool { return len(captured.Datagrams()) > 0 })
 	before := counter(a, "drop_duplicate") + counter(a, "drop_too_old")
-	captured.send(netip.Addr{}, captured.datagrams()...)
+	captured.Send(netip.Addr{}, captured.Datagrams()...)
 	testutil.Eventually(t, wait, "replays dropped", func() bool {
 		return counter(a, "drop_duplicate")+counter(a, "drop_too_old") > before
 	})
@@ -320,7 +320,7 @@ func TestReplayOfAnEarlierRun(t *testing.T) {
 	id := first.id()
 	first.st.SetLocal(loopDisks("old", 2))
 	testutil.Eventually(t, wait, "h1 lists the first run", func() bool { return len(a.disksOf(id)) == 2 })
-	old := capture.datagrams()
+	old := capture.Datagrams()
 	first.stop()
 	// The same node restarts (a new instance) with other disks.
 	cfg := testConfig(hosts[1])
@@ -332,7 +332,7 @@ func TestReplayOfAnEarlierRun(t *testing.T) {
 		return len(ds) == 1 && ds[0].Label == "new_0"
 	})
 	before := counter(a, "drop_stale_instance")
-	capture.send(netip.Addr{}, old...)
+	capture.Send(netip.Addr{}, old...)
 	testutil.Eventually(t, wait, "old run's datagrams dropped", func() bool { return counter(a, "drop_stale_instance") > before })
 	if ds := a.disksOf(id); len(ds) != 1 || ds[0].Label != "new_0" {
 		t.Errorf("replay changed the inventory: %+v", ds)
@@ -476,7 +476,7 @@ func TestOtherGroupsOnThePort(t *testing.T) {
 	before := counter(a, "drop_not_group")
 	dg := wire.NewEncoder(wire.NodeID{0xab}, wire.NewInstance(time.Now()), nil).
 		Heartbeat(1, wire.Heartbeat{Name: "elsewhere", Interval: time.Second})
-	newTap(t, hosts[1]).send(other, dg)
+	newTap(t, hosts[1]).Send(other, dg)
 	c.SetReadDeadline(time.Now().Add(wait))
 	buf := make([]byte, 2048)
 	if _, err := c.Read(buf); err != nil {
