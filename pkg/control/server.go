@@ -80,8 +80,18 @@ func New(cfg Config) *Server {
 // error, so two daemons never share a path. The socket is open to every
 // local user: reads are public and actions are rate-limited.
 func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	// A directory someone else controls (say a planted /tmp/diskd-UID)
+	// could swap the socket for theirs under diskctl's feet.
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if (st.Uid != uint32(os.Geteuid()) && st.Uid != 0) || st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0 {
+		return nil, fmt.Errorf("socket directory %s is owned by uid %d or writable by others; refusing to listen there", dir, st.Uid)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -282,4 +283,15 @@ func TestListenRefusesLiveSocketReplacesStale(t *testing.T) {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	l2.Close()
+}
+
+func TestListenRefusesADirectoryOthersControl(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777) // past the umask
+	if _, err := Listen(filepath.Join(dir, "s")); err == nil || !strings.Contains(err.Error(), "refusing") {
+		t.Errorf("Listen in a world-writable directory: %v", err)
+	}
 }
