@@ -359,12 +359,33 @@ func childOf(pid int) int {
 	if err != nil {
 		return 0
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
+	// systemd-nspawn's first child is a short-lived helper that forks the
+	// container's init and exits; the leader is the child that is PID 1 in
+	// its own PID namespace (under load the helper was taken for it).
+	for _, f := range strings.Fields(string(b)) {
+		n, _ := strconv.Atoi(f)
+		if isNamespaceInit(n) {
+			return n
+		}
+		if c := childOf(n); c != 0 {
+			return c
+		}
 	}
-	n, _ := strconv.Atoi(f[0])
-	return n
+	return 0
+}
+
+// isNamespaceInit reports whether pid is PID 1 of its PID namespace.
+func isNamespaceInit(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == "NSpid:" {
+			return f[len(f)-1] == "1"
+		}
+	}
+	return false
 }
 
 // exec runs a command inside the container (all its namespaces) with a
