@@ -1,10 +1,14 @@
 package test
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,6 +91,8 @@ func TestDBusEndToEnd(t *testing.T) {
 	// dbus-monitor sees the attach as InterfacesAdded and the detach as
 	// PropertiesChanged of Present.
 	m := monitorBus(t, bus)
+	// ... and so does `diskctl --bus watch`, the real binary.
+	watch := startBusWatch(t, bus)
 	if out, err := exec.Command("losetup", loop2, img2).CombinedOutput(); err != nil {
 		t.Fatalf("losetup %s %s: %v %s (another test took the device?)", loop2, img2, err, out)
 	}
@@ -96,6 +102,16 @@ func TestDBusEndToEnd(t *testing.T) {
 	testutil.DetachLoop(t, img2)
 	m.wait(t, "PropertiesChanged Present=false for "+loop2, "path="+p2+"; interface=org.freedesktop.DBus.Properties; member=PropertiesChanged",
 		`string "Present"`, "boolean false")
+	// The detach comes well after the watch subscribed (it was seen on the
+	// bus first), so its event must be there.
+	testutil.Eventually(t, 10*time.Second, "diskctl --bus watch shows DBUSE2E2 gone", func() bool {
+		for _, ev := range watch.events() {
+			if ev.Disk != nil && ev.Disk.Label == "DBUSE2E2" && !ev.Disk.Present && ev.Kind == "changed" {
+				return true
+			}
+		}
+		return false
+	})
 
 	// Refresh is refused to a non-root caller, with a readable reason.
 	ref, err := exec.Command("runuser", "-u", "nobody", "--", "busctl", "--address="+bus.Address, "call",
@@ -168,4 +184,51 @@ func TestDBusAbsentBus(t *testing.T) {
 	if st := status(t, d); !strings.HasPrefix(st.DBus, "connected to bus") {
 		t.Errorf("status after the bus came: %q", st.DBus)
 	}
+}
+
+// busWatch is a running `diskctl --bus watch --json`.
+type busWatch struct {
+	mu    sync.Mutex
+	lines []api.WatchEvent
+}
+
+func startBusWatch(t *testing.T, bus *testutil.DBus) *busWatch {
+	t.Helper()
+	_, diskctl := testutil.Binaries(t)
+	cmd := exec.Command(diskctl, "--bus", "--bus-address", bus.Address, "watch", "--json")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := &busWatch{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var ev api.WatchEvent
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				w.mu.Lock()
+				w.lines = append(w.lines, ev)
+				w.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); <-done })
+	// Connected (and, a call later, subscribed) once the bus lists it.
+	pid := fmt.Sprint(cmd.Process.Pid)
+	testutil.Eventually(t, 10*time.Second, "diskctl watch on the bus", func() bool {
+		out, err := busctlErr(bus, "list", "--no-legend")
+		return err == nil && strings.Contains(" "+strings.Join(strings.Fields(out), " ")+" ", " "+pid+" ")
+	})
+	return w
+}
+
+func (w *busWatch) events() []api.WatchEvent {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.lines)
 }
