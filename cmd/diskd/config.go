@@ -115,7 +115,7 @@ func loadConfigFile(c *Config, path string, explicit bool) error {
 
 // addFlags binds flags to c's fields, so a flag given overrides the file.
 func addFlags(fs *pflag.FlagSet, c *Config) {
-	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "name this node announces (default: the hostname)")
+	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "name this node announces to its peers (the hostname unless set)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for the node identity and the state file")
 	fs.StringVar(&c.Socket, "socket", c.Socket, "Unix socket for diskctl (ignored when systemd passes one)")
 	fs.StringArrayVar(&c.Devices, "devices", c.Devices, "report only devices whose path matches this glob (repeatable)")
