@@ -462,9 +462,44 @@ func (c *container) destroy() {
 			c.t.Errorf("unmount %s: %v", merged, err)
 		}
 	}
+	// Killing systemd-nspawn leaves the container's init and its services
+	// running: end whatever is still in the container's cgroups.
 	for _, cg := range c.cgroups {
+		if n := killCgroup(cg); n > 0 {
+			c.t.Logf("container %s: killed %d processes left in %s", c.name, n, cg)
+		}
 		removeCgroup(cg)
 	}
+}
+
+// killCgroup SIGKILLs every process in a cgroup tree (by PID, from
+// cgroup.procs) until none is left, and says how many it killed.
+func killCgroup(cg string) int {
+	seen := make(map[int]bool)
+	for try := 0; try < 50; try++ {
+		var pids []int
+		filepath.WalkDir(cg, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				b, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+				for _, f := range strings.Fields(string(b)) {
+					if n, err := strconv.Atoi(f); err == nil {
+						pids = append(pids, n)
+					}
+				}
+			}
+			return nil
+		})
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				seen[pid] = true
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return len(seen)
 }
 
 // removeCgroup removes a cgroup and its children, deepest first.
