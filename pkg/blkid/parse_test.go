@@ -1,15 +1,13 @@
 package blkid
 
 import (
-	"flag"
 	"fmt"
+	"github.com/diskd/diskd/pkg/testutil"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the parser's output")
 
 // formatRecords renders records for golden files. %q keeps every byte
 // (invalid UTF-8 shows as \xNN), which JSON would not.
@@ -49,18 +47,7 @@ func TestParseExportGolden(t *testing.T) {
 			}
 			got := formatRecords(recs)
 			golden := strings.TrimSuffix(in, ".export") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("%s: parsed records differ from %s\n--- got\n%s--- want\n%s", in, golden, got, want)
-			}
+			testutil.Golden(t, golden, got)
 		})
 	}
 }

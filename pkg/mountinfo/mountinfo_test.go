@@ -1,8 +1,8 @@
 package mountinfo
 
 import (
-	"flag"
 	"fmt"
+	"github.com/diskd/diskd/pkg/testutil"
 	"maps"
 	"os"
 	"path/filepath"
@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 // format renders a parsed table and its ByDevice map; %q shows every byte.
 func format(ms []Mount) string {
@@ -45,18 +43,7 @@ func TestParseGolden(t *testing.T) {
 			}
 			got := format(ms)
 			golden := strings.TrimSuffix(in, ".mountinfo") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("differs from %s\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			testutil.Golden(t, golden, got)
 		})
 	}
 }

@@ -22,7 +22,6 @@ import (
 )
 
 var (
-	update  = flag.Bool("update", false, "rewrite testdata/*.golden")
 	capture = flag.Bool("capture", false, "rewrite testdata/*.uevent from real kernel uevents (root), then run with -update")
 )
 
@@ -70,18 +69,7 @@ func TestToEventGolden(t *testing.T) {
 				got = formatEvent(ev)
 			}
 			golden := strings.TrimSuffix(in, ".uevent") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("differs from %s\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			testutil.Golden(t, golden, got)
 		})
 	}
 }
