@@ -97,10 +97,10 @@ func TestDBusEndToEnd(t *testing.T) {
 		t.Fatalf("losetup %s %s: %v %s (another test took the device?)", loop2, img2, err, out)
 	}
 	t.Cleanup(func() { testutil.DetachLoop(t, img2) })
-	m.wait(t, "InterfacesAdded for "+loop2, "path=/org/diskd/Diskd1; interface=org.freedesktop.DBus.ObjectManager; member=InterfacesAdded",
+	m.Wait(t, "InterfacesAdded for "+loop2, "path=/org/diskd/Diskd1; interface=org.freedesktop.DBus.ObjectManager; member=InterfacesAdded",
 		`object path "`+p2+`"`, `string "DBUSE2E2"`)
 	testutil.DetachLoop(t, img2)
-	m.wait(t, "PropertiesChanged Present=false for "+loop2, "path="+p2+"; interface=org.freedesktop.DBus.Properties; member=PropertiesChanged",
+	m.Wait(t, "PropertiesChanged Present=false for "+loop2, "path="+p2+"; interface=org.freedesktop.DBus.Properties; member=PropertiesChanged",
 		`string "Present"`, "boolean false")
 	// The detach comes well after the watch subscribed (it was seen on the
 	// bus first), so its event must be there.

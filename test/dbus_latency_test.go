@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,20 +38,17 @@ func BenchmarkDBusSignalLatency(b *testing.B) {
 			b.Fatalf("losetup: %v %s", err, out)
 		}
 		losetup = append(losetup, time.Since(start))
-		s := m.wait(b, "InterfacesAdded for "+label, "member=InterfacesAdded", `string "`+label+`"`)
-		g := stamp.FindStringSubmatch(s.head)
+		s := m.Wait(b, "InterfacesAdded for "+label, "member=InterfacesAdded", `string "`+label+`"`)
+		g := stamp.FindStringSubmatch(s.Head)
 		if g == nil {
-			b.Fatalf("no time= in %q", s.head)
+			b.Fatalf("no time= in %q", s.Head)
 		}
 		sec, _ := strconv.ParseInt(g[1], 10, 64)
 		usec, _ := strconv.ParseInt((g[2] + "000000")[:6], 10, 64)
 		lat = append(lat, time.Unix(sec, usec*1000).Sub(start))
 	}
-	slices.Sort(lat)
-	slices.Sort(losetup)
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
-	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
-	b.ReportMetric(ms(losetup[len(losetup)/2]), "losetup-p50-ms")
+	b.ReportMetric(ms(percentile(lat, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(lat, 100)), "max-ms")
+	b.ReportMetric(ms(percentile(losetup, 50)), "losetup-p50-ms")
 	b.Logf("losetup -> InterfacesAdded seen by dbus-monitor, %d samples: %s", len(lat), strings.Trim(fmt.Sprint(lat), "[]"))
 }

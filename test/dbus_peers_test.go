@@ -36,8 +36,8 @@ func TestDBusPeerDisk(t *testing.T) {
 	machine := string(contract.MachinePath(h1.NodeID))
 	block := string(contract.BlockPath(disk.Key{Node: h1.NodeID, Name: strings.TrimPrefix(loop, "/dev/")}))
 	om := "path=/org/diskd/Diskd1; interface=org.freedesktop.DBus.ObjectManager; member=InterfacesAdded"
-	m.wait(t, "InterfacesAdded for h1's machine", om, `object path "`+machine+`"`, `string "`+h1.Name+`"`)
-	m.wait(t, "InterfacesAdded for h1's disk", om, `object path "`+block+`"`, `string "DBUSPEER"`)
+	m.Wait(t, "InterfacesAdded for h1's machine", om, `object path "`+machine+`"`, `string "`+h1.Name+`"`)
+	m.Wait(t, "InterfacesAdded for h1's disk", om, `object path "`+block+`"`, `string "DBUSPEER"`)
 
 	if got := strings.TrimSpace(busctl(t, bus, "get-property", contract.BusName, block, contract.BlockInterface, "Machine")); got != `o "`+machine+`"` {
 		t.Errorf("the peer disk's Machine = %s", got)
@@ -57,8 +57,8 @@ func TestDBusPeerDisk(t *testing.T) {
 	// h1 leaves: its machine goes offline and its disk is no longer
 	// present, signalled on h2's bus.
 	d1.Stop()
-	m.wait(t, "PropertiesChanged Online=false for h1", "path="+machine+"; interface=org.freedesktop.DBus.Properties; member=PropertiesChanged",
+	m.Wait(t, "PropertiesChanged Online=false for h1", "path="+machine+"; interface=org.freedesktop.DBus.Properties; member=PropertiesChanged",
 		`string "Online"`, "boolean false")
-	m.wait(t, "PropertiesChanged Present=false for h1's disk", "path="+block+"; interface=org.freedesktop.DBus.Properties; member=PropertiesChanged",
+	m.Wait(t, "PropertiesChanged Present=false for h1's disk", "path="+block+"; interface=org.freedesktop.DBus.Properties; member=PropertiesChanged",
 		`string "Present"`, "boolean false")
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -319,9 +318,7 @@ func TestSystemdTwoHosts(t *testing.T) {
 }
 
 func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2].Round(time.Millisecond)
+	return percentile(ds, 50).Round(time.Millisecond)
 }
 
 // unitProp returns one property of a unit in the container.

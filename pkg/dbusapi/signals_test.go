@@ -1,12 +1,6 @@
 package dbusapi
 
 import (
-	"bufio"
-	"context"
-	"io"
-	"os/exec"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,85 +12,9 @@ import (
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
-// monitor is dbus-monitor on the bus, its output collected line by line.
-type monitor struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (e *env) monitor(match string) *monitor {
+func (e *env) monitor(match string) *testutil.Monitor {
 	e.t.Helper()
-	testutil.RequiresTool(e.t, "dbus-monitor")
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "dbus-monitor", "--address", e.bus.Address, match)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	m := &monitor{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			m.mu.Lock()
-			m.lines = append(m.lines, sc.Text())
-			m.mu.Unlock()
-		}
-		io.Copy(io.Discard, out)
-	}()
-	e.t.Cleanup(func() {
-		cancel() // kills dbus-monitor (by its PID)
-		<-done
-		cmd.Wait()
-		if e.t.Failed() {
-			e.t.Logf("dbus-monitor saw:\n%s", m.text())
-		}
-	})
-	// Ready once it shows a probe signal we send.
-	probe := e.client()
-	waitFor(e.t, "dbus-monitor to listen", func() bool {
-		probe.Emit("/org/diskd/Diskd1/probe", "org.diskd.Test.Probe")
-		return strings.Contains(m.text(), "member=Probe")
-	})
-	return m
-}
-
-func (m *monitor) text() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return strings.Join(m.lines, "\n")
-}
-
-// sawAfter waits until the monitor shows a signal header containing head
-// and, in the lines after it, each of body (before the next message).
-func (m *monitor) saw(t *testing.T, what, head string, body ...string) {
-	t.Helper()
-	waitFor(t, what, func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		for i, l := range m.lines {
-			if !strings.HasPrefix(l, "signal ") || !strings.Contains(l, head) {
-				continue
-			}
-			end := i + 1
-			for end < len(m.lines) && !strings.HasPrefix(m.lines[end], "signal ") && !strings.HasPrefix(m.lines[end], "method ") {
-				end++
-			}
-			msg := strings.Join(m.lines[i+1:end], "\n")
-			ok := true
-			for _, b := range body {
-				ok = ok && strings.Contains(msg, b)
-			}
-			if ok {
-				return true
-			}
-		}
-		return false
-	})
+	return e.bus.Monitor(e.t, match)
 }
 
 // TestMonitorSeesChanges: what dbus-monitor shows as disks come, go and
@@ -110,29 +28,29 @@ func TestMonitorSeesChanges(t *testing.T) {
 	// Attached: InterfacesAdded with the object path and both interfaces.
 	l3 := disk.Disk{Name: "loop3", Device: "/dev/loop3", Label: "BACKUP", Type: "ext4", Usage: "filesystem"}
 	e.st.SetLocal([]disk.Disk{l3})
-	m.saw(t, "InterfacesAdded for loop3", om+"InterfacesAdded",
+	m.Wait(t, "InterfacesAdded for loop3", om+"InterfacesAdded",
 		`object path "`+loop3+`"`, `string "org.diskd.Diskd1.Block"`, `string "org.diskd.Diskd1.Filesystem"`, `string "BACKUP"`)
 
 	// Detached: PropertiesChanged of Present on the object.
 	e.st.SetLocal(nil)
-	m.saw(t, "PropertiesChanged Present=false for loop3",
+	m.Wait(t, "PropertiesChanged Present=false for loop3",
 		"path="+loop3+"; interface=org.freedesktop.DBus.Properties; member=PropertiesChanged",
 		`string "org.diskd.Diskd1.Block"`, `string "Present"`, "boolean false")
 
 	// A peer's disk appears on this bus.
 	peerDisk := string(contract.BlockPath(disk.Key{Node: peerID, Name: "sdb1"}))
 	e.st.ApplyPeer(disk.Node{ID: peerID, Name: "beta"}, []disk.Disk{{Name: "sdb1", Device: "/dev/sdb1", Label: "PHOTOS"}})
-	m.saw(t, "InterfacesAdded for the peer's machine", om+"InterfacesAdded",
+	m.Wait(t, "InterfacesAdded for the peer's machine", om+"InterfacesAdded",
 		`object path "`+string(contract.MachinePath(peerID))+`"`, `string "beta"`)
-	m.saw(t, "InterfacesAdded for the peer's disk", om+"InterfacesAdded", `object path "`+peerDisk+`"`, `string "PHOTOS"`)
+	m.Wait(t, "InterfacesAdded for the peer's disk", om+"InterfacesAdded", `object path "`+peerDisk+`"`, `string "PHOTOS"`)
 
 	// The peer goes quiet, then is forgotten to make room (MaxPeers 1):
 	// InterfacesRemoved for its disk and its machine.
 	e.st.SetPeerOffline(peerID)
 	e.st.ApplyPeer(disk.Node{ID: "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3", Name: "gamma"}, nil)
-	m.saw(t, "InterfacesRemoved for the forgotten disk", om+"InterfacesRemoved",
+	m.Wait(t, "InterfacesRemoved for the forgotten disk", om+"InterfacesRemoved",
 		`object path "`+peerDisk+`"`, `string "org.diskd.Diskd1.Block"`)
-	m.saw(t, "InterfacesRemoved for the forgotten machine", om+"InterfacesRemoved",
+	m.Wait(t, "InterfacesRemoved for the forgotten machine", om+"InterfacesRemoved",
 		`object path "`+string(contract.MachinePath(peerID))+`"`, `string "org.diskd.Diskd1.Machine"`)
 }
 
