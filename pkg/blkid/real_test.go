@@ -1,7 +1,6 @@
 package blkid
 
 import (
-	"bytes"
 	"flag"
 	"log/slog"
 	"os"
@@ -42,6 +41,28 @@ var labelDisks = []labelDisk{
 		want: Record{UUID: "33333333-3333-4333-8333-333333333333", Label: "x\ny\n\nz=1", Type: "ext4", Usage: "filesystem"},
 	},
 	{
+		// "FILM-2024" prints as "FILM-2024" and "M-2" is also how blkid
+		// escapes the byte 0xB2: only the raw output can say which.
+		name: "ext4-ambiguous", sizeMiB: 64,
+		mkfs: []string{"mkfs.ext4", "-q", "-U", "66666666-6666-4666-8666-666666666666", "-L", "FILM-2024^J\xb2"},
+		want: Record{UUID: "66666666-6666-4666-8666-666666666666", Label: "FILM-2024^J\xb2", Type: "ext4", Usage: "filesystem"},
+	},
+	{
+		// A hostile stick: with raw values its label would forge two
+		// devices, a blank line, terminal escapes, C1 CSI and bytes that
+		// are not UTF-8.
+		name: "btrfs-hostile", sizeMiB: 128,
+		mkfs: []string{"mkfs.btrfs", "-q", "-f", "-U", "77777777-7777-4777-8777-777777777777", "-L", hostileLabel},
+		want: Record{UUID: "77777777-7777-4777-8777-777777777777", Label: hostileLabel, Type: "btrfs", Usage: "filesystem"},
+	},
+	{
+		// Every byte but NUL (which ends a label) and 0xFF (mkfs.btrfs
+		// keeps 254 of these 255): checks escapeByte against real blkid.
+		name: "btrfs-allbytes", sizeMiB: 128,
+		mkfs: []string{"mkfs.btrfs", "-q", "-f", "-U", "88888888-8888-4888-8888-888888888888", "-L", allBytes},
+		want: Record{UUID: "88888888-8888-4888-8888-888888888888", Label: allBytes, Type: "btrfs", Usage: "filesystem"},
+	},
+	{
 		name: "vfat", sizeMiB: 64,
 		mkfs: []string{"mkfs.vfat", "-i", "1234ABCD", "-n", "MY 'DISK$"},
 		want: Record{UUID: "1234-ABCD", Label: "MY 'DISK$", Type: "vfat", Usage: "filesystem"},
@@ -52,6 +73,18 @@ var labelDisks = []labelDisk{
 		want: Record{UUID: "44444444-4444-4444-8444-444444444444", Label: `é "y" \z`, Type: "xfs", Usage: "filesystem"},
 	},
 }
+
+// hostileLabel is what issue 10's USB stick carried, and more.
+const hostileLabel = "inj\nDEVNAME=/dev/loop200\nLABEL=ROOT\nUUID=forged\n\nDEVNAME=/dev/loop201\nTYPE=ext4\n" +
+	"\x1b[2J\xc2\x9b31m FILM-2024 M-A ^J \\x41 \xff\x7f END"
+
+var allBytes = func() string {
+	b := make([]byte, 0, 254)
+	for c := 1; c < 255; c++ {
+		b = append(b, byte(c))
+	}
+	return string(b)
+}()
 
 const (
 	gptDiskUUID    = "5a5a5a5a-0000-4000-8000-000000000001"
@@ -65,7 +98,7 @@ const (
 func setupLabelDisks(t *testing.T) []string {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	testutil.RequiresTool(t, "blkid", "losetup", "mkfs.ext4", "mkfs.vfat", "mkfs.xfs")
+	testutil.RequiresTool(t, "blkid", "losetup", "mkfs.ext4", "mkfs.vfat", "mkfs.xfs", "mkfs.btrfs")
 	devs := make([]string, len(labelDisks))
 	for i, d := range labelDisks {
 		devs[i] = testutil.AttachLoop(t, testutil.LoopImage(t, d.sizeMiB, d.mkfs...))
@@ -201,21 +234,24 @@ func TestCaptureFixtures(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("scan-labels.export", blkid(append([]string{"-c", "/dev/null", "-d", "-o", "export"}, devs...)...))
+	// Each fixture in both forms the Runner reads: escaped (.export) and
+	// raw (.raw, with -d), from the same command line otherwise.
+	both := func(name string, args ...string) {
+		write(name+".export", blkid(args...))
+		write(name+".raw", blkid(append([]string{"-d"}, args...)...))
+	}
+	scan := []string{"-c", "/dev/null", "-o", "export"}
+	probe := []string{"-p", "-o", "export"}
+	both("scan-labels", append(scan, devs...)...)
 	for i, d := range labelDisks {
-		write("probe-"+d.name+".export", blkid("-p", "-d", "-o", "export", devs[i]))
+		both("probe-"+d.name, append(probe, devs[i])...)
 	}
-	write("scan-gpt.export", blkid(append([]string{"-c", "/dev/null", "-d", "-o", "export", disk}, parts...)...))
-	write("probe-gpt-disk.export", blkid("-p", "-d", "-o", "export", disk))
-	write("probe-gpt-p1.export", blkid("-p", "-d", "-o", "export", parts[0]))
-	write("probe-gpt-p2.export", blkid("-p", "-d", "-o", "export", parts[1]))
+	both("scan-gpt", append(append(scan, disk), parts...)...)
+	both("probe-gpt-disk", append(probe, disk)...)
+	both("probe-gpt-p1", append(probe, parts[0])...)
+	both("probe-gpt-p2", append(probe, parts[1])...)
 	write("empty.export", nil)
-	// Kept to show why the Runner passes -d: without it the non-ASCII
-	// bytes come out as "M-" sequences that cannot be decoded.
-	write("encoded-no-d.txt", blkid(append([]string{"-c", "/dev/null", "-o", "export"}, devs...)...))
-	if !bytes.Contains(blkid("-c", "/dev/null", "-o", "export", devs[1]), []byte("M-")) {
-		t.Errorf("expected blkid without -d to encode non-ASCII as M-")
-	}
+	write("empty.raw", nil)
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -43,13 +44,18 @@ type Runner struct {
 // ScanAll lists every device blkid can identify, probing them afresh:
 // `-c /dev/null` ignores the cache file, which may be stale (devices that
 // were moved or reformatted since it was written). No device found is an
-// empty list, not an error.
+// empty list, not an error. See the package comment for why it may run
+// blkid a second time, and for which devices.
 func (r *Runner) ScanAll(ctx context.Context) ([]Record, error) {
-	out, found, err := r.run(ctx, "-c", "/dev/null", "-d", "-o", "export")
+	out, found, err := r.run(ctx, "-c", "/dev/null", "-o", "export")
 	if err != nil || !found {
 		return nil, err
 	}
-	recs, err := ParseExport(out)
+	ents, err := parseEscaped(out)
+	if err != nil {
+		return nil, fmt.Errorf("blkid scan: %w", err)
+	}
+	recs, err := r.decode(ctx, ents, []string{"-c", "/dev/null", "-d", "-o", "export"})
 	if err != nil {
 		return nil, fmt.Errorf("blkid scan: %w", err)
 	}
@@ -59,24 +65,94 @@ func (r *Runner) ScanAll(ctx context.Context) ([]Record, error) {
 // Probe runs a low-level probe of one device (`-p`), which reads the
 // device itself rather than trusting any cache and reports USAGE and the
 // partition entry. found is false when blkid recognises nothing there
-// (exit status 2), including when the device does not exist.
+// (exit status 2), including when the device does not exist. Output that
+// is not exactly one record for dev is an error.
 func (r *Runner) Probe(ctx context.Context, dev string) (rec Record, found bool, err error) {
-	out, found, err := r.run(ctx, "-p", "-d", "-o", "export", dev)
+	out, found, err := r.run(ctx, "-p", "-o", "export", dev)
 	if err != nil || !found {
 		return Record{}, false, err
 	}
-	recs, err := ParseExport(out)
+	ents, err := parseEscaped(out)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("probe %s: %w", dev, err)
+	}
+	switch {
+	case len(ents) == 0:
+		return Record{}, false, nil
+	case len(ents) > 1 || ents[0].dev != dev:
+		return Record{}, false, fmt.Errorf("probe %s: blkid printed %d records, the first for %q", dev, len(ents), ents[0].dev)
+	}
+	recs, err := r.decode(ctx, ents, []string{"-p", "-d", "-o", "export"})
 	if err != nil {
 		return Record{}, false, fmt.Errorf("probe %s: %w", dev, err)
 	}
 	if len(recs) == 0 {
-		return Record{}, false, nil
+		return Record{}, false, fmt.Errorf("probe %s: its value bytes could not be read consistently", dev)
 	}
-	rec = recs[0]
-	if rec.Device == "" {
-		rec.Device = dev
+	return recs[0], true, nil
+}
+
+// decode returns the records of ents. Entries whose values are all plain
+// decode as they are; the others are read again with rawArgs plus their
+// device paths (the same command with -d) and matched (matchRaw). A
+// device that fails to match is asked once more, then left out with a
+// warning: it changed between the runs, or it answers differently each
+// time. blkid thus runs at most 1 + 2 x (devices that fail) more times
+// than the escaped run.
+func (r *Runner) decode(ctx context.Context, ents []entry, rawArgs []string) ([]Record, error) {
+	recs := make([]Record, len(ents))
+	keep := make([]bool, len(ents))
+	var queue []int // indexes of entries that need their raw bytes
+	for i := range ents {
+		if rec, ok := ents[i].plainRecord(); ok {
+			recs[i], keep[i] = rec, true
+		} else {
+			queue = append(queue, i)
+		}
 	}
-	return rec, true, nil
+	failed := make(map[int]bool)
+	for len(queue) > 0 {
+		batch := make([]entry, len(queue))
+		args := slices.Clone(rawArgs)
+		for j, i := range queue {
+			batch[j] = ents[i]
+			args = append(args, ents[i].dev)
+		}
+		raw, _, err := r.run(ctx, args...)
+		if err != nil {
+			return nil, err
+		}
+		got, n, merr := matchRaw(batch, raw)
+		for j, rec := range got {
+			recs[queue[j]], keep[queue[j]] = rec, true
+		}
+		if merr == nil {
+			break
+		}
+		bad := queue[n]
+		queue = queue[n+1:]
+		if failed[bad] {
+			r.logger().Warn("device left out of this scan: blkid's escaped and raw outputs disagree",
+				"device", ents[bad].dev, "err", merr)
+			continue
+		}
+		failed[bad] = true
+		queue = append([]int{bad}, queue...)
+	}
+	out := recs[:0]
+	for i, rec := range recs {
+		if keep[i] {
+			out = append(out, rec)
+		}
+	}
+	return out, nil
+}
+
+func (r *Runner) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger.With("component", "blkid")
 }
 
 // lookPath finds the binary. A bare name also falls back to the sbin
@@ -107,11 +183,7 @@ func (r *Runner) run(ctx context.Context, args ...string) (out []byte, found boo
 	if timeout <= 0 {
 		timeout = defaultTimeout
 	}
-	log := r.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("component", "blkid")
+	log := r.logger()
 	what := path + " " + strings.Join(args, " ")
 
 	bin, err := lookPath(path)

@@ -33,10 +33,9 @@ func TestRunnerExitStatus(t *testing.T) {
 		{name: "exit 2 is nothing found", script: "exit 2"},
 		{name: "exit 2 with output ignored", script: "echo DEVNAME=/dev/x; exit 2"},
 		{
-			name:   "records",
-			script: "printf 'DEVNAME=/dev/x\\nTYPE=ext4\\n\\nDEVNAME=/dev/y\\nTYPE=xfs\\n'",
-			// Probe takes the first record only.
-			wantRecs: 2, wantFound: true,
+			name:     "records",
+			script:   "printf 'DEVNAME=/dev/x\\nTYPE=ext4\\n'",
+			wantRecs: 1, wantFound: true,
 		},
 		{name: "exit 0 with no output", script: "exit 0"},
 		{
@@ -81,7 +80,8 @@ func checkErr(t *testing.T, what string, err error, want string) {
 }
 
 // TestRunnerPassesArguments checks the exact command lines: no stale
-// cache for the scan, raw values (-d) for both.
+// cache for the scan, escaped values for both (raw ones are only asked
+// for when needed: TestRunnerRawPass).
 func TestRunnerPassesArguments(t *testing.T) {
 	args := filepath.Join(t.TempDir(), "args")
 	r := &Runner{Path: fakeBlkid(t, `echo "$*" >> `+args+`; exit 2`)}
@@ -95,9 +95,89 @@ func TestRunnerPassesArguments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "-c /dev/null -d -o export\n-p -d -o export /dev/sdz9\n"
+	want := "-c /dev/null -o export\n-p -o export /dev/sdz9\n"
 	if string(got) != want {
 		t.Errorf("blkid ran with\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestRunnerRawPass: blkid runs a second time, with -d, only for the
+// devices whose escaped values are ambiguous, and their raw bytes are
+// taken under the grammar of the escaped output.
+func TestRunnerRawPass(t *testing.T) {
+	args := filepath.Join(t.TempDir(), "args")
+	script := `echo "$*" >> ` + args + `
+case "$*" in
+*-d*) printf 'DEVNAME=/dev/b\nLABEL=x\nDEVNAME=/dev/evil\n\nUUID=u\n' ;;
+*) printf 'DEVNAME=/dev/a\nLABEL=A\n\nDEVNAME=/dev/b\nLABEL=x^JDEVNAME=/dev/evil^J\nUUID=u\n' ;;
+esac`
+	r := &Runner{Path: fakeBlkid(t, script), Logger: testLogger(t)}
+	recs, err := r.ScanAll(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Record{{Device: "/dev/a", Label: "A"}, {Device: "/dev/b", Label: "x\nDEVNAME=/dev/evil\n", UUID: "u"}}
+	if formatRecords(recs) != formatRecords(want) {
+		t.Errorf("got\n%swant\n%s", formatRecords(recs), formatRecords(want))
+	}
+	got, err := os.ReadFile(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "-c /dev/null -o export\n-c /dev/null -d -o export /dev/b\n"; string(got) != want {
+		t.Errorf("blkid ran with\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestRunnerRawDisagrees: a device whose raw output never matches its
+// escaped one (it changes under us, or lies) is asked once more, then left
+// out; the others are kept.
+func TestRunnerRawDisagrees(t *testing.T) {
+	args := filepath.Join(t.TempDir(), "args")
+	// The raw form prints the devices asked for; /dev/b's raw label
+	// (\001) never escapes to what the escaped form said (^B).
+	script := `echo "$*" >> ` + args + `
+case "$*" in
+*-d*) for a; do case "$a" in
+	/dev/b) printf 'DEVNAME=/dev/b\nLABEL=\001\n\n' ;;
+	/dev/c) printf 'DEVNAME=/dev/c\nLABEL=\303\251\n\n' ;;
+	esac; done ;;
+*-p*) printf 'DEVNAME=/dev/b\nLABEL=^B\n' ;;
+*) printf 'DEVNAME=/dev/a\nLABEL=A\n\nDEVNAME=/dev/b\nLABEL=^B\n\nDEVNAME=/dev/c\nLABEL=M-CM-)\n' ;;
+esac`
+	r := &Runner{Path: fakeBlkid(t, script), Logger: testLogger(t)}
+	recs, err := r.ScanAll(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Record{{Device: "/dev/a", Label: "A"}, {Device: "/dev/c", Label: "é"}}
+	if formatRecords(recs) != formatRecords(want) {
+		t.Errorf("got\n%swant\n%s", formatRecords(recs), formatRecords(want))
+	}
+	got, _ := os.ReadFile(args)
+	// escaped; raw b c (b fails); raw b c (b fails again, left out); raw c.
+	if n := strings.Count(string(got), "\n"); n != 4 {
+		t.Errorf("blkid ran %d times, want 4:\n%s", n, got)
+	}
+	if _, found, err := r.Probe(t.Context(), "/dev/b"); err == nil || found {
+		t.Errorf("Probe of a device whose outputs disagree: found %v, err %v", found, err)
+	}
+}
+
+// TestRunnerProbeRefusesOtherRecords: a probe's output is one record for
+// the device probed, or an error.
+func TestRunnerProbeRefusesOtherRecords(t *testing.T) {
+	for name, script := range map[string]string{
+		"two records":    `printf 'DEVNAME=/dev/x\nTYPE=ext4\n\nDEVNAME=/dev/y\nTYPE=xfs\n'`,
+		"another device": `printf 'DEVNAME=/dev/y\nTYPE=ext4\n'`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := &Runner{Path: fakeBlkid(t, script)}
+			rec, found, err := r.Probe(t.Context(), "/dev/x")
+			if err == nil || found {
+				t.Errorf("Probe = %+q, found %v, err %v; want an error", rec, found, err)
+			}
+		})
 	}
 }
 
