@@ -168,8 +168,16 @@ func (e *Encoder) seal(t Type, gen uint64, body any) []byte {
 	return b
 }
 
+// clipName makes a node name the protocol accepts: control characters and
+// invalid UTF-8 become U+FFFD (a receiver would drop the datagram), and a
+// name over MaxNodeName is cut at a character boundary.
 func clipName(s string) string {
-	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if isControl(r) {
+			return utf8.RuneError
+		}
+		return r
+	}, strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD"))
 	for len(s) > MaxNodeName {
 		_, n := utf8.DecodeLastRuneInString(s)
 		s = s[:len(s)-n]
@@ -365,7 +373,7 @@ func DecodeBody(h Header, body []byte) (*Packet, error) {
 				return nil, &DropError{ReasonBadBody, fmt.Errorf("announce disk %d: %w", i, err)}
 			}
 			if err := out.Disks[i].validate(); err != nil {
-				return nil, &DropError{ReasonBadField, err}
+				return nil, err
 			}
 			out.raw[i] = raw
 		}
@@ -396,8 +404,34 @@ func DecodeBody(h Header, body []byte) (*Packet, error) {
 }
 
 func checkName(s string) error {
-	if len(s) > MaxNodeName || strings.IndexByte(s, 0) >= 0 {
+	if len(s) > MaxNodeName {
 		return drop(ReasonBadField, "node name of %d bytes", len(s))
 	}
+	if hasControl(s) {
+		return drop(ReasonControlChar, "node name %q", s)
+	}
 	return nil
+}
+
+// isControl reports whether r is a C0 control (U+0000-U+001F, NUL
+// included), DEL (U+007F) or a C1 control (U+0080-U+009F): the characters
+// that drive a terminal (ESC starts a sequence, U+009B is CSI by itself).
+func isControl(r rune) bool {
+	return r < 0x20 || r >= 0x7f && r <= 0x9f
+}
+
+// hasControl reports whether s holds a control character (isControl) or is
+// not valid UTF-8. Every text field from the wire but labels is checked
+// with it; CBOR decoding already refuses invalid UTF-8, this says so again
+// for callers that did not decode.
+func hasControl(s string) bool {
+	if !utf8.ValidString(s) {
+		return true
+	}
+	for _, r := range s {
+		if isControl(r) {
+			return true
+		}
+	}
+	return false
 }

@@ -2,7 +2,6 @@ package wire
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"unicode/utf8"
 
@@ -43,9 +42,11 @@ func (d *Disk) ToDisk(node disk.NodeID, host string) disk.Disk {
 var errSkip = errors.New("identifier over its limit")
 
 // fromDisk converts a local disk for sending. Descriptive text over its
-// limit is cut at a UTF-8 boundary and mountpoints over theirs are left out
-// (trimmed reports either); a disk whose name, device, major:minor or UUIDs
-// exceed their limits is refused with errSkip. Fitting the entry into
+// limit is cut at a UTF-8 boundary, and mountpoints over theirs or with a
+// control character are left out (trimmed reports either); a disk whose
+// name, device, major:minor or UUIDs exceed their limits or hold a control
+// character is refused with errSkip. Labels keep their control characters;
+// their invalid UTF-8 becomes U+FFFD (CBOR text must be UTF-8). Fitting the entry into
 // MaxDiskEntry is the encoder's job (it drops trailing mountpoints).
 func fromDisk(d *disk.Disk) (w Disk, trimmed bool, err error) {
 	w = Disk{Name: d.Name, Device: d.Device, MajMin: d.MajMin, UUID: d.UUID,
@@ -54,7 +55,7 @@ func fromDisk(d *disk.Disk) (w Disk, trimmed bool, err error) {
 		v   string
 		max int
 	}{{d.Name, MaxDiskName}, {d.Device, MaxDevice}, {d.MajMin, MaxMajMin}, {d.UUID, MaxUUID}, {d.PartUUID, MaxUUID}} {
-		if len(f.v) > f.max || !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0 {
+		if len(f.v) > f.max || hasControl(f.v) {
 			return w, false, errSkip
 		}
 	}
@@ -77,8 +78,13 @@ func fromDisk(d *disk.Disk) (w Disk, trimmed bool, err error) {
 	w.PartLabel = cut(d.PartLabel, MaxLabel)
 	w.Type = cut(d.Type, MaxType)
 	w.Usage = cut(d.Usage, MaxType)
+	for _, f := range []*string{&w.Type, &w.Usage} {
+		if hasControl(*f) {
+			*f, trimmed = "", true
+		}
+	}
 	for _, m := range d.Mounts {
-		if len(w.Mounts) == MaxMounts || len(m) > MaxMountPath || !utf8.ValidString(m) || strings.IndexByte(m, 0) >= 0 {
+		if len(w.Mounts) == MaxMounts || len(m) > MaxMountPath || hasControl(m) {
 			trimmed = true
 			continue
 		}
@@ -87,33 +93,43 @@ func fromDisk(d *disk.Disk) (w Disk, trimmed bool, err error) {
 	return w, trimmed, nil
 }
 
-// validate checks a received entry against the limits.
+// validate checks a received entry against the limits. Names, paths and
+// identifiers with a control character (hasControl) drop the datagram as
+// ReasonControlChar; labels may hold any character a real disk's label
+// holds (but NUL), and are escaped where they are printed.
 func (d *Disk) validate() error {
 	if d.Name == "" || strings.IndexByte(d.Name, '/') >= 0 {
-		return fmt.Errorf("disk name %q", d.Name)
+		return drop(ReasonBadField, "disk name %q", d.Name)
 	}
 	for _, f := range []struct {
-		name string
-		v    string
-		max  int
+		name  string
+		v     string
+		max   int
+		label bool
 	}{
-		{"name", d.Name, MaxDiskName}, {"device", d.Device, MaxDevice}, {"majmin", d.MajMin, MaxMajMin},
-		{"uuid", d.UUID, MaxUUID}, {"partuuid", d.PartUUID, MaxUUID}, {"label", d.Label, MaxLabel},
-		{"partlabel", d.PartLabel, MaxLabel}, {"type", d.Type, MaxType}, {"usage", d.Usage, MaxType},
+		{"name", d.Name, MaxDiskName, false}, {"device", d.Device, MaxDevice, false}, {"majmin", d.MajMin, MaxMajMin, false},
+		{"uuid", d.UUID, MaxUUID, false}, {"partuuid", d.PartUUID, MaxUUID, false}, {"label", d.Label, MaxLabel, true},
+		{"partlabel", d.PartLabel, MaxLabel, true}, {"type", d.Type, MaxType, false}, {"usage", d.Usage, MaxType, false},
 	} {
 		if len(f.v) > f.max {
-			return fmt.Errorf("disk %s: %s longer than %d bytes", d.Name, f.name, f.max)
+			return drop(ReasonBadField, "disk %q: %s longer than %d bytes", d.Name, f.name, f.max)
 		}
 		if strings.IndexByte(f.v, 0) >= 0 {
-			return fmt.Errorf("disk %s: NUL in %s", d.Name, f.name)
+			return drop(ReasonBadField, "disk %q: NUL in %s", d.Name, f.name)
+		}
+		if !f.label && hasControl(f.v) {
+			return drop(ReasonControlChar, "disk %q: control character in %s", d.Name, f.name)
 		}
 	}
 	if len(d.Mounts) > MaxMounts {
-		return fmt.Errorf("disk %s: more than %d mountpoints", d.Name, MaxMounts)
+		return drop(ReasonBadField, "disk %q: more than %d mountpoints", d.Name, MaxMounts)
 	}
 	for _, m := range d.Mounts {
 		if len(m) > MaxMountPath || strings.IndexByte(m, 0) >= 0 {
-			return fmt.Errorf("disk %s: bad mountpoint", d.Name)
+			return drop(ReasonBadField, "disk %q: bad mountpoint", d.Name)
+		}
+		if hasControl(m) {
+			return drop(ReasonControlChar, "disk %q: control character in a mountpoint", d.Name)
 		}
 	}
 	return nil

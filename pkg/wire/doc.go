@@ -73,7 +73,14 @@
 // The CBOR decoder runs with hard limits (nesting, array and map sizes, no
 // indefinite lengths, no tags, no duplicate keys, valid UTF-8), and decoded
 // values are checked against the Max* constants; any violation drops the
-// whole datagram with a typed reason (DropError). Assembler bounds chunks
+// whole datagram with a typed reason (DropError). Node names, disk names,
+// device paths, MAJ:MIN, UUIDs, types, usages and mountpoints must hold no
+// C0 control (U+0000-U+001F), DEL or C1 control (U+0080-U+009F)
+// (ReasonControlChar); labels and partition labels may hold any character
+// but NUL, as a real disk's label may, and are escaped wherever printed. A
+// sender never makes what a receiver drops: control characters in its node
+// name go as U+FFFD, a mountpoint (or type) holding one is left out, a disk
+// whose identifier holds one is not announced. Assembler bounds chunks
 // and disks per generation, pending generations per node and in total, and
 // the memory they hold.
 //

@@ -32,6 +32,7 @@ const (
 	ReasonPendingFull           // no room to hold another incomplete generation
 	ReasonBadDigest             // complete generation does not match its digest
 	ReasonBadInventory          // complete generation lists one disk name twice
+	ReasonControlChar           // a name, path or identifier holds a C0 or C1 control character
 	numReasons
 )
 
@@ -57,6 +58,7 @@ var reasonNames = [numReasons]string{
 	ReasonPendingFull:    "pending_full",
 	ReasonBadDigest:      "bad_digest",
 	ReasonBadInventory:   "bad_inventory",
+	ReasonControlChar:    "control_char",
 }
 
 func (r Reason) String() string {

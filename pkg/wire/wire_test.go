@@ -396,6 +396,25 @@ func TestDecodeDrops(t *testing.T) {
 		{"disk not a map", nil, build(TypeAnnounce, ann(0, 1, "01"), nil), ReasonBadBody},
 		{"disk null", nil, build(TypeAnnounce, ann(0, 1, "f6"), nil), ReasonBadField},
 		{"disk unknown key ignored", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 1863 82 01 02"), nil), ReasonNone},
+		// Control characters: C0 (ESC, TAB, LF), DEL and C1 (U+009B, CSI
+		// by itself) drop every name, path and identifier; labels keep them.
+		{"heartbeat name ESC sequence", nil, build(TypeHeartbeat, mustHex("a3 01 65 1b5b33316d 02 48 0000000000000000 03 19 03e8"), nil), ReasonControlChar},
+		{"heartbeat name C1 CSI", nil, build(TypeHeartbeat, mustHex("a3 01 62 c29b 02 48 0000000000000000 03 19 03e8"), nil), ReasonControlChar},
+		{"heartbeat name DEL", nil, build(TypeHeartbeat, mustHex("a3 01 61 7f 02 48 0000000000000000 03 19 03e8"), nil), ReasonControlChar},
+		{"heartbeat name TAB", nil, build(TypeHeartbeat, mustHex("a3 01 61 09 02 48 0000000000000000 03 19 03e8"), nil), ReasonControlChar},
+		{"heartbeat name NUL", nil, build(TypeHeartbeat, mustHex("a3 01 61 00 02 48 0000000000000000 03 19 03e8"), nil), ReasonControlChar},
+		{"heartbeat name U+FFFD and U+00A0 fine", nil, build(TypeHeartbeat, mustHex("a3 01 65 efbfbdc2a0 02 48 0000000000000000 03 19 03e8"), nil), ReasonNone},
+		{"announce node name ESC", nil, build(TypeAnnounce, mustHex("a5 01 61 1b 02 48 0000000000000000 03 00 04 01 05 81 a1 01 61 61"), nil), ReasonControlChar},
+		{"disk name C1", nil, build(TypeAnnounce, ann(0, 1, "a1 01 62 c29b"), nil), ReasonControlChar},
+		{"disk device ESC", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 02 62 1b5b"), nil), ReasonControlChar},
+		{"disk majmin LF", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 03 63 373a0a"), nil), ReasonControlChar},
+		{"disk uuid ESC", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 04 61 1b"), nil), ReasonControlChar},
+		{"disk partuuid DEL", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 05 61 7f"), nil), ReasonControlChar},
+		{"disk type C1", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 08 62 c285"), nil), ReasonControlChar},
+		{"disk usage CR", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 09 61 0d"), nil), ReasonControlChar},
+		{"disk mountpoint ESC", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 0d 82 61 2f 62 2f1b"), nil), ReasonControlChar},
+		{"disk label with controls kept", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 06 64 1b0ac29b"), nil), ReasonNone},
+		{"disk partlabel with controls kept", nil, build(TypeAnnounce, ann(0, 1, "a2 01 61 61 07 62 7f09"), nil), ReasonNone},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -413,6 +432,40 @@ func TestDecodeDrops(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSenderNeutralisesControls: what a daemon sends never holds what
+// receivers drop: a node name's control characters are sent as U+FFFD, a
+// mountpoint or type with one is left out, a disk whose identifier holds
+// one is not announced; labels go as they are.
+func TestSenderNeutralisesControls(t *testing.T) {
+	enc := NewEncoder(testNode, testInstance, nil)
+	dec := NewDecoder(nil)
+	p, err := dec.Decode(enc.Heartbeat(1, Heartbeat{Name: "\x1b[31mevil\u009b", Interval: time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "\uFFFD[31mevil\uFFFD"; p.Heartbeat.Name != want {
+		t.Errorf("name sent as %q, want %q", p.Heartbeat.Name, want)
+	}
+	disks := []disk.Disk{
+		{Name: "a", Device: "/dev/a", Label: "L\x1b[2J\n\u009b", Type: "ext4\x1b", Mounts: []string{"/mnt/\x1b[31m", "/mnt/ok"}},
+		{Name: "b", Device: "/dev/b\x1b"},
+		{Name: "c\u0085", Device: "/dev/c"},
+	}
+	inv := NewInventory(disks)
+	if inv.Len() != 1 || inv.Skipped != 2 || inv.Trimmed != 1 {
+		t.Fatalf("announced %d, skipped %d, trimmed %d; want 1, 2, 1", inv.Len(), inv.Skipped, inv.Trimmed)
+	}
+	dgs := enc.Announce(1, "\x1bname", inv)
+	p, err = dec.Decode(dgs[0])
+	if err != nil {
+		t.Fatalf("receiver drops what we sent: %v", err)
+	}
+	got := p.Announce.Disks[0]
+	if got.Label != disks[0].Label || got.Type != "" || len(got.Mounts) != 1 || got.Mounts[0] != "/mnt/ok" {
+		t.Errorf("sent %+v", got)
 	}
 }
 
@@ -595,7 +648,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			switch p.Type {
 			case TypeHeartbeat:
-				if p.Heartbeat == nil || len(p.Heartbeat.Name) > MaxNodeName || len(p.Heartbeat.Addrs) > MaxAddrs {
+				if p.Heartbeat == nil || len(p.Heartbeat.Name) > MaxNodeName || len(p.Heartbeat.Addrs) > MaxAddrs || hasControl(p.Heartbeat.Name) {
 					t.Fatalf("heartbeat %+v", p.Heartbeat)
 				}
 			case TypeQuery:
@@ -607,9 +660,18 @@ func FuzzDecode(f *testing.F) {
 				if a == nil || a.Chunk >= a.Chunks || a.Chunks > MaxChunks {
 					t.Fatalf("announce %+v", a)
 				}
+				if hasControl(a.Name) {
+					t.Fatalf("node name %q decoded", a.Name)
+				}
 				for i := range a.Disks {
-					if err := a.Disks[i].validate(); err != nil {
+					d := &a.Disks[i]
+					if err := d.validate(); err != nil {
 						t.Fatal(err)
+					}
+					for _, v := range append([]string{d.Name, d.Device, d.MajMin, d.UUID, d.PartUUID, d.Type, d.Usage}, d.Mounts...) {
+						if hasControl(v) {
+							t.Fatalf("disk field %q decoded", v)
+						}
 					}
 				}
 				// Whatever decodes must not upset an assembler either.
