@@ -12,7 +12,8 @@ import (
 )
 
 // The human forms, shared by the socket's text replies and diskctl so a
-// person sees the same thing either way.
+// person sees the same thing either way. Every value from outside goes
+// through Escape (cell, escapeJoin) on its way out.
 
 // WriteDisks prints the disk table.
 func WriteDisks(w io.Writer, ds []disk.Disk) {
@@ -23,8 +24,8 @@ func WriteDisks(w io.Writer, ds []disk.Disk) {
 		if !d.Present {
 			mounts = "(gone since " + d.LastSeen.Local().Format(time.DateTime) + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(d.Host), d.Device, dash(printable(d.Label)),
-			dash(d.UUID), dash(d.Type), HumanSize(d.Size), dash(mounts))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(d.Host), cell(d.Device), cell(d.Label),
+			cell(d.UUID), cell(d.Type), HumanSize(d.Size), cell(mounts))
 	}
 	tw.Flush()
 }
@@ -32,19 +33,19 @@ func WriteDisks(w io.Writer, ds []disk.Disk) {
 // WriteWhere answers "where Q" for a person.
 func WriteWhere(w io.Writer, q string, ds []disk.Disk) {
 	if len(ds) == 0 {
-		fmt.Fprintf(w, "%s: not known on this network\n", printable(q))
+		fmt.Fprintf(w, "%s: not known on this network\n", Escape(q))
 		return
 	}
 	for _, d := range ds {
 		if d.Present {
 			at := ""
 			if len(d.Mounts) > 0 {
-				at = ", mounted on " + strings.Join(d.Mounts, ", ")
+				at = ", mounted on " + Escape(strings.Join(d.Mounts, ", "))
 			}
-			fmt.Fprintf(w, "%s is on %s as %s%s\n", printable(q), d.Host, d.Device, at)
+			fmt.Fprintf(w, "%s is on %s as %s%s\n", Escape(q), Escape(d.Host), Escape(d.Device), at)
 		} else {
 			fmt.Fprintf(w, "%s was last seen on %s as %s at %s (not present)\n",
-				printable(q), d.Host, d.Device, d.LastSeen.Local().Format(time.RFC3339))
+				Escape(q), Escape(d.Host), Escape(d.Device), d.LastSeen.Local().Format(time.RFC3339))
 		}
 	}
 }
@@ -61,17 +62,17 @@ func WriteNodes(w io.Writer, ns []disk.Node) {
 		case n.Online:
 			state = "online"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", dash(n.Name), n.ID, state,
-			n.LastSeen.Local().Format(time.DateTime), n.Disks, dash(strings.Join(n.Addresses, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", cell(n.Name), cell(string(n.ID)), state,
+			n.LastSeen.Local().Format(time.DateTime), n.Disks, cell(strings.Join(n.Addresses, ",")))
 	}
 	tw.Flush()
 }
 
 // WriteStatus prints the status report.
 func WriteStatus(w io.Writer, s Status) {
-	fmt.Fprintf(w, "diskd %s on %s (node %s), up %s\n", s.Version, s.NodeName, s.NodeID,
+	fmt.Fprintf(w, "diskd %s on %s (node %s), up %s\n", Escape(s.Version), Escape(s.NodeName), Escape(string(s.NodeID)),
 		(time.Duration(s.UptimeSec) * time.Second).String())
-	fmt.Fprintf(w, "state: %s   socket: %s   dbus: %s\n", s.StateDir, s.Socket, s.DBus)
+	fmt.Fprintf(w, "state: %s   socket: %s   dbus: %s\n", Escape(s.StateDir), Escape(s.Socket), Escape(s.DBus))
 	sc := s.Scan
 	last := "never"
 	if !sc.LastScan.IsZero() {
@@ -80,7 +81,7 @@ func WriteStatus(w io.Writer, s Status) {
 	fmt.Fprintf(w, "last scan: %s; %d full scans, %d device probes, %d uevents, %d mount updates\n",
 		last, sc.FullScans, sc.DeviceProbes, sc.Uevents, sc.MountUpdates)
 	if sc.LastError != "" {
-		fmt.Fprintf(w, "scan error: %s (at %s)\n", sc.LastError, sc.LastErrorTime.Local().Format(time.DateTime))
+		fmt.Fprintf(w, "scan error: %s (at %s)\n", Escape(sc.LastError), sc.LastErrorTime.Local().Format(time.DateTime))
 	}
 	c := s.Counts
 	fmt.Fprintf(w, "disks: %d present here, %d present on the network, %d known; nodes: %d online of %d\n",
@@ -91,11 +92,11 @@ func WriteStatus(w io.Writer, s Status) {
 			auth = "UNAUTHENTICATED: any host on the network can send announcements (set --key-file)"
 		}
 		fmt.Fprintf(w, "network: %s; groups %s; interfaces %s\n", auth,
-			strings.Join(n.Groups, " "), dash(strings.Join(n.Interfaces, " ")))
+			Escape(strings.Join(n.Groups, " ")), cell(strings.Join(n.Interfaces, " ")))
 		keys := make([]string, 0, len(n.Counters))
 		for k, v := range n.Counters {
 			if v != 0 {
-				keys = append(keys, fmt.Sprintf("%s=%d", k, v))
+				keys = append(keys, fmt.Sprintf("%s=%d", Escape(k), v))
 			}
 		}
 		slices.Sort(keys)
@@ -104,7 +105,7 @@ func WriteStatus(w io.Writer, s Status) {
 		}
 	}
 	for _, p := range s.Problems {
-		fmt.Fprintf(w, "problem: %s\n", p)
+		fmt.Fprintf(w, "problem: %s\n", Escape(p))
 	}
 }
 
@@ -118,20 +119,20 @@ func WriteEvent(w io.Writer, ev WatchEvent) {
 		if !d.Present {
 			state = "gone"
 		}
-		fmt.Fprintf(w, "%s %s %s %s %s label=%q uuid=%s %s\n", ts, ev.Kind, d.Host, d.Device, state,
-			d.Label, dash(d.UUID), strings.Join(d.Mounts, ","))
+		fmt.Fprintf(w, "%s %s %s %s %s label=\"%s\" uuid=%s %s\n", ts, Escape(ev.Kind), Escape(d.Host), Escape(d.Device), state,
+			Escape(d.Label), cell(d.UUID), Escape(strings.Join(d.Mounts, ",")))
 	case ev.Node != nil:
 		state := "offline"
 		if ev.Node.Online {
 			state = "online"
 		}
-		fmt.Fprintf(w, "%s %s %s %s\n", ts, ev.Kind, ev.Node.Name, state)
+		fmt.Fprintf(w, "%s %s %s %s\n", ts, Escape(ev.Kind), Escape(ev.Node.Name), state)
 	}
 }
 
 // WriteLocalhost prints `localhost`.
 func WriteLocalhost(w io.Writer, l Localhost) {
-	fmt.Fprintf(w, "%s (node %s) %s\n", l.Name, l.NodeID, strings.Join(l.Addresses, " "))
+	fmt.Fprintf(w, "%s (node %s) %s\n", Escape(l.Name), Escape(string(l.NodeID)), Escape(strings.Join(l.Addresses, " ")))
 }
 
 // HumanSize formats bytes in binary units, as lsblk does.
@@ -164,12 +165,5 @@ func dash(s string) string {
 	return s
 }
 
-// printable keeps table cells on one line whatever bytes a label holds.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-}
+// cell is one table cell: escaped (Escape), "-" when empty.
+func cell(s string) string { return dash(Escape(s)) }

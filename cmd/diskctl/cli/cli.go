@@ -75,7 +75,8 @@ func (e *env) exec(args []string, top bool) int {
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintln(e.stderr, "diskctl:", err)
+	// The daemon's errors may quote what peers or media said.
+	fmt.Fprintln(e.stderr, "diskctl:", api.Escape(err.Error()))
 	var ue usageError
 	// cobra reports an unknown subcommand as a plain error.
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
@@ -165,7 +166,7 @@ func (e *env) connect(ctx context.Context) (Conn, error) {
 	}
 	if errors.Is(err, ctlclient.ErrNoDaemon) {
 		if bc, berr := e.dialBus(ctx, e.busAddr); berr == nil {
-			fmt.Fprintf(e.stderr, "diskctl: socket %s unreachable; using D-Bus\n", e.socket)
+			fmt.Fprintf(e.stderr, "diskctl: socket %s unreachable; using D-Bus\n", api.Escape(e.socket))
 			e.conn = bc
 			return bc, nil
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -141,5 +142,26 @@ func TestNoDaemonIsOneClearLine(t *testing.T) {
 	}
 	if strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, sock) {
 		t.Errorf("stderr = %q, want one line naming %s", errOut, sock)
+	}
+}
+
+// errConn answers every where with an error quoting hostile bytes, as a
+// daemon's error may quote what a peer or a medium said.
+type errConn struct{ Conn }
+
+func (errConn) Where(context.Context, string) ([]disk.Disk, error) {
+	return nil, errors.New("peer \x1b]0;owned\x07 said \u009b2J\xff")
+}
+func (errConn) Close() error { return nil }
+
+func TestErrorMessagesEscaped(t *testing.T) {
+	var o, e bytes.Buffer
+	env := &env{stdin: strings.NewReader(""), stdout: &o, stderr: &e, conn: errConn{}}
+	if code := env.exec([]string{"where", "x"}, true); code != ExitError {
+		t.Fatalf("exit %d", code)
+	}
+	want := `diskctl: peer \x1b]0;owned\x07 said \u009b2J\xff` + "\n"
+	if e.String() != want {
+		t.Errorf("stderr = %q, want %q", e.String(), want)
 	}
 }
