@@ -16,20 +16,20 @@ import (
 
 func TestEscape(t *testing.T) {
 	for in, want := range map[string]string{
-		"":                      "",
-		"BACKUP 2024":           "BACKUP 2024",
+		"":                     "",
+		"BACKUP 2024":          "BACKUP 2024",
 		"café ü 日本 🙂":          "café ü 日本 🙂",
-		`a\b`:                   `a\\b`,
-		`\x1b`:                  `\\x1b`, // the text, not the byte
-		"\x1b[31mred\x1b[0m":    `\x1b[31mred\x1b[0m`,
-		"a\nb\tc\rd\x00e\x7f":   `a\x0ab\x09c\x0dd\x00e\x7f`,
-		"csi\u009b31m":          `csi\u009b31m`,
-		"nel\u0085":             `nel\u0085`,
-		"raw\x9b31m \xff\xc3":   `raw\x9b31m \xff\xc3`,
-		"rlo\u202eevil":         `rlo\u202eevil`,
-		"BACK\u200bUP":          `BACK\u200bUP`,
-		"iso\u2066x\u2069":      `iso\u2066x\u2069`,
-		"bom\ufeff ls\u2028":    `bom\ufeff ls\u2028`,
+		`a\b`:                  `a\\b`,
+		`\x1b`:                 `\\x1b`, // the text, not the byte
+		"\x1b[31mred\x1b[0m":   `\x1b[31mred\x1b[0m`,
+		"a\nb\tc\rd\x00e\x7f":  `a\x0ab\x09c\x0dd\x00e\x7f`,
+		"csi\u009b31m":         `csi\u009b31m`,
+		"nel\u0085":            `nel\u0085`,
+		"raw\x9b31m \xff\xc3":  `raw\x9b31m \xff\xc3`,
+		"rlo\u202eevil":        `rlo\u202eevil`,
+		"BACK\u200bUP":         `BACK\u200bUP`,
+		"iso\u2066x\u2069":     `iso\u2066x\u2069`,
+		"bom\ufeff ls\u2028":   `bom\ufeff ls\u2028`,
 		"\u00a0nbsp \ufffd ok": "\u00a0nbsp \ufffd ok",
 	} {
 		if got := api.Escape(in); got != want {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/diskd/diskd/pkg/testutil"
 )
 
 // fakeBlkid writes an executable shell script standing in for blkid and
@@ -273,5 +275,37 @@ func BenchmarkRealScanAll(b *testing.B) {
 		if _, err := r.ScanAll(b.Context()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkRealScanAllMany measures a full scan of many loop devices
+// (DISKD_BENCH_LOOPS, default 1000) besides the machine's own: with plain
+// ASCII labels (one blkid run) and with labels that need their raw bytes
+// (two runs, the worst case). The scanner runs at most one full scan a
+// second, and a hung one is killed at --blkid-timeout (15 s).
+func BenchmarkRealScanAllMany(b *testing.B) {
+	testutil.RequiresRoot(b)
+	testutil.RequiresTool(b, "blkid", "losetup", "mkfs.ext4")
+	n := 1000
+	if s := os.Getenv("DISKD_BENCH_LOOPS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	for _, c := range []struct{ name, label string }{{"plain", "PLAIN_LABEL"}, {"ambiguous", "caf\xc3\xa9 M-1"}} {
+		b.Run(c.name, func(b *testing.B) {
+			img := testutil.LoopImage(b, 1, "mkfs.ext4", "-q", "-L", c.label)
+			for range n {
+				testutil.AttachLoop(b, img)
+			}
+			r := &Runner{}
+			var devs int
+			for b.Loop() {
+				recs, err := r.ScanAll(b.Context())
+				if err != nil {
+					b.Fatal(err)
+				}
+				devs = len(recs)
+			}
+			b.ReportMetric(float64(devs), "devices")
+		})
 	}
 }
