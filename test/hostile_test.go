@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
@@ -224,6 +225,30 @@ func TestHostilePeerStrings(t *testing.T) {
 	t.Logf("h2 watch:\n%s", out)
 }
 
+// TestHostileKeyedPeer: a peer that holds the network's key (gone bad, or
+// buggy) is held to the same rule: a heartbeat with an ESC sequence in its
+// node name, correctly tagged, is dropped as control_char; the same from
+// a stranger without the key never gets past the tag check.
+func TestHostileKeyedPeer(t *testing.T) {
+	hosts := testutil.Hosts(t, 2)
+	const secret = "0123456789abcdef0123456789abcdef"
+	h1 := startOn(t, hosts[0], nil, "--key-file", writeKeyFile(t, "7 "+secret+"\n"))
+	tap := newWireTap(t, hosts[1])
+	bad, stranger, good := craftNode(0xc1), craftNode(0xc2), craftNode(0xc3)
+	tap.Send(netip.Addr{}, bad.keyed(7, secret, bad.heartbeat("\x1b[2Jbad")),
+		stranger.heartbeat("\x1b[2Jstranger"),
+		good.keyed(7, secret, good.heartbeat("keyed-ok")))
+	testutil.Eventually(t, peerWait, "the keyed node listed, the others dropped and counted", func() bool {
+		c := status(t, h1).Network.Counters
+		return onlineOn(t, h1, "keyed-ok") && c["drop_control_char"] >= 1 && c["drop_untagged"] >= 1
+	})
+	for _, n := range peersOf(t, h1) {
+		if strings.Contains(n.Name, "bad") || strings.Contains(n.Name, "stranger") {
+			t.Errorf("h1 accepted %+v", n)
+		}
+	}
+}
+
 // watchText reads what the watch printed so far (the buffer is written by
 // the process's copy goroutine; lines are read whole).
 func watchText(b *bytes.Buffer) string {
@@ -261,6 +286,15 @@ func (n *craftedNode) datagram(typ wire.Type, body []byte) []byte {
 	binary.BigEndian.PutUint64(b[32:], n.seq)
 	binary.BigEndian.PutUint64(b[40:], 1)
 	return append(b, body...)
+}
+
+// keyed tags datagram b with key id and secret, as a holder of the key
+// would (docs/protocol.md, Authentication).
+func (n *craftedNode) keyed(id byte, secret string, b []byte) []byte {
+	b[6], b[7] = 1, id
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(b)
+	return append(b, m.Sum(nil)[:wire.TagSize]...)
 }
 
 func mustCBOR(v any) []byte {
