@@ -110,8 +110,10 @@ func parseEscaped(out []byte) ([]entry, error) {
 		case !ok:
 			return nil, fmt.Errorf("blkid export line %d: not KEY=value: %q", i+1, line)
 		case key == "DEVNAME":
-			if val == "" {
-				return nil, fmt.Errorf("blkid export line %d: empty DEVNAME", i+1)
+			// A path, never an option: it goes back on blkid's command
+			// line for the raw pass.
+			if !strings.HasPrefix(val, "/") {
+				return nil, fmt.Errorf("blkid export line %d: DEVNAME %q is not a path", i+1, val)
 			}
 			ents = append(ents, entry{dev: val})
 			seen = map[string]bool{}

@@ -228,6 +228,8 @@ func TestDecode(t *testing.T) {
 		{name: "junk before DEVNAME", escaped: "\nhello\nDEVNAME=/dev/a\n", wantErr: "line 2: not KEY=value"},
 		{name: "raw control byte in escaped output", escaped: "DEVNAME=/dev/a\nLABEL=a\x1bb\n", wantErr: "byte 0x1b in LABEL"},
 		{name: "high byte in escaped output", escaped: "DEVNAME=/dev/a\nLABEL=\xc3\xa9\n", wantErr: "byte 0xc3 in LABEL"},
+		{name: "DEVNAME not a path", escaped: "DEVNAME=-d\nLABEL=M-A\n", wantErr: `DEVNAME "-d" is not a path`},
+		{name: "empty DEVNAME", escaped: "DEVNAME=\n", wantErr: "is not a path"},
 		{name: "repeated key", escaped: "DEVNAME=/dev/a\nLABEL=x\nLABEL=y\n", wantErr: "LABEL= twice for /dev/a"},
 		{name: "continuation line", escaped: "DEVNAME=/dev/a\nLABEL=x\nfoo=bar\n", wantErr: "line 3: not KEY=value"},
 	}
