@@ -165,6 +165,9 @@ func TestHostilePeerStrings(t *testing.T) {
 	if g := find(listJSON(t, h1), "PEERDISK"); len(g.Mounts) != 1 || g.Mounts[0] != mnt {
 		t.Errorf("h1's own JSON has mountpoints %q, want %q", g.Mounts, mnt)
 	}
+	testutil.Eventually(t, peerWait, "h1 counts its disk as trimmed", func() bool {
+		return status(t, h1).Network.Counters["local_disks_trimmed"] == 1
+	})
 
 	// A stranger (h3, no daemon) sends crafted datagrams.
 	tap := newWireTap(t, hosts[2])
