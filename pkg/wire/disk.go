@@ -45,9 +45,10 @@ var errSkip = errors.New("identifier over its limit")
 // limit is cut at a UTF-8 boundary, and mountpoints over theirs or with a
 // control character are left out (trimmed reports either); a disk whose
 // name, device, major:minor or UUIDs exceed their limits or hold a control
-// character is refused with errSkip. Labels keep their control characters;
-// their invalid UTF-8 becomes U+FFFD (CBOR text must be UTF-8). Fitting the entry into
-// MaxDiskEntry is the encoder's job (it drops trailing mountpoints).
+// character is refused with errSkip. Labels keep their control
+// characters; their invalid UTF-8 becomes U+FFFD (CBOR text must be
+// UTF-8). Fitting the entry into MaxDiskEntry is the encoder's job (it
+// drops trailing mountpoints).
 func fromDisk(d *disk.Disk) (w Disk, trimmed bool, err error) {
 	w = Disk{Name: d.Name, Device: d.Device, MajMin: d.MajMin, UUID: d.UUID,
 		PartUUID: d.PartUUID, Size: d.Size, ReadOnly: d.ReadOnly, Removable: d.Removable}
