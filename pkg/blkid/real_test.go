@@ -149,6 +149,13 @@ func TestRealScanAllAndProbe(t *testing.T) {
 		t.Fatalf("ScanAll: %v", err)
 	}
 	scanned := byDevice(recs)
+	// The hostile label forges nothing: its UUID=forged and TYPE=ext4
+	// lines stay inside the label.
+	for _, rec := range recs {
+		if rec.UUID == "forged" || rec.Label == "ROOT" {
+			t.Errorf("ScanAll returned a forged record %+q", rec)
+		}
+	}
 	for i, d := range labelDisks {
 		want := d.want
 		want.Device = devs[i]
