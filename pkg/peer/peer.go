@@ -24,15 +24,15 @@ import (
 
 // Defaults.
 const (
-	DefaultGroup4   = "239.255.68.75"
-	DefaultGroup6   = "ff02::444b"
+	DefaultGroup4 = "239.255.68.75"
+	DefaultGroup6 = "ff02::444b"
 	// DefaultGroup6Site is the IPv6 group a daemon sends to when its TTL
 	// lets datagrams cross routers: ff02:: (link scope) never leaves its
 	// link, ff05:: (site scope) is routed. Both are joined by default, so
 	// daemons with TTL 1 and daemons with a higher TTL hear each other.
 	DefaultGroup6Site = "ff05::444b"
-	DefaultPort     = 32004
-	DefaultInterval = 10 * time.Second
+	DefaultPort       = 32004
+	DefaultInterval   = 10 * time.Second
 )
 
 // Config configures the peer network. DefaultConfig fills it in; AddFlags
