@@ -41,6 +41,7 @@ const (
 	goodbyeGap              = 20 * time.Millisecond
 	pingEvery               = time.Second
 	touchEvery              = time.Second // refresh the store's last-heard at most this often
+	advertiseEvery          = 6           // heartbeats between two that list our addresses
 	maxSources              = 4096
 	drainBatch              = 256
 )
@@ -62,6 +63,7 @@ type peerState struct {
 	win        wire.ReplayWindow
 	name       string
 	addrs      []string // source addresses heard, oldest first, at most wire.MaxAddrs
+	advAddrs   []string // routable addresses it advertises, sorted, at most wire.MaxAddrs
 	addrsNew   bool
 	interval   time.Duration
 	firstHeard time.Time // of this instance
@@ -104,6 +106,9 @@ type loop struct {
 	answer       *pendingAnswer
 	answersAll   bucket
 	lastPing     time.Time
+	routable     []netip.Addr // our addresses beyond the link, for heartbeats
+	advertiseDue bool         // routable changed since a heartbeat last listed it
+	heartbeats   uint64
 
 	nextHeartbeat, nextCheck, nextExpire, nextRescan, wantDue time.Time
 }
@@ -465,6 +470,7 @@ func (l *loop) handle(in inbound) {
 		hb := p.Heartbeat
 		renamed := ps.name != hb.Name
 		ps.name, ps.interval = hb.Name, hb.Interval
+		l.setAdvertised(ps, hb.Addrs)
 		if p.Generation == ps.advGen {
 			d := hb.Digest
 			ps.advDigest = &d
@@ -529,10 +535,31 @@ func (l *loop) addAddr(ps *peerState, a netip.Addr) {
 	ps.addrsNew = true
 }
 
+// setAdvertised records the routable addresses a heartbeat lists. Most
+// heartbeats list none (see heartbeat): those keep what was heard before.
+// Only unicast addresses beyond the link count: a peer cannot make us list
+// a loopback, multicast or link-local address it did not send from.
+func (l *loop) setAdvertised(ps *peerState, addrs []netip.Addr) {
+	if len(addrs) == 0 {
+		return
+	}
+	var adv []string
+	for _, a := range addrs {
+		if a = a.Unmap(); a.IsGlobalUnicast() && len(adv) < wire.MaxAddrs {
+			adv = append(adv, a.String())
+		}
+	}
+	slices.Sort(adv)
+	adv = slices.Compact(adv)
+	if !slices.Equal(adv, ps.advAddrs) {
+		ps.advAddrs, ps.addrsNew = adv, true
+	}
+}
+
 func (l *loop) node(ps *peerState) disk.Node {
-	addrs := slices.Clone(ps.addrs)
+	addrs := append(slices.Clone(ps.addrs), ps.advAddrs...)
 	slices.Sort(addrs)
-	return disk.Node{ID: ps.did, Name: ps.name, Addresses: addrs}
+	return disk.Node{ID: ps.did, Name: ps.name, Addresses: slices.Compact(addrs)}
 }
 
 // touch tells the store the peer is alive, at most every touchEvery unless
@@ -762,10 +789,19 @@ func (l *loop) announce(now time.Time, why string) {
 	l.s.log.Debug("announced", "why", why, "generation", gen, "disks", inv.Len(), "datagrams", len(dgs))
 }
 
+// heartbeat says we are alive. Our routable addresses ride along on the
+// first heartbeat after they changed (a hello counts: a new peer learns
+// them at once) and then on every advertiseEvery-th one, so a steady
+// network pays for them about once a minute, not every 10 s.
 func (l *loop) heartbeat(now time.Time) {
 	gen, inv := l.current()
-	b := l.enc.Heartbeat(gen, wire.Heartbeat{Name: l.s.st.LocalNode().Name, Digest: inv.Digest(), Interval: l.cfg.HeartbeatInterval})
-	l.send([][]byte{b})
+	hb := wire.Heartbeat{Name: l.s.st.LocalNode().Name, Digest: inv.Digest(), Interval: l.cfg.HeartbeatInterval}
+	if l.advertiseDue || l.heartbeats%advertiseEvery == 0 {
+		hb.Addrs = l.routable
+		l.advertiseDue = false
+	}
+	l.heartbeats++
+	l.send([][]byte{l.enc.Heartbeat(gen, hb)})
 	l.s.ctr.inc(heartbeatsSent)
 }
 
@@ -826,7 +862,7 @@ func (l *loop) send(dgs [][]byte) {
 		}
 		groups := l.s.g4
 		if fam == 6 {
-			groups = l.s.g6
+			groups = l.s.send6
 		}
 		for _, idx := range slices.Sorted(mapKeys(l.joined[fam])) {
 			for _, g := range groups {
@@ -982,4 +1018,13 @@ func (l *loop) publishInterfaces() {
 	l.s.mu.Unlock()
 	l.s.ifnames.Store(&ifnames)
 	l.s.st.SetLocalAddresses(slices.Compact(addrs))
+	var routable []netip.Addr
+	for _, a := range slices.Compact(addrs) {
+		if ip := netip.MustParseAddr(a); ip.IsGlobalUnicast() && len(routable) < wire.MaxAddrs {
+			routable = append(routable, ip)
+		}
+	}
+	if !slices.Equal(routable, l.routable) {
+		l.routable, l.advertiseDue = routable, true
+	}
 }

@@ -204,23 +204,29 @@ func TestAnswerDelayWidens(t *testing.T) {
 }
 
 func TestConfigFlags(t *testing.T) {
+	v6def := []string{DefaultGroup6, DefaultGroup6Site}
 	tests := []struct {
-		name    string
-		args    []string
-		g4, g6  []string
-		errPart string
+		name          string
+		args          []string
+		g4, g6, send6 []string
+		errPart       string
 	}{
-		{"defaults", nil, []string{DefaultGroup4}, []string{DefaultGroup6}, ""},
-		{"v4 group keeps the v6 default", []string{"--group", "239.1.2.3"}, []string{"239.1.2.3"}, []string{DefaultGroup6}, ""},
+		{"defaults", nil, []string{DefaultGroup4}, v6def, []string{DefaultGroup6}, ""},
+		{"routed: the site-scope group", []string{"--ttl", "2"}, []string{DefaultGroup4}, v6def, []string{DefaultGroup6Site}, ""},
+		{"v4 group keeps the v6 default", []string{"--group", "239.1.2.3"}, []string{"239.1.2.3"}, v6def, []string{DefaultGroup6}, ""},
 		{"both", []string{"--group", "ff02::1:2", "--group", "239.1.2.3", "--group", "239.1.2.4"},
-			[]string{"239.1.2.3", "239.1.2.4"}, []string{"ff02::1:2"}, ""},
-		{"not multicast", []string{"--group", "10.0.0.1"}, nil, nil, "not a multicast"},
-		{"not an address", []string{"--group", "x"}, nil, nil, "group"},
-		{"port", []string{"--port", "0"}, nil, nil, "port"},
-		{"ttl", []string{"--ttl", "300"}, nil, nil, "ttl"},
-		{"interval", []string{"--heartbeat-interval", "1ms"}, nil, nil, "interval"},
-		{"no family", []string{"--ipv4=false", "--ipv6=false"}, nil, nil, "both"},
-		{"key file missing", []string{"--key-file", "/nonexistent"}, nil, nil, "key file"},
+			[]string{"239.1.2.3", "239.1.2.4"}, []string{"ff02::1:2"}, []string{"ff02::1:2"}, ""},
+		{"a lone link-scope group with ttl 2 is still used", []string{"--group", "ff02::1:2", "--ttl", "2"},
+			[]string{DefaultGroup4}, []string{"ff02::1:2"}, []string{"ff02::1:2"}, ""},
+		{"organisation scope with ttl 3", []string{"--group", "ff02::1:2", "--group", "ff08::1:2", "--ttl", "3"},
+			[]string{DefaultGroup4}, []string{"ff02::1:2", "ff08::1:2"}, []string{"ff08::1:2"}, ""},
+		{"not multicast", []string{"--group", "10.0.0.1"}, nil, nil, nil, "not a multicast"},
+		{"not an address", []string{"--group", "x"}, nil, nil, nil, "group"},
+		{"port", []string{"--port", "0"}, nil, nil, nil, "port"},
+		{"ttl", []string{"--ttl", "300"}, nil, nil, nil, "ttl"},
+		{"interval", []string{"--heartbeat-interval", "1ms"}, nil, nil, nil, "interval"},
+		{"no family", []string{"--ipv4=false", "--ipv6=false"}, nil, nil, nil, "both"},
+		{"key file missing", []string{"--key-file", "/nonexistent"}, nil, nil, nil, "key file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,8 +254,8 @@ func TestConfigFlags(t *testing.T) {
 				}
 				return out
 			}
-			if !slices.Equal(str(s.g4), tt.g4) || !slices.Equal(str(s.g6), tt.g6) {
-				t.Errorf("groups %v %v, want %v %v", s.g4, s.g6, tt.g4, tt.g6)
+			if !slices.Equal(str(s.g4), tt.g4) || !slices.Equal(str(s.g6), tt.g6) || !slices.Equal(str(s.send6), tt.send6) {
+				t.Errorf("groups %v %v sending to %v, want %v %v sending to %v", s.g4, s.g6, s.send6, tt.g4, tt.g6, tt.send6)
 			}
 		})
 	}

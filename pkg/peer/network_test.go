@@ -353,7 +353,7 @@ func TestPingAnnounceStatus(t *testing.T) {
 	a.svc.Announce()
 	testutil.Eventually(t, wait, "announce sent", func() bool { return counter(a, "announces_sent") > before })
 	st := a.svc.Status()
-	want := []string{"239.255.68.75:32004", "[ff02::444b]:32004"}
+	want := []string{"239.255.68.75:32004", "[ff02::444b]:32004", "[ff05::444b]:32004"}
 	if !slices.Equal(st.Groups, want) || st.Authenticated || len(st.Interfaces) != 1 {
 		t.Errorf("status %+v", st)
 	}

@@ -24,10 +24,15 @@ import (
 
 // Defaults.
 const (
-	DefaultGroup4   = "239.255.68.75"
-	DefaultGroup6   = "ff02::444b"
-	DefaultPort     = 32004
-	DefaultInterval = 10 * time.Second
+	DefaultGroup4 = "239.255.68.75"
+	DefaultGroup6 = "ff02::444b"
+	// DefaultGroup6Site is the IPv6 group a daemon sends to when its TTL
+	// lets datagrams cross routers: ff02:: (link scope) never leaves its
+	// link, ff05:: (site scope) is routed. Both are joined by default, so
+	// daemons with TTL 1 and daemons with a higher TTL hear each other.
+	DefaultGroup6Site = "ff05::444b"
+	DefaultPort       = 32004
+	DefaultInterval   = 10 * time.Second
 )
 
 // Config configures the peer network. DefaultConfig fills it in; AddFlags
@@ -71,7 +76,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Groups:             []string{DefaultGroup4, DefaultGroup6},
+		Groups:             []string{DefaultGroup4, DefaultGroup6, DefaultGroup6Site},
 		Port:               DefaultPort,
 		TTL:                1,
 		HeartbeatInterval:  DefaultInterval,
@@ -87,7 +92,7 @@ func DefaultConfig() Config {
 // AddFlags registers the peer network's flags on fs, with c's current
 // values as defaults.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&c.Groups, "group", c.Groups, "multicast group, IPv4 or IPv6 (repeatable; a family not given keeps its default)")
+	fs.StringArrayVar(&c.Groups, "group", c.Groups, "multicast group, IPv4 or IPv6 (repeatable; a family not given keeps its default; IPv6 sends to the link-scope groups with --ttl 1, to the wider ones otherwise)")
 	fs.IntVar(&c.Port, "port", c.Port, "UDP port of the peer network")
 	fs.StringArrayVar(&c.Interfaces, "interface", c.Interfaces, "network interface to use (repeatable; default: every multicast-capable one)")
 	fs.IntVar(&c.TTL, "ttl", c.TTL, "multicast TTL / hop limit (1 stays on the link; higher crosses multicast routers)")
@@ -99,15 +104,19 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	_ = fs.MarkHidden("announce-limit") // for benchmarks that attach disks quickly
 }
 
-// groups resolves the configured groups per family.
-func (c *Config) groups() (v4, v6 []netip.Addr, err error) {
+// groups resolves the configured groups per family: the ones joined, and
+// the IPv6 ones sent to. Every IPv4 group joined is sent to. IPv6 groups
+// carry a scope, so a daemon sends to the joined groups its TTL suits:
+// link-scope ones (ff02::) with TTL 1, wider ones (ff05::, ...) with a
+// higher TTL, and all of them when none suits.
+func (c *Config) groups() (v4, v6, send6 []netip.Addr, err error) {
 	for _, g := range c.Groups {
 		a, err := netip.ParseAddr(g)
 		if err != nil {
-			return nil, nil, fmt.Errorf("group %q: %w", g, err)
+			return nil, nil, nil, fmt.Errorf("group %q: %w", g, err)
 		}
 		if !a.IsMulticast() {
-			return nil, nil, fmt.Errorf("group %q is not a multicast address", g)
+			return nil, nil, nil, fmt.Errorf("group %q is not a multicast address", g)
 		}
 		if a.Is4() || a.Is4In6() {
 			v4 = append(v4, a.Unmap())
@@ -119,12 +128,25 @@ func (c *Config) groups() (v4, v6 []netip.Addr, err error) {
 		v4 = []netip.Addr{netip.MustParseAddr(DefaultGroup4)}
 	}
 	if len(v6) == 0 {
-		v6 = []netip.Addr{netip.MustParseAddr(DefaultGroup6)}
+		v6 = []netip.Addr{netip.MustParseAddr(DefaultGroup6), netip.MustParseAddr(DefaultGroup6Site)}
 	}
 	slices.SortFunc(v4, netip.Addr.Compare)
 	slices.SortFunc(v6, netip.Addr.Compare)
-	return slices.Compact(v4), slices.Compact(v6), nil
+	v4, v6 = slices.Compact(v4), slices.Compact(v6)
+	for _, g := range v6 {
+		if linkScope(g) == (c.TTL <= 1) {
+			send6 = append(send6, g)
+		}
+	}
+	if len(send6) == 0 {
+		send6 = v6
+	}
+	return v4, v6, send6, nil
 }
+
+// linkScope reports whether IPv6 multicast group g stays on its link
+// (interface- or link-local scope, RFC 4291 2.7).
+func linkScope(g netip.Addr) bool { return g.As16()[1]&0x0f <= 2 }
 
 // Service is the peer network of one daemon.
 type Service struct {
@@ -133,7 +155,8 @@ type Service struct {
 	log      *slog.Logger
 	keys     *wire.Keyring
 	self     wire.NodeID
-	g4, g6   []netip.Addr
+	g4, g6   []netip.Addr // groups joined
+	send6    []netip.Addr // IPv6 groups sent to (IPv4: all of g4)
 	dec      *wire.Decoder
 	ctr      counters
 	in       chan inbound
@@ -185,7 +208,7 @@ func New(cfg Config, st *store.Store, logger *slog.Logger) (*Service, error) {
 	if cfg.Enter == nil {
 		cfg.Enter = func(fn func() error) error { return fn() }
 	}
-	g4, g6, err := cfg.groups()
+	g4, g6, send6, err := cfg.groups()
 	if err != nil {
 		return nil, fmt.Errorf("peer: %w", err)
 	}
@@ -204,7 +227,7 @@ func New(cfg Config, st *store.Store, logger *slog.Logger) (*Service, error) {
 		log.Warn("peer network is unauthenticated: anyone on the link can announce disks (set --key-file)")
 	}
 	return &Service{
-		cfg: cfg, st: st, log: log, keys: keys, self: self, g4: g4, g6: g6,
+		cfg: cfg, st: st, log: log, keys: keys, self: self, g4: g4, g6: g6, send6: send6,
 		dec:     wire.NewDecoder(keys),
 		in:      make(chan inbound, 4096),
 		reqs:    make(chan func(*loop), 16),

@@ -197,7 +197,7 @@ type ifaceInfo struct {
 	ifi   net.Interface
 	v4    bool         // has an IPv4 address: can send IPv4 multicast
 	v6    bool         // has an IPv6 link-local address: can send IPv6 multicast
-	addrs []netip.Addr // its IPv4 and IPv6 link-local addresses
+	addrs []netip.Addr // its IPv4 and IPv6 addresses (link-local ones with their zone)
 }
 
 // scanInterfaces lists the usable interfaces: up, multicast-capable and
@@ -239,6 +239,9 @@ func scanInterfaces(names []string) ([]ifaceInfo, error) {
 			case ip.IsLinkLocalUnicast():
 				info.v6 = true
 				info.addrs = append(info.addrs, ip.WithZone(ifi.Name))
+			case ip.IsGlobalUnicast():
+				// Routable (global or ULA): what peers beyond the link use.
+				info.addrs = append(info.addrs, ip)
 			}
 		}
 		out = append(out, info)

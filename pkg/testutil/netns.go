@@ -33,10 +33,12 @@ type Host struct {
 	Index    int        // 1-based
 	Hostname string     // "dkd-h1", ...
 	Addr4    netip.Addr // 10.99.0.Index
+	Addr6    netip.Addr // a routable (ULA) IPv6 address; only on routed networks (Network)
 	NetNS    string     // path of the network namespace (/run/netns/NAME)
 	UTS, Mnt string     // paths of the persisted UTS and mount namespaces
 	swNS     string     // the switch's netns name
 	port     string     // the host's port on the switch ("p1")
+	gw4, gw6 netip.Addr // default routes, when the host's subnet has a router
 }
 
 // netnsSeq numbers the host sets of one test process, for unique names.
@@ -55,9 +57,7 @@ func Hosts(t testing.TB, n int) []*Host {
 	if n < 1 || n > 250 {
 		t.Fatalf("Hosts: n=%d, want 1..250", n)
 	}
-	collectStaleNetns()
-	base := fmt.Sprintf("%s%d-%d", netnsPrefix, os.Getpid(), netnsSeq.Add(1))
-	dir := filepath.Join(os.TempDir(), "diskd-"+base)
+	base, dir := newHostSet(t)
 	sw := base + "-sw"
 	hosts := make([]*Host, n)
 	for i := range hosts {
@@ -71,30 +71,60 @@ func Hosts(t testing.TB, n int) []*Host {
 			swNS:  sw, port: fmt.Sprintf("p%d", i+1),
 		}
 	}
+	if err := newSwitch(sw); err != nil {
+		t.Fatal(err)
+	}
+	if err := buildHosts(hosts); err != nil {
+		t.Fatal(err)
+	}
+	return hosts
+}
+
+// newHostSet names a new set of hosts and prepares the directory their
+// namespace files live in; the whole set is removed at cleanup, also when
+// the test fails.
+func newHostSet(t testing.TB) (base, dir string) {
+	t.Helper()
+	collectStaleNetns()
+	base = fmt.Sprintf("%s%d-%d", netnsPrefix, os.Getpid(), netnsSeq.Add(1))
+	dir = filepath.Join(os.TempDir(), "diskd-"+base)
 	t.Cleanup(func() {
 		if err := removeHosts(base, dir); err != nil {
 			t.Errorf("removing test hosts: %v", err)
 		}
 	})
-
 	// The namespace files need a private mount to live on.
-	must := func(err error) {
-		t.Helper()
+	for _, err := range []error{
+		os.MkdirAll(dir, 0o755),
+		run("mount", "--bind", dir, dir),
+		run("mount", "--make-private", dir),
+	} {
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	must(os.MkdirAll(dir, 0o755))
-	must(run("mount", "--bind", dir, dir))
-	must(run("mount", "--make-private", dir))
+	return base, dir
+}
 
-	must(run("ip", "netns", "add", sw))
-	must(run("ip", "-n", sw, "link", "set", "lo", "up"))
-	must(run("ip", "-n", sw, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0", "stp_state", "0", "forward_delay", "0"))
-	must(run("ip", "-n", sw, "link", "set", "br0", "up"))
+// newSwitch makes a namespace holding one bridge, multicast snooping off.
+func newSwitch(name string) error {
+	for _, s := range [][]string{
+		{"ip", "netns", "add", name},
+		{"ip", "-n", name, "link", "set", "lo", "up"},
+		{"ip", "-n", name, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0", "stp_state", "0", "forward_delay", "0"},
+		{"ip", "-n", name, "link", "set", "br0", "up"},
+	} {
+		if err := run(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-	// Hosts are independent of each other: build them a few at a time.
-	errs := make([]error, n)
+// buildHosts builds hosts a few at a time (they are independent) and waits
+// for their IPv6 link-local addresses.
+func buildHosts(hosts []*Host) error {
+	errs := make([]error, len(hosts))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
 	for i, h := range hosts {
@@ -107,11 +137,15 @@ func Hosts(t testing.TB, n int) []*Host {
 		}()
 	}
 	wg.Wait()
-	must(errors.Join(errs...))
-	for _, h := range hosts {
-		must(h.waitLinkLocal())
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
-	return hosts
+	for _, h := range hosts {
+		if err := h.waitLinkLocal(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (h *Host) build(name string) error {
@@ -136,6 +170,15 @@ func (h *Host) build(name string) error {
 		{"ip", "-n", name, "link", "set", "eth0", "address", fmt.Sprintf("02:99:00:00:%02x:%02x", h.Index>>8, h.Index&0xff), "up"},
 		{"ip", "-n", name, "addr", "add", h.Addr4.String() + "/24", "dev", "eth0"},
 		{"ip", "-n", name, "route", "add", "224.0.0.0/4", "dev", "eth0"},
+	}
+	if h.Addr6.IsValid() {
+		steps = append(steps, []string{"ip", "-n", name, "-6", "addr", "add", h.Addr6.String() + "/64", "dev", "eth0", "nodad"})
+	}
+	if h.gw4.IsValid() {
+		steps = append(steps, []string{"ip", "-n", name, "route", "add", "default", "via", h.gw4.String()})
+	}
+	if h.gw6.IsValid() {
+		steps = append(steps, []string{"ip", "-n", name, "-6", "route", "add", "default", "via", h.gw6.String(), "dev", "eth0"})
 	}
 	for _, s := range steps {
 		if err := run(s[0], s[1:]...); err != nil {
