@@ -32,6 +32,7 @@ const (
 	ReasonPendingFull           // no room to hold another incomplete generation
 	ReasonBadDigest             // complete generation does not match its digest
 	ReasonBadInventory          // complete generation lists one disk name twice
+	ReasonUnkeyedRequest        // a request or reply without a tag: never acted on
 	numReasons
 )
 
@@ -57,6 +58,7 @@ var reasonNames = [numReasons]string{
 	ReasonPendingFull:    "pending_full",
 	ReasonBadDigest:      "bad_digest",
 	ReasonBadInventory:   "bad_inventory",
+	ReasonUnkeyedRequest: "unkeyed_request",
 }
 
 func (r Reason) String() string {
