@@ -186,6 +186,7 @@ func New(cfg Config) (*Mounter, error) {
 	if err := m.load(); err != nil {
 		return nil, err
 	}
+	m.forgetGone() // unmounted by someone else, or before a reboot
 	return m, nil
 }
 
@@ -280,14 +281,11 @@ func (m *Mounter) Unmount(ctx context.Context, d disk.Disk, force bool, who stri
 	return r.Path, nil
 }
 
-// Forget drops records of mounts that are gone (unmounted by someone
-// else, or before a reboot); mounted lists the mount points that exist.
-func (m *Mounter) Forget(mounted func(path string) bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// forgetGone drops the records of mounts that no longer exist.
+func (m *Mounter) forgetGone() {
 	changed := false
 	for p := range m.made {
-		if !mounted(p) {
+		if !isMountPoint(p) {
 			delete(m.made, p)
 			changed = true
 		}
