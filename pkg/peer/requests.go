@@ -26,7 +26,7 @@ const (
 	maxRequestsKept  = 1024             // request IDs remembered, oldest dropped first
 	maxRequestsBusy  = 4                // requests being acted on at once
 	requestRate      = 1.0              // per requesting node, per second
-	requestBurst     = 3.0              //
+	requestBurst     = 10.0             // a person trying a few disks in a row
 	requestRunFor    = 60 * time.Second // an action's own deadline
 	replyResendEvery = time.Second      // a repeat answered from the record at most this often
 )
