@@ -14,10 +14,6 @@ import (
 	"github.com/diskd/diskd/pkg/disk"
 )
 
-// PolkitMountAction is the polkit action a desktop user needs for Mount and
-// Unmount (dbus/org.diskd.Diskd1.policy).
-const PolkitMountAction = "org.diskd.Diskd1.mount"
-
 // filesystemMethods is the Filesystem interface's method table.
 func (s *Service) filesystemMethods(srv *server) methodTable {
 	impl := map[string]func(*call) ([]any, error){"Mount": srv.mount, "Unmount": srv.unmount}
@@ -81,7 +77,7 @@ func (srv *server) mountTarget(c *call, what string, opts map[string]dbus.Varian
 	if err != nil {
 		return disk.Disk{}, 0, err
 	}
-	uid, err := srv.authorizeAction(c, what, PolkitMountAction, !noUI)
+	uid, err := srv.authorizeAction(c, what, contract.PolkitMountAction, !noUI)
 	if err != nil {
 		return disk.Disk{}, 0, err
 	}
