@@ -49,6 +49,12 @@ func TestRemoteMount(t *testing.T) {
 	for i, d := range devs {
 		losetup(t, d, imgs[i])
 	}
+	// A failed test must not leave mounts holding the loop devices.
+	t.Cleanup(func() {
+		for _, m := range []string{"MNT_BACKUP", "_._.._etc"} {
+			hosts[0].Command("umount", filepath.Join(mdir, m)).Run()
+		}
+	})
 	for _, l := range []string{"MNT_BACKUP", "../../etc", "PRIVATE"} {
 		testutil.Eventually(t, peerWait, l+" listed on host 2", func() bool {
 			g := find(listJSON(t, h2), l)
