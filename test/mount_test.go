@@ -147,6 +147,15 @@ func TestRemoteMount(t *testing.T) {
 		t.Errorf("mount of ../../etc: %q", out2)
 	}
 	h2.MustCtl("unmount", escapeUUID)
+
+	// The owner gone: its disks are history, and mount says so.
+	if err := sigkill(h1); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, peerWait, "host 1 offline on host 2", func() bool { return !onlineOn(t, h2, "dkd-h1") })
+	if _, errOut, code := h2.Ctl("mount", "MNT_BACKUP"); code != 1 || !strings.Contains(errOut, "MNT_BACKUP: disk not present (last seen on dkd-h1 at ") {
+		t.Errorf("mount with the owner gone: exit %d, %q", code, errOut)
+	}
 }
 
 // TestRemoteMountNeedsKey: on an unauthenticated network the asker refuses
