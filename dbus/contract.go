@@ -40,6 +40,10 @@ const (
 	ErrorNotFound      = "org.diskd.Diskd1.Error.NotFound"
 	ErrorNotAuthorized = "org.diskd.Diskd1.Error.NotAuthorized"
 	ErrorInvalidArgs   = "org.diskd.Diskd1.Error.InvalidArgs"
+
+	// PolkitMountAction is what a user who is not an admin needs for
+	// Filesystem.Mount and Unmount (org.diskd.Diskd1.policy).
+	PolkitMountAction = "org.diskd.Diskd1.mount"
 )
 
 // The freedesktop interfaces diskd implements, and their errors.

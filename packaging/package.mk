@@ -24,6 +24,7 @@ unitdir        ?= $(PREFIX)/lib/systemd/system
 dbuspolicydir  ?= $(if $(filter /usr,$(PREFIX)),$(datadir)/dbus-1/system.d,$(sysconfdir)/dbus-1/system.d)
 dbusservicedir ?= $(datadir)/dbus-1/system-services
 dbusifacedir   ?= $(datadir)/dbus-1/interfaces
+polkitdir      ?= $(datadir)/polkit-1/actions
 bashcompdir    ?= $(datadir)/bash-completion/completions
 zshcompdir     ?= $(datadir)/zsh/vendor-completions
 fishcompdir    ?= $(datadir)/fish/vendor_completions.d
@@ -57,7 +58,7 @@ install: build
 	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(unitdir) $(DESTDIR)$(dbuspolicydir) \
 	  $(DESTDIR)$(dbusservicedir) $(DESTDIR)$(dbusifacedir) $(DESTDIR)$(mandir)/man1 \
 	  $(DESTDIR)$(mandir)/man8 $(DESTDIR)$(bashcompdir) $(DESTDIR)$(zshcompdir) \
-	  $(DESTDIR)$(fishcompdir) $(DESTDIR)$(docdir) $(DESTDIR)$(sysconfdir)/diskd
+	  $(DESTDIR)$(fishcompdir) $(DESTDIR)$(docdir) $(DESTDIR)$(sysconfdir)/diskd $(DESTDIR)$(polkitdir)
 	install -m 0755 $(BIN)/diskd $(BIN)/diskctl $(DESTDIR)$(bindir)/
 	# The units and the bus activation file name the daemon by path.
 	for f in systemd/diskd.service systemd/diskd.socket; do \
@@ -68,6 +69,7 @@ install: build
 	chmod 0644 $(DESTDIR)$(dbusservicedir)/org.diskd.Diskd1.service
 	install -m 0644 $(DISKD_SRC)/dbus/org.diskd.Diskd1.conf $(DESTDIR)$(dbuspolicydir)/
 	install -m 0644 $(DISKD_SRC)/dbus/*.xml $(DESTDIR)$(dbusifacedir)/
+	install -m 0644 $(DISKD_SRC)/dbus/org.diskd.Diskd1.policy $(DESTDIR)$(polkitdir)/
 	gzip -9n < $(DISKD_SRC)/docs/man/diskctl.1 > $(DESTDIR)$(mandir)/man1/diskctl.1.gz
 	gzip -9n < $(DISKD_SRC)/docs/man/diskd.8 > $(DESTDIR)$(mandir)/man8/diskd.8.gz
 	chmod 0644 $(DESTDIR)$(mandir)/man1/diskctl.1.gz $(DESTDIR)$(mandir)/man8/diskd.8.gz
@@ -86,6 +88,7 @@ uninstall:
 	  $(DESTDIR)$(unitdir)/diskd.service $(DESTDIR)$(unitdir)/diskd.socket \
 	  $(DESTDIR)$(dbuspolicydir)/org.diskd.Diskd1.conf \
 	  $(DESTDIR)$(dbusservicedir)/org.diskd.Diskd1.service \
+	  $(DESTDIR)$(polkitdir)/org.diskd.Diskd1.policy \
 	  $(patsubst $(DISKD_SRC)/dbus/%,$(DESTDIR)$(dbusifacedir)/%,$(wildcard $(DISKD_SRC)/dbus/*.xml)) \
 	  $(DESTDIR)$(mandir)/man1/diskctl.1.gz $(DESTDIR)$(mandir)/man8/diskd.8.gz \
 	  $(DESTDIR)$(bashcompdir)/diskctl $(DESTDIR)$(zshcompdir)/_diskctl \

@@ -77,8 +77,10 @@ func TestSystemdTwoHosts(t *testing.T) {
 		if want := fmt.Sprintf("s %q", h2.name); strings.TrimSpace(out) != want {
 			t.Errorf("NodeName = %q, want %q", strings.TrimSpace(out), want)
 		}
-		if st := unitProp(t, h2, "diskd.service", "ActiveState"); st != "active" {
-			t.Errorf("after the bus call diskd.service is %s", st)
+		// The name answers before READY=1 (the first scan): "activating"
+		// for a moment, then active.
+		if !waitFor(20*time.Second, func() bool { return unitProp(t, h2, "diskd.service", "ActiveState") == "active" }) {
+			t.Errorf("after the bus call diskd.service is %s", unitProp(t, h2, "diskd.service", "ActiveState"))
 		}
 	})
 
@@ -132,6 +134,56 @@ func TestSystemdTwoHosts(t *testing.T) {
 			return len(last) == 1 && last[0] == "/mnt/sdt"
 		}) {
 			t.Errorf("host 1 lists %s mounted at %q, want exactly [/mnt/sdt]", label, last)
+		}
+	})
+
+	t.Run("mount through a transient unit", func(t *testing.T) {
+		// The packaged daemon, sandbox unchanged, asks systemd to mount.
+		h1.must(t, "sh", "-ec", `echo 'mount_allow = ["`+label+`"]' >> /etc/diskd/diskd.conf`)
+		h1.must(t, "systemctl", "restart", "diskd.service")
+		waitDisk(t, h1, label, h1.name)
+		where := "/media/diskd/" + label
+		unit := "media-diskd-" + label + ".mount"
+		if out := h1.must(t, "diskctl", "mount", label); !strings.Contains(out, "mounted read-only on "+h1.name+" at "+where) {
+			t.Errorf("diskctl mount: %q", out)
+		}
+		if st := unitProp(t, h1, unit, "ActiveState"); st != "active" {
+			t.Errorf("%s is %s, want a transient unit, active", unit, st)
+		}
+		if tr := unitProp(t, h1, unit, "Transient"); tr != "yes" {
+			t.Errorf("%s Transient=%s", unit, tr)
+		}
+		opts := h1.must(t, "findmnt", "-n", "-o", "OPTIONS", where)
+		for _, o := range []string{"ro", "nosuid", "nodev", "noexec"} {
+			if !strings.Contains(","+strings.TrimSpace(opts)+",", ","+o+",") {
+				t.Errorf("mount options %q lack %s", opts, o)
+			}
+		}
+		if !waitFor(10*time.Second, func() bool {
+			m := waitDisk(t, h1, label, h1.name).Mounts
+			return len(m) == 1 && m[0] == where
+		}) {
+			t.Errorf("host 1 does not list %s mounted at %s", label, where)
+		}
+		// The sandbox is as tight as before the mount.
+		pid := unitProp(t, h1, "diskd.service", "MainPID")
+		if st := h1.must(t, "cat", "/proc/"+pid+"/status"); !strings.Contains(st, "CapEff:\t0000000000000000\n") {
+			t.Errorf("diskd gained capabilities:\n%s", st)
+		}
+		h1.must(t, "diskctl", "unmount", label)
+		if out, _ := h1.exec("findmnt", "-n", where); strings.TrimSpace(out) != "" {
+			t.Errorf("still mounted after unmount: %s", out)
+		}
+		if st := unitProp(t, h1, unit, "ActiveState"); st == "active" {
+			t.Errorf("%s still active after unmount", unit)
+		}
+		// The same over the system bus (Filesystem.Mount, Unmount).
+		if out := h1.must(t, "diskctl", "--bus", "mount", label); !strings.Contains(out, "at "+where) {
+			t.Errorf("diskctl --bus mount: %q", out)
+		}
+		h1.must(t, "diskctl", "--bus", "unmount", label)
+		if out, _ := h1.exec("findmnt", "-n", where); strings.TrimSpace(out) != "" {
+			t.Errorf("still mounted after unmount over the bus: %s", out)
 		}
 	})
 

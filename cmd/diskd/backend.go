@@ -7,6 +7,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/dbusapi"
+	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/peer"
 	"github.com/diskd/diskd/pkg/scanner"
 	"github.com/diskd/diskd/pkg/store"
@@ -21,6 +22,7 @@ type backend struct {
 	scanner  *scanner.Scanner
 	socket   string
 	problems []string
+	mounter  *mounter.Mounter
 	net      *peer.Service    // nil when the peer network is off
 	bus      *dbusapi.Service // nil when D-Bus is off
 }

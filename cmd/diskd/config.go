@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/peer"
 )
 
@@ -35,6 +36,11 @@ type Config struct {
 	DBus         string   `toml:"dbus"`
 	LogLevel     string   `toml:"log_level"`
 	IdleTimeout  Duration `toml:"session_idle_timeout"`
+	// Mounting on request (diskctl mount): nothing is mountable unless a
+	// rule allows it.
+	MountDir     string   `toml:"mount_dir"`
+	MountAllow   []string `toml:"mount_allow"`
+	MountAllowRW []string `toml:"mount_allow_rw"`
 	// Network is the peer network ([network] in the file). Both families
 	// off means this node neither announces nor listens.
 	Network peer.Config `toml:"network"`
@@ -68,8 +74,11 @@ func defaultConfig() Config {
 		IdleTimeout:  Duration{5 * time.Minute},
 		Network:      peer.DefaultConfig(),
 		// Empty rather than nil, so --print-config shows every key.
-		Devices: []string{},
-		Exclude: []string{},
+		Devices:      []string{},
+		Exclude:      []string{},
+		MountDir:     mounter.DefaultDir,
+		MountAllow:   []string{},
+		MountAllowRW: []string{},
 	}
 	c.Network.Interfaces = []string{}
 	c.NodeName, _ = os.Hostname()
@@ -127,6 +136,9 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.DBus, "dbus", c.DBus, "D-Bus API on the system or session bus, a bus address, or off")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.IdleTimeout.Duration, "session-idle-timeout", c.IdleTimeout.Duration, "close socket sessions idle this long")
+	fs.StringVar(&c.MountDir, "mount-dir", c.MountDir, "directory that diskctl mount puts mount points in")
+	fs.StringArrayVar(&c.MountAllow, "mount-allow", c.MountAllow, "allow mounting (read-only) disks whose label or UUID matches this glob, on request (repeatable)")
+	fs.StringArrayVar(&c.MountAllowRW, "mount-allow-rw", c.MountAllowRW, "allow mounting read-write, when asked with --rw, disks whose label or UUID matches this glob (repeatable)")
 	c.Network.AddFlags(fs)
 }
 

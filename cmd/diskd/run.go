@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/util"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/diskd/diskd/pkg/blkid"
@@ -19,6 +20,7 @@ import (
 	"github.com/diskd/diskd/pkg/dbusapi"
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/logging"
+	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/mountinfo"
 	"github.com/diskd/diskd/pkg/peer"
 	"github.com/diskd/diskd/pkg/scanner"
@@ -85,14 +87,25 @@ func run(ctx context.Context, cfg Config) error {
 		Logger:       log.With("component", "scanner"),
 	})
 
+	mnt, err := mounter.New(mounter.Config{
+		Dir:        cfg.MountDir,
+		Rules:      mounter.Rules{Allow: cfg.MountAllow, AllowRW: cfg.MountAllowRW},
+		Remembered: filepath.Join(cfg.StateDir, "mounts.json"),
+		Systemd:    util.IsRunningSystemd(),
+		Logger:     log.With("component", "mounter"),
+	})
+	if err != nil {
+		return err
+	}
 	be := &backend{
-		cfg: cfg, started: started, store: st, scanner: sc,
+		cfg: cfg, started: started, store: st, scanner: sc, mounter: mnt,
 		socket: socketDesc, problems: problems,
 	}
 	if cfg.Network.IPv4 || cfg.Network.IPv6 {
 		if be.net, err = peer.New(cfg.Network, st, log); err != nil {
 			return err
 		}
+		be.net.SetRequestHandler(be.serveRequest)
 	} else {
 		log.Info("peer network off (--ipv4=false --ipv6=false): this node neither announces nor listens")
 	}

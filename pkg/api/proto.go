@@ -1,6 +1,10 @@
 package api
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/diskd/diskd/pkg/disk"
+)
 
 // The socket protocol. A session starts with one greeting line. Each line
 // the client sends is one request:
@@ -24,9 +28,21 @@ const GreetingPrefix = "diskd "
 
 // Request is the JSON form of a command.
 type Request struct {
-	Cmd  string `json:"cmd"`
-	Arg  string `json:"arg,omitempty"`  // where: the label or UUID
-	Host string `json:"host,omitempty"` // list: only this host (node name or ID)
+	Cmd   string `json:"cmd"`
+	Arg   string `json:"arg,omitempty"`   // where, mount, unmount: the label or UUID
+	Host  string `json:"host,omitempty"`  // list: only this host (node name or ID)
+	RW    bool   `json:"rw,omitempty"`    // mount: read-write (the owner must allow it)
+	Force bool   `json:"force,omitempty"` // unmount: a mount diskd did not make (root on the owner only)
+}
+
+// MountResult says what mount or unmount did, and where.
+type MountResult struct {
+	Disk   string      `json:"disk"` // as asked: the label or UUID
+	Host   string      `json:"host"`
+	NodeID disk.NodeID `json:"node_id"`
+	Device string      `json:"device"`
+	Path   string      `json:"path"` // the mount point made, or removed
+	RW     bool        `json:"rw"`
 }
 
 // Response is the reply to a Request. Exactly one of Error and Result is set.
@@ -47,6 +63,8 @@ var Commands = []struct{ Name, Args, Help string }{
 	{"refresh", "", "rescan local disks now (rate-limited)"},
 	{"announce", "", "send our inventory to the peers now"},
 	{"ping", "", "ask every peer to answer; counts answers within a second (rate-limited)"},
+	{"mount", "[--rw] LABEL|UUID", "have the disk's machine mount it (its --mount-allow rules decide; admins only)"},
+	{"unmount", "[--force] LABEL|UUID", "have the disk's machine unmount what diskd mounted (admins only)"},
 	{"watch", "", "stream changes until the client leaves"},
 	{"quit", "", "end the session"},
 }

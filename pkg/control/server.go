@@ -34,6 +34,10 @@ type Backend interface {
 	Refresh(ctx context.Context) error
 	Ping(ctx context.Context) (answered int, err error)
 	Announce() error
+	// Mount and Unmount act on the disk q names, on whichever machine has
+	// it; uid is the local user asking, already authorized.
+	Mount(ctx context.Context, q string, rw bool, uid uint32) (api.MountResult, error)
+	Unmount(ctx context.Context, q string, force bool, uid uint32) (api.MountResult, error)
 }
 
 // ErrNoNetwork is what a Backend returns for ping/announce when the peer
@@ -149,32 +153,41 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-// peer describes the client for the log, from SO_PEERCRED.
-func peer(c net.Conn) slog.Attr {
+// peerCred returns the client's credentials (SO_PEERCRED), nil if unknown.
+func peerCred(c net.Conn) *unix.Ucred {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		return slog.String("peer", "?")
+		return nil
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return slog.String("peer", "?")
+		return nil
 	}
 	var cred *unix.Ucred
 	raw.Control(func(fd uintptr) {
 		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	})
-	if err != nil || cred == nil {
+	if err != nil {
+		return nil
+	}
+	return cred
+}
+
+// peer describes the client for the log.
+func peer(cred *unix.Ucred) slog.Attr {
+	if cred == nil {
 		return slog.String("peer", "?")
 	}
 	return slog.Group("peer", "pid", cred.Pid, "uid", cred.Uid, "gid", cred.Gid)
 }
 
 type session struct {
-	s   *Server
-	c   net.Conn
-	r   *bufio.Reader
-	w   *bufio.Writer
-	log *slog.Logger
+	s    *Server
+	c    net.Conn
+	cred *unix.Ucred // nil if unknown: then nothing administrative is allowed
+	r    *bufio.Reader
+	w    *bufio.Writer
+	log  *slog.Logger
 }
 
 func (s *Server) session(ctx context.Context, c net.Conn) {
@@ -186,8 +199,9 @@ func (s *Server) session(ctx context.Context, c net.Conn) {
 		<-ctx.Done()
 		c.SetDeadline(time.Now())
 	}()
-	ss := &session{s: s, c: c, r: bufio.NewReaderSize(c, api.MaxLineBytes+2), w: bufio.NewWriter(c),
-		log: s.log.With(peer(c))}
+	cred := peerCred(c)
+	ss := &session{s: s, c: c, cred: cred, r: bufio.NewReaderSize(c, api.MaxLineBytes+2), w: bufio.NewWriter(c),
+		log: s.log.With(peer(cred))}
 	ss.log.Debug("session start")
 	if s.cfg.Ready != nil {
 		select {
@@ -257,9 +271,20 @@ func (ss *session) handle(ctx context.Context, line string) bool {
 	}
 	req := api.Request{Cmd: strings.ToLower(fields[0])}
 	if rest := strings.TrimSpace(line[len(fields[0]):]); rest != "" {
-		if req.Cmd == "list" {
+		switch req.Cmd {
+		case "list":
 			req.Host = rest
-		} else {
+		case "mount", "unmount":
+			// "mount --rw LABEL", "unmount --force LABEL": the label is
+			// the rest of the line, spaces and all.
+			if r, ok := strings.CutPrefix(rest, "--rw "); ok && req.Cmd == "mount" {
+				req.RW, rest = true, strings.TrimSpace(r)
+			}
+			if r, ok := strings.CutPrefix(rest, "--force "); ok && req.Cmd == "unmount" {
+				req.Force, rest = true, strings.TrimSpace(r)
+			}
+			req.Arg = rest
+		default:
 			req.Arg = rest
 		}
 	}
@@ -322,6 +347,23 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 		err = perr
 		result = api.PingResult{Answered: n}
 		text = func(w io.Writer) { fmt.Fprintf(w, "%d peers answered within a second\n", n) }
+	case "mount", "unmount":
+		if req.Arg == "" {
+			err = fmt.Errorf("usage: %s", usage(req.Cmd))
+			break
+		}
+		if err = ss.admin(req.Cmd); err != nil {
+			break
+		}
+		var r api.MountResult
+		if req.Cmd == "mount" {
+			r, err = be.Mount(ctx, req.Arg, req.RW, ss.cred.Uid)
+			text = func(w io.Writer) { api.WriteMounted(w, r) }
+		} else {
+			r, err = be.Unmount(ctx, req.Arg, req.Force, ss.cred.Uid)
+			text = func(w io.Writer) { api.WriteUnmounted(w, r) }
+		}
+		result = r
 	case "watch":
 		if asJSON {
 			ss.reply(struct{}{}, nil)
@@ -457,6 +499,24 @@ func (ss *session) writeEvent(ev api.WatchEvent, asJSON bool) bool {
 		api.WriteEvent(ss.w, ev)
 	}
 	return ss.w.Flush() == nil
+}
+
+// admin allows an administrative command: root only.
+func (ss *session) admin(cmd string) error {
+	if ss.cred == nil || ss.cred.Uid != 0 {
+		ss.log.Warn("refused", "cmd", cmd)
+		return fmt.Errorf("%s is for root", cmd)
+	}
+	return nil
+}
+
+func usage(cmd string) string {
+	for _, c := range api.Commands {
+		if c.Name == cmd {
+			return strings.TrimSpace(c.Name + " " + c.Args)
+		}
+	}
+	return cmd
 }
 
 func clip(s string, n int) string {

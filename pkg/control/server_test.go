@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,11 +18,27 @@ import (
 	"github.com/diskd/diskd/pkg/ctlclient"
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/store"
+	"github.com/diskd/diskd/pkg/testutil"
 )
 
 type fakeBackend struct {
 	mu        sync.Mutex
 	refreshes int
+	mounts    []string // "mount|unmount Q rw|force uid"
+}
+
+func (f *fakeBackend) Mount(_ context.Context, q string, rw bool, uid uint32) (api.MountResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mounts = append(f.mounts, fmt.Sprintf("mount %q %v %d", q, rw, uid))
+	return api.MountResult{Disk: q, Host: "there", Path: "/media/diskd/" + q, RW: rw}, nil
+}
+
+func (f *fakeBackend) Unmount(_ context.Context, q string, force bool, uid uint32) (api.MountResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mounts = append(f.mounts, fmt.Sprintf("unmount %q %v %d", q, force, uid))
+	return api.MountResult{Disk: q, Host: "there", Path: "/media/diskd/" + q}, nil
 }
 
 func (f *fakeBackend) Status() api.Status { return api.Status{Version: "test", NodeName: "here"} }
@@ -293,5 +311,40 @@ func TestListenRefusesADirectoryOthersControl(t *testing.T) {
 	os.Chmod(dir, 0o777) // past the umask
 	if _, err := Listen(filepath.Join(dir, "s")); err == nil || !strings.Contains(err.Error(), "refusing") {
 		t.Errorf("Listen in a world-writable directory: %v", err)
+	}
+}
+
+// TestMountCommands: the text form takes the label as the rest of the
+// line after an optional --rw / --force; the JSON form takes fields.
+// (Who may mount is tested through the real binary, as root and nobody.)
+func TestMountCommands(t *testing.T) {
+	testutil.RequiresRoot(t)
+	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}})
+	path := filepath.Join(t.TempDir(), "d.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := &fakeBackend{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go New(Config{Listener: l, Store: st, Backend: be, Version: "test"}).Serve(ctx)
+	got := text(t, path, "mount My Disk", "mount --rw My Disk", "unmount --force  My Disk", "unmount --rw X", "mount")
+	wantText := []string{"", "My Disk mounted read-only on there at /media/diskd/My Disk",
+		"My Disk mounted read-write on there at /media/diskd/My Disk", "My Disk unmounted on there", "--rw X unmounted", "usage: mount [--rw] LABEL|UUID"}
+	for i := 1; i < len(wantText); i++ {
+		if !strings.Contains(got[i], wantText[i]) {
+			t.Errorf("reply %d = %q, want %q", i, got[i], wantText[i])
+		}
+	}
+	var r api.MountResult
+	if err := dial(t, path).Do(ctx, api.Request{Cmd: "mount", Arg: "BACKUP", RW: true}, &r); err != nil || r.Path != "/media/diskd/BACKUP" || !r.RW {
+		t.Errorf("JSON mount: %+v, %v", r, err)
+	}
+	want := []string{`mount "My Disk" false 0`, `mount "My Disk" true 0`, `unmount "My Disk" true 0`, `unmount "--rw X" false 0`, `mount "BACKUP" true 0`}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	if !slices.Equal(be.mounts, want) {
+		t.Errorf("backend saw %q, want %q", be.mounts, want)
 	}
 }

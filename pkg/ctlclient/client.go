@@ -161,6 +161,18 @@ func (c *Client) Announce(ctx context.Context) error {
 	return c.Do(ctx, api.Request{Cmd: "announce"}, nil)
 }
 
+// Mount asks the machine that has the disk q names to mount it.
+func (c *Client) Mount(ctx context.Context, q string, rw bool) (api.MountResult, error) {
+	var r api.MountResult
+	return r, c.Do(ctx, api.Request{Cmd: "mount", Arg: q, RW: rw}, &r)
+}
+
+// Unmount asks the machine that has the disk q names to unmount it.
+func (c *Client) Unmount(ctx context.Context, q string, force bool) (api.MountResult, error) {
+	var r api.MountResult
+	return r, c.Do(ctx, api.Request{Cmd: "unmount", Arg: q, Force: force}, &r)
+}
+
 // Ping asks every peer to answer.
 func (c *Client) Ping(ctx context.Context) (api.PingResult, error) {
 	var p api.PingResult

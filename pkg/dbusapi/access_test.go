@@ -162,3 +162,40 @@ func TestErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestMountAuthorization: root may call Filesystem.Mount and Unmount; a
+// user who is not an admin is refused with NotAuthorized when no polkit
+// runs to ask (the private bus has none), and the refusal is logged.
+func TestMountAuthorization(t *testing.T) {
+	testutil.RequiresRoot(t)
+	testutil.RequiresTool(t, "runuser", "busctl")
+	e := startEnv(t, Config{})
+	e.fixture()
+	addr := "--address=" + e.bus.Address
+	var path string
+	for _, d := range e.st.Disks(nil) {
+		if d.Label == "PHOTOS" {
+			path = string(contract.BlockPath(d.Key()))
+		}
+	}
+	out, err := asNobody(t, "busctl", addr, "call", contract.BusName, path, contract.FilesystemInterface, "Mount", "a{sv}", "0")
+	if err == nil || !strings.Contains(out, "Mount is for root and the admin group (polkit: polkit is not running)") {
+		t.Errorf("nobody calling Mount: err=%v out=%s", err, out)
+	}
+	if e.be.mounts.Load() != 0 {
+		t.Error("the backend mounted for nobody")
+	}
+	if !strings.Contains(e.logs.String(), `msg="refused a D-Bus call: not an admin, and polkit cannot decide"`) {
+		t.Errorf("refusal not logged:\n%s", e.logs)
+	}
+	// Root: the mount path comes back; options as UDisks2 passes them.
+	got := e.busctl("call", contract.BusName, path, contract.FilesystemInterface, "Mount", "a{sv}", "2",
+		"options", "s", "rw", "auth.no_user_interaction", "b", "true")
+	if strings.TrimSpace(got) != `s "/media/diskd/3333-4444"` {
+		t.Errorf("root Mount = %q", got)
+	}
+	e.busctl("call", contract.BusName, path, contract.FilesystemInterface, "Unmount", "a{sv}", "0")
+	if e.be.mounts.Load() != 2 {
+		t.Errorf("backend saw %d mount calls, want 2", e.be.mounts.Load())
+	}
+}

@@ -29,8 +29,8 @@ const (
 
 // fakeBackend counts the actions; the store is real.
 type fakeBackend struct {
-	refreshes, pings atomic.Int32
-	refreshErr       atomic.Pointer[error]
+	refreshes, pings, mounts atomic.Int32
+	refreshErr               atomic.Pointer[error]
 }
 
 func (b *fakeBackend) Refresh(ctx context.Context) error {
@@ -44,6 +44,16 @@ func (b *fakeBackend) Refresh(ctx context.Context) error {
 func (b *fakeBackend) Ping(ctx context.Context) (int, error) {
 	b.pings.Add(1)
 	return 2, nil
+}
+
+func (b *fakeBackend) Mount(_ context.Context, q string, rw bool, uid uint32) (api.MountResult, error) {
+	b.mounts.Add(1)
+	return api.MountResult{Disk: q, Path: "/media/diskd/" + q, RW: rw}, nil
+}
+
+func (b *fakeBackend) Unmount(_ context.Context, q string, force bool, uid uint32) (api.MountResult, error) {
+	b.mounts.Add(1)
+	return api.MountResult{Disk: q}, nil
 }
 
 func (b *fakeBackend) Status() api.Status {

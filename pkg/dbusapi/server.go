@@ -169,6 +169,9 @@ func (o serverObject) interfaces() map[string]methodTable {
 		for name := range obj.ifaces() {
 			out[name] = methodTable{}
 		}
+		if _, ok := out[contract.FilesystemInterface]; ok {
+			out[contract.FilesystemInterface] = srv.svc.filesystemMethods(srv)
+		}
 		if kind == kindManager {
 			out[contract.ManagerInterface] = srv.svc.managerMethods(srv)
 		}

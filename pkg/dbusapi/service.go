@@ -40,6 +40,8 @@ type Backend interface {
 	Refresh(ctx context.Context) error
 	Ping(ctx context.Context) (answered int, err error)
 	Status() api.Status
+	Mount(ctx context.Context, q string, rw bool, uid uint32) (api.MountResult, error)
+	Unmount(ctx context.Context, q string, force bool, uid uint32) (api.MountResult, error)
 }
 
 // Config configures a Service.

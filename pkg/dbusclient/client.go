@@ -290,3 +290,71 @@ func (c *Client) Ping(ctx context.Context) (api.PingResult, error) {
 
 // now is the time stamped on watch events: signals carry none.
 func now() time.Time { return time.Now() }
+
+// Mount has the machine that has the disk q names mount it, through its
+// object's Filesystem.Mount.
+func (c *Client) Mount(ctx context.Context, q string, rw bool) (api.MountResult, error) {
+	p, d, err := c.presentOne(ctx, q)
+	if err != nil {
+		return api.MountResult{}, err
+	}
+	opts := noOptions()
+	if rw {
+		opts["options"] = dbus.MakeVariant("rw")
+	}
+	r := api.MountResult{Disk: q, Host: d.Host, NodeID: d.Node, Device: d.Device, RW: rw}
+	call := c.conn.Object(contract.BusName, p).CallWithContext(ctx, contract.FilesystemInterface+".Mount", 0, opts)
+	if call.Err != nil {
+		return r, call.Err
+	}
+	return r, dbus.Store(call.Body, &r.Path)
+}
+
+// Unmount has the machine that has the disk q names unmount it.
+func (c *Client) Unmount(ctx context.Context, q string, force bool) (api.MountResult, error) {
+	p, d, err := c.presentOne(ctx, q)
+	if err != nil {
+		return api.MountResult{}, err
+	}
+	opts := noOptions()
+	if force {
+		opts["force"] = dbus.MakeVariant(true)
+	}
+	r := api.MountResult{Disk: q, Host: d.Host, NodeID: d.Node, Device: d.Device}
+	if len(d.Mounts) > 0 {
+		r.Path = d.Mounts[0]
+	}
+	return r, c.conn.Object(contract.BusName, p).CallWithContext(ctx, contract.FilesystemInterface+".Unmount", 0, opts).Err
+}
+
+// presentOne resolves q to the one present disk it names.
+func (c *Client) presentOne(ctx context.Context, q string) (dbus.ObjectPath, disk.Disk, error) {
+	var paths []dbus.ObjectPath
+	body, err := c.call(ctx, "ResolveDevice", map[string]dbus.Variant{"spec": dbus.MakeVariant(q)}, noOptions())
+	if err == nil {
+		err = dbus.Store(body, &paths)
+	}
+	if err != nil {
+		return "", disk.Disk{}, err
+	}
+	var found []dbus.ObjectPath
+	var d disk.Disk
+	for _, p := range paths {
+		ds, err := c.disks(ctx, []dbus.ObjectPath{p})
+		if err != nil {
+			return "", disk.Disk{}, err
+		}
+		if len(ds) == 1 && ds[0].Present {
+			found, d = append(found, p), ds[0]
+		}
+	}
+	switch {
+	case len(found) > 1:
+		return "", disk.Disk{}, fmt.Errorf("%d disks answer to %q; name one by its UUID", len(found), q)
+	case len(found) == 0 && len(paths) > 0:
+		return "", disk.Disk{}, fmt.Errorf("%s: disk not present", q)
+	case len(found) == 0:
+		return "", disk.Disk{}, fmt.Errorf("%s: not known on this network", q)
+	}
+	return found[0], d, nil
+}

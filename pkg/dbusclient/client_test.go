@@ -40,6 +40,12 @@ func (b *backend) Ping(context.Context) (int, error) {
 	return 3, nil
 }
 func (b *backend) Announce() error { return nil }
+func (b *backend) Mount(_ context.Context, q string, rw bool, _ uint32) (api.MountResult, error) {
+	return api.MountResult{Disk: q, Host: "alpha", Path: "/media/diskd/" + q, RW: rw}, nil
+}
+func (b *backend) Unmount(_ context.Context, q string, _ bool, _ uint32) (api.MountResult, error) {
+	return api.MountResult{Disk: q, Host: "alpha"}, nil
+}
 func (b *backend) Status() api.Status {
 	return api.Status{Version: "t1", NodeID: localID, NodeName: "alpha", StartTime: time.UnixMicro(1_700_000_000_000_000),
 		UptimeSec: 12.5, DBus: "connected", Counts: api.Counts{Nodes: 2, Disks: 4},

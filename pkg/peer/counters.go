@@ -45,6 +45,10 @@ const (
 	dropPendingEvicted
 	dropPendingExpired
 	dropInconsistent
+	requestsSent
+	requestsReceived
+	repliesSent
+	dropRequestStale
 	numCounters
 )
 
@@ -81,6 +85,10 @@ var counterNames = [numCounters]string{
 	dropPendingEvicted: "drop_pending_evicted",
 	dropPendingExpired: "drop_pending_expired",
 	dropInconsistent:   "drop_" + wire.ReasonInconsistent.String(),
+	requestsSent:       "requests_sent",
+	requestsReceived:   "requests_received",
+	repliesSent:        "replies_sent",
+	dropRequestStale:   "drop_request_stale", // a request's time too far from ours, or its ID reused
 }
 
 type counters struct {

@@ -77,6 +77,7 @@ type peerState struct {
 	wantTries  int
 	lastQuery  time.Time
 	answers    bucket // answers we gave it
+	requests   bucket // requests it made of us
 }
 
 type pendingAnswer struct {
@@ -109,6 +110,10 @@ type loop struct {
 	routable     []netip.Addr // our addresses beyond the link, for heartbeats
 	advertiseDue bool         // routable changed since a heartbeat last listed it
 	heartbeats   uint64
+	ctx          context.Context // of run: requests acted on end with it
+	waiting      map[[wire.RequestIDSize]byte]waiter
+	served       map[[wire.RequestIDSize]byte]*served
+	busy         int // requests being acted on
 
 	nextHeartbeat, nextCheck, nextExpire, nextRescan, wantDue time.Time
 }
@@ -116,13 +121,16 @@ type loop struct {
 func newLoop(s *Service) (*loop, error) {
 	l := &loop{
 		s: s, cfg: &s.cfg,
-		enc:    wire.NewEncoder(s.self, wire.NewInstance(time.Now()), s.keys),
-		asm:    wire.NewAssembler(wire.AssemblerLimits{MaxNodes: s.cfg.MaxPeers}),
-		conns:  make(map[int]mconn),
-		joined: map[int]map[int]ifaceInfo{4: {}, 6: {}},
-		peers:  make(map[wire.NodeID]*peerState),
-		linksC: make(chan struct{}, 1),
-		pace:   pacer{perMinute: s.cfg.AnnouncesPerMinute},
+		enc:     wire.NewEncoder(s.self, wire.NewInstance(time.Now()), s.keys),
+		asm:     wire.NewAssembler(wire.AssemblerLimits{MaxNodes: s.cfg.MaxPeers}),
+		conns:   make(map[int]mconn),
+		joined:  map[int]map[int]ifaceInfo{4: {}, 6: {}},
+		peers:   make(map[wire.NodeID]*peerState),
+		linksC:  make(chan struct{}, 1),
+		pace:    pacer{perMinute: s.cfg.AnnouncesPerMinute},
+		ctx:     context.Background(),
+		waiting: make(map[[wire.RequestIDSize]byte]waiter),
+		served:  make(map[[wire.RequestIDSize]byte]*served),
 	}
 	s.mu.Lock()
 	s.inst = l.enc.Instance()
@@ -184,6 +192,7 @@ func (l *loop) close() {
 func (l *loop) run(ctx context.Context) error {
 	defer l.close()
 	s := l.s
+	l.ctx = ctx
 	now := time.Now()
 	l.rescan(now)
 	localID := s.st.LocalNode().ID
@@ -484,6 +493,12 @@ func (l *loop) handle(in inbound) {
 		l.touch(now, ps, false)
 		l.onQuery(now, ps, p.Query)
 		l.checkWant(now, ps)
+	case wire.TypeRequest:
+		l.touch(now, ps, false)
+		l.onRequest(now, ps, p.Request)
+	case wire.TypeReply:
+		l.touch(now, ps, false)
+		l.onReply(ps, p.Reply)
 	case wire.TypeGoodbye:
 		l.s.ctr.inc(goodbyesReceived)
 		ps.goodbye, ps.ended, ps.online, ps.wantAt = true, true, false, time.Time{}

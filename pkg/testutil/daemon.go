@@ -29,6 +29,10 @@ func Binaries(t testing.TB) (diskd, diskctl string) {
 	t.Helper()
 	build.once.Do(func() {
 		dir, err := os.MkdirTemp("", "diskd-test-bin-")
+		if err == nil {
+			// Tests run diskctl as other users too (runuser -u nobody).
+			err = os.Chmod(dir, 0o755)
+		}
 		if err != nil {
 			build.err = err
 			return

@@ -312,7 +312,7 @@ func (d *Decoder) Decode(b []byte) (*Packet, error) {
 // DecodeBody decodes and checks the body of an opened datagram.
 func DecodeBody(h Header, body []byte) (*Packet, error) {
 	p := &Packet{Header: h}
-	if h.Type < TypeHeartbeat || h.Type > TypeGoodbye {
+	if h.Type < TypeHeartbeat || h.Type > TypeReply {
 		return nil, drop(ReasonUnknownType, "%v", h.Type)
 	}
 	// A body is a map; this also refuses CBOR null, which would decode into
@@ -398,6 +398,10 @@ func DecodeBody(h Header, body []byte) (*Packet, error) {
 		var gb goodbyeBody
 		if err := decMode.Unmarshal(body, &gb); err != nil {
 			return nil, &DropError{ReasonBadBody, fmt.Errorf("goodbye: %w", err)}
+		}
+	case TypeRequest, TypeReply:
+		if err := decodeRequest(p, body); err != nil {
+			return nil, err
 		}
 	}
 	return p, nil

@@ -33,6 +33,7 @@ const (
 	ReasonBadDigest             // complete generation does not match its digest
 	ReasonBadInventory          // complete generation lists one disk name twice
 	ReasonControlChar           // a name, path or identifier holds a C0 or C1 control character
+	ReasonUnkeyedRequest        // a request or reply without a tag: never acted on
 	numReasons
 )
 
@@ -59,6 +60,7 @@ var reasonNames = [numReasons]string{
 	ReasonBadDigest:      "bad_digest",
 	ReasonBadInventory:   "bad_inventory",
 	ReasonControlChar:    "control_char",
+	ReasonUnkeyedRequest: "unkeyed_request",
 }
 
 func (r Reason) String() string {

@@ -55,6 +55,8 @@ const (
 	TypeAnnounce  Type = 2
 	TypeQuery     Type = 3
 	TypeGoodbye   Type = 4
+	TypeRequest   Type = 5 // keyed networks only (request.go)
+	TypeReply     Type = 6
 )
 
 func (t Type) String() string {
@@ -67,6 +69,10 @@ func (t Type) String() string {
 		return "query"
 	case TypeGoodbye:
 		return "goodbye"
+	case TypeRequest:
+		return "request"
+	case TypeReply:
+		return "reply"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -151,5 +157,7 @@ type Packet struct {
 	Heartbeat *Heartbeat
 	Announce  *Announce
 	Query     *Query
+	Request   *Request
+	Reply     *Reply
 	// A goodbye has no body.
 }

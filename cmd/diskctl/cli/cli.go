@@ -38,6 +38,8 @@ type Conn interface {
 	Refresh(ctx context.Context) error
 	Announce(ctx context.Context) error
 	Ping(ctx context.Context) (api.PingResult, error)
+	Mount(ctx context.Context, q string, rw bool) (api.MountResult, error)
+	Unmount(ctx context.Context, q string, force bool) (api.MountResult, error)
 	Watch(ctx context.Context, fn func(api.WatchEvent)) error
 	Close() error
 }
@@ -113,7 +115,7 @@ func (e *env) rootCmd(top bool) *cobra.Command {
 	}
 	pf.BoolVar(&e.json, "json", false, "print JSON for scripts")
 	root.AddCommand(e.listCmd(), e.whereCmd(), e.statusCmd(), e.refreshCmd(), e.localhostCmd(),
-		e.watchCmd(), e.peersCmd(), e.pingCmd(), e.announceCmd())
+		e.watchCmd(), e.peersCmd(), e.pingCmd(), e.announceCmd(), e.mountCmd(), e.unmountCmd())
 	if top {
 		root.AddCommand(e.shellCmd())
 	} else {

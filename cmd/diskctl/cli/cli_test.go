@@ -22,6 +22,12 @@ func (backend) Status() api.Status                { return api.Status{Version: "
 func (backend) Refresh(context.Context) error     { return nil }
 func (backend) Ping(context.Context) (int, error) { return 3, nil }
 func (backend) Announce() error                   { return nil }
+func (backend) Mount(_ context.Context, q string, rw bool, _ uint32) (api.MountResult, error) {
+	return api.MountResult{Disk: q, Host: "here", Path: "/media/diskd/" + q, RW: rw}, nil
+}
+func (backend) Unmount(_ context.Context, q string, _ bool, _ uint32) (api.MountResult, error) {
+	return api.MountResult{Disk: q, Host: "here", Path: "/media/diskd/" + q}, nil
+}
 
 func daemon(t *testing.T) string {
 	t.Helper()
