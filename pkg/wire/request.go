@@ -152,6 +152,9 @@ func decodeRequest(p *Packet, body []byte) error {
 		if rb.Query == "" || len(rb.Query) > MaxRequestQuery {
 			return drop(ReasonBadField, "request query of %d bytes", len(rb.Query))
 		}
+		if hasControl(rb.Query) {
+			return drop(ReasonControlChar, "request query %q", rb.Query)
+		}
 		r := &Request{Target: NodeID(rb.Target), Action: Action(rb.Action), Query: rb.Query,
 			RW: rb.RW, UID: rb.UID, Sent: time.UnixMilli(rb.Sent)}
 		copy(r.ID[:], rb.ID)
@@ -166,6 +169,10 @@ func decodeRequest(p *Packet, body []byte) error {
 		}
 		if Status(rb.Status) > maxStatus || len(rb.Path) > MaxRequestPathLen || len(rb.Message) > MaxReplyMessage {
 			return drop(ReasonBadField, "reply status %d, path of %d bytes, message of %d", rb.Status, len(rb.Path), len(rb.Message))
+		}
+		// Both end up on the asker's terminal.
+		if hasControl(rb.Path) || hasControl(rb.Message) {
+			return drop(ReasonControlChar, "reply path %q, message %q", rb.Path, rb.Message)
 		}
 		r := &Reply{To: NodeID(rb.To), Status: Status(rb.Status), Path: rb.Path, Message: rb.Message}
 		copy(r.ID[:], rb.ID)

@@ -89,6 +89,19 @@ func TestRequestDrops(t *testing.T) {
 			}
 		})
 	}
+	for _, body := range []any{
+		requestBody{ID: id, Target: node, Action: 1, Query: "A\x1b[2J"},
+		replyBody{ID: id, To: node, Message: "no\u009b"},
+		replyBody{ID: id, To: node, Path: "/media/\x07"},
+	} {
+		typ := TypeRequest
+		if _, ok := body.(replyBody); ok {
+			typ = TypeReply
+		}
+		if _, err := NewDecoder(k).Decode(build(typ, mustCBOR(t, body), k)); ReasonOf(err) != ReasonControlChar {
+			t.Errorf("%+v: %v, want control_char", body, err)
+		}
+	}
 }
 
 func TestRequestFresh(t *testing.T) {
