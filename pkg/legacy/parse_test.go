@@ -88,17 +88,17 @@ func TestParseCaptured(t *testing.T) {
 func TestDecodeLabel(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"plain", "plain"},
-		{"DonnÃ©es", "Données"},          // double UTF-8
+		{"DonnÃ©es", "Données"},              // double UTF-8
 		{"å\u0086\u0099ç\u009c\u009f", "写真"}, // double UTF-8 through C1 characters
-		{"café", "café"},                 // a lone Latin-1 byte arrives as this
-		{"DonnM-CM-)es", "Données"},      // blkid notation
-		{"tab^Ix", "tab\tx"},             // control character
-		{"M-eM-^FM-^YM-gM-^\\M-^_", "写真"}, // M-^\ is 0x9c
-		{`a\\b`, `a\b`},                  // blkid escapes the backslash
-		{`say \"hi\"`, `say "hi"`},       //  and the quote
-		{"M-DISC", "M-DISC"},             // decodes to invalid UTF-8: a real label
-		{"x^@y", "x^@y"},                 // NUL: kept as text
-		{"a^b", "a^b"},                   // not the notation
+		{"café", "café"},                     // a lone Latin-1 byte arrives as this
+		{"DonnM-CM-)es", "Données"},          // blkid notation
+		{"tab^Ix", "tab\tx"},                 // control character
+		{"M-eM-^FM-^YM-gM-^\\M-^_", "写真"},    // M-^\ is 0x9c
+		{`a\\b`, `a\b`},                      // blkid escapes the backslash
+		{`say \"hi\"`, `say "hi"`},           //  and the quote
+		{"M-DISC", "M-DISC"},                 // decodes to invalid UTF-8: a real label
+		{"x^@y", "x^@y"},                     // NUL: kept as text
+		{"a^b", "a^b"},                       // not the notation
 		{"^", "^"},
 		{"M-", "M-"},
 		{"Ã", "Ã"}, // c3 alone is not UTF-8
