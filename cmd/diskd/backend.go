@@ -7,6 +7,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/dbusapi"
+	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/peer"
 	"github.com/diskd/diskd/pkg/scanner"
 	"github.com/diskd/diskd/pkg/store"
@@ -23,6 +24,7 @@ type backend struct {
 	problems []string
 	net      *peer.Service    // nil when the peer network is off
 	bus      *dbusapi.Service // nil when D-Bus is off
+	legacy   *legacy.Service  // nil unless --legacy
 }
 
 func (b *backend) Status() api.Status {
@@ -48,6 +50,10 @@ func (b *backend) Status() api.Status {
 	if b.net != nil {
 		ns := api.NetStatus(b.net.Status())
 		s.Network = &ns
+	}
+	if b.legacy != nil {
+		ls := api.LegacyStatus(b.legacy.Status())
+		s.Legacy = &ls
 	}
 	if s.Scan.LastError != "" {
 		s.Problems = append(s.Problems, "blkid: "+s.Scan.LastError+" (serving the last good inventory)")

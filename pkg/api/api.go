@@ -13,18 +13,19 @@ import (
 
 // Status is the daemon's self-report (`status`).
 type Status struct {
-	Version   string      `json:"version"`
-	NodeID    disk.NodeID `json:"node_id"`
-	NodeName  string      `json:"node_name"`
-	StartTime time.Time   `json:"start_time"`
-	UptimeSec float64     `json:"uptime_sec"`
-	StateDir  string      `json:"state_dir"`
-	Socket    string      `json:"socket"`
-	Scan      ScanStatus  `json:"scan"`
-	Counts    Counts      `json:"counts"`
-	Network   *NetStatus  `json:"network,omitempty"`
-	DBus      string      `json:"dbus"`               // "connected to system bus", "off", or the error
-	Problems  []string    `json:"problems,omitempty"` // one line each: things an admin should fix
+	Version   string        `json:"version"`
+	NodeID    disk.NodeID   `json:"node_id"`
+	NodeName  string        `json:"node_name"`
+	StartTime time.Time     `json:"start_time"`
+	UptimeSec float64       `json:"uptime_sec"`
+	StateDir  string        `json:"state_dir"`
+	Socket    string        `json:"socket"`
+	Scan      ScanStatus    `json:"scan"`
+	Counts    Counts        `json:"counts"`
+	Network   *NetStatus    `json:"network,omitempty"`
+	Legacy    *LegacyStatus `json:"legacy,omitempty"`   // the bridge to the original Perl diskd, when on
+	DBus      string        `json:"dbus"`               // "connected to system bus", "off", or the error
+	Problems  []string      `json:"problems,omitempty"` // one line each: things an admin should fix
 }
 
 // ScanStatus reports the local inventory's freshness.
@@ -57,6 +58,16 @@ type NetStatus struct {
 	Groups        []string          `json:"groups"`
 	Interfaces    []string          `json:"interfaces"`
 	Counters      map[string]uint64 `json:"counters"` // sent/received datagrams and bytes, every drop reason
+}
+
+// LegacyStatus reports the bridge to the original Perl diskd. The legacy
+// network is unauthenticated by nature (there is no field to say so).
+type LegacyStatus struct {
+	Group       string            `json:"group"`
+	Interfaces  []string          `json:"interfaces"`
+	Peers       int               `json:"peers"`
+	PeersOnline int               `json:"peers_online"`
+	Counters    map[string]uint64 `json:"counters"` // sent/received, lists applied, every drop reason
 }
 
 // Localhost answers `localhost`.
