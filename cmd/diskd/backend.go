@@ -74,7 +74,13 @@ func (b *backend) Ping(ctx context.Context) (int, error) {
 }
 
 func (b *backend) Announce() error {
+	if b.legacy != nil {
+		b.legacy.Announce()
+	}
 	if b.net == nil {
+		if b.legacy != nil {
+			return nil
+		}
 		return control.ErrNoNetwork
 	}
 	b.net.Announce()

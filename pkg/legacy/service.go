@@ -68,6 +68,7 @@ type Service struct {
 	group netip.Addr
 	ctr   counters
 	in    chan inbound
+	now   chan struct{} // Announce's requests
 	own   atomic.Pointer[[]netip.Addr]
 
 	mu             sync.Mutex // guards the status snapshot below
@@ -117,7 +118,16 @@ func New(cfg Config, st *store.Store, logger *slog.Logger) (*Service, error) {
 		cfg.LookupAddr = net.DefaultResolver.LookupAddr
 	}
 	return &Service{cfg: cfg, st: st, log: logger.With("component", "legacy"), group: g.Unmap(),
-		in: make(chan inbound, inboundQueue), logLast: make(map[string]time.Time)}, nil
+		in: make(chan inbound, inboundQueue), now: make(chan struct{}, 1), logLast: make(map[string]time.Time)}, nil
+}
+
+// Announce sends our disks to the legacy group now (the control socket's
+// `announce`), without waiting. Requests while one is pending merge.
+func (s *Service) Announce() {
+	select {
+	case s.now <- struct{}{}:
+	default:
+	}
 }
 
 // Status is the bridge's self-report; api.LegacyStatus has its fields.
@@ -300,6 +310,8 @@ func (s *Service) Run(ctx context.Context) error {
 			if ev.Disk != nil && ev.Disk.Node == localID {
 				changed = true
 			}
+		case <-s.now:
+			send(time.Now(), "request")
 		case n := <-names:
 			if a, err := netip.ParseAddr(n[0]); err == nil {
 				co.rename(time.Now(), a, n[1])
