@@ -10,11 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/ipv4"
 
 	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/testutil"
@@ -218,6 +221,61 @@ func perlLine(host, uuid, label, dev string) string {
 
 // legacyGroup is the original's group and port.
 var legacyGroup = netip.AddrPortFrom(netip.MustParseAddr(legacy.DefaultGroup), legacy.DefaultPort)
+
+// heard is one datagram on the legacy group with where it came from and
+// the IP TTL it arrived with.
+type heard struct {
+	b   []byte
+	src netip.AddrPort
+	ttl int
+}
+
+// legacyWatch records the legacy group on h's eth0, with sources and TTLs.
+func legacyWatch(t testing.TB, h *testutil.Host) func() []heard {
+	t.Helper()
+	var c *net.UDPConn
+	err := h.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		c, err = net.ListenMulticastUDP("udp4", ifi, net.UDPAddrFromAddrPort(legacyGroup))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ipv4.NewPacketConn(c)
+	if err := p.SetControlMessage(ipv4.FlagTTL, true); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []heard
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			n, cm, src, err := p.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			hd := heard{b: bytes.Clone(buf[:n]), src: src.(*net.UDPAddr).AddrPort()}
+			if cm != nil {
+				hd.ttl = cm.TTL
+			}
+			mu.Lock()
+			got = append(got, hd)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-done })
+	return func() []heard {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
 
 // blkidUUID is the UUID blkid reads from an image.
 func blkidUUID(t testing.TB, img string) string {

@@ -71,11 +71,11 @@ func TestLegacyBridgeWithTheOriginal(t *testing.T) {
 		devs = append(devs, dev)
 		uuids = append(uuids, blkidUUID(t, img))
 	}
-	watch := testutil.NewTap(t, hosts[2], legacyGroup)
+	watch := legacyWatch(t, hosts[2])
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, b := range watch.Datagrams() {
-				t.Logf("on the legacy group: %q", b)
+			for _, h := range watch() {
+				t.Logf("on the legacy group from %v, TTL %d: %q", h.src, h.ttl, h.b)
 			}
 		}
 	})
@@ -127,6 +127,28 @@ func TestLegacyBridgeWithTheOriginal(t *testing.T) {
 			if strings.HasPrefix(l, hosts[0].Addr4.String()+":") && !slices.Contains(want, l) {
 				t.Errorf("the original lists more of diskd's: %q", l)
 			}
+		}
+	})
+
+	t.Run("sent as the original sends", func(t *testing.T) {
+		// From port 32003 with TTL 2, in the original's format: the same
+		// bytes the encoder (golden files from YAML::XS) makes.
+		ours := []legacy.Entry{{UUID: uuids[0], Label: labels[0], Device: devs[0]},
+			{UUID: uuids[1], Label: labels[1], Device: devs[1]}}
+		slices.SortFunc(ours, func(a, b legacy.Entry) int { return strings.Compare(a.Device, b.Device) })
+		want, _ := legacy.Encode(ours)
+		n := 0
+		for _, h := range watch() {
+			if h.src.Addr() != hosts[0].Addr4 {
+				continue
+			}
+			n++
+			if h.src.Port() != legacy.DefaultPort || h.ttl != legacy.TTL || !bytes.Equal(h.b, want) {
+				t.Errorf("from %v TTL %d: %q\nwant from port %d, TTL %d: %q", h.src, h.ttl, h.b, legacy.DefaultPort, legacy.TTL, want)
+			}
+		}
+		if n == 0 {
+			t.Error("nothing seen from diskd on the legacy group")
 		}
 	})
 
@@ -282,5 +304,41 @@ func TestLegacyOffByDefault(t *testing.T) {
 		if n.Via != "" {
 			t.Errorf("a legacy node: %+v", n)
 		}
+	}
+}
+
+// TestLegacyNeverTouchesKeyedPeers: a legacy datagram sent from a keyed
+// diskd peer's own address, claiming other disks for it, changes nothing
+// of what that peer reported; one from a host without diskd becomes a
+// legacy peer of its own.
+func TestLegacyNeverTouchesKeyedPeers(t *testing.T) {
+	testutil.RequiresTool(t, "losetup", "mkfs.ext4", "blkid")
+	hosts := testutil.Hosts(t, 3)
+	key := writeKeyFile(t, "1 0123456789abcdef0123456789abcdef\n")
+	dev := newLoopDev(t)
+	losetup(t, dev, testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "KEYED_DISK"))
+	d := startOn(t, hosts[0], nil, "--legacy", "--key-file", key)
+	startOn(t, hosts[1], []string{dev}, "--key-file", key)
+	testutil.Eventually(t, peerWait, "the keyed peer's disk", func() bool {
+		g := find(listJSON(t, d), "KEYED_DISK")
+		return g != nil && g.Present && g.Host == "dkd-h2"
+	})
+	forged := []byte("diskd:---\n- - 1111-AAAA\n  - FORGED\n  - " + dev + "\n")
+	testutil.NewTap(t, hosts[1], legacyGroup).Send(netip.Addr{}, forged)
+	testutil.NewTap(t, hosts[2], legacyGroup).Send(netip.Addr{}, forged)
+	testutil.Eventually(t, peerWait, "the stranger's list as a legacy peer", func() bool {
+		n, ok := peerNamed(t, d, hosts[2].Addr4.String())
+		return ok && n.Via == "legacy" && n.Disks == 1
+	})
+	testutil.Eventually(t, peerWait, "the forged datagram from the keyed peer's address refused", func() bool {
+		return status(t, d).Legacy.Counters["drop_diskd_peer"] >= 1
+	})
+	for _, x := range listJSON(t, d) {
+		if x.Host == "dkd-h2" && (x.Label != "KEYED_DISK" || !x.Present) {
+			t.Errorf("the keyed peer's records changed: %+v", x)
+		}
+	}
+	if w := d.MustCtl("where", "FORGED"); strings.Contains(w, "dkd-h2") || !strings.Contains(w, hosts[2].Addr4.String()) {
+		t.Errorf("where FORGED = %q", w)
 	}
 }
