@@ -228,6 +228,7 @@ type heard struct {
 	b   []byte
 	src netip.AddrPort
 	ttl int
+	at  time.Time // when read
 }
 
 // legacyWatch records the legacy group on h's eth0, with sources and TTLs.
@@ -260,7 +261,7 @@ func legacyWatch(t testing.TB, h *testutil.Host) func() []heard {
 			if err != nil {
 				return
 			}
-			hd := heard{b: bytes.Clone(buf[:n]), src: src.(*net.UDPAddr).AddrPort()}
+			hd := heard{b: bytes.Clone(buf[:n]), src: src.(*net.UDPAddr).AddrPort(), at: time.Now()}
 			if cm != nil {
 				hd.ttl = cm.TTL
 			}
