@@ -228,7 +228,7 @@ func TestParseAgreesWithPerl(t *testing.T) {
 	}
 }
 
-func FuzzParse(f *testing.F) {
+func FuzzLegacyParse(f *testing.F) {
 	files, _ := filepath.Glob("testdata/captured/*.dgram")
 	for _, p := range files {
 		b, _ := os.ReadFile(p)
@@ -258,9 +258,9 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// FuzzEncode: whatever our fields hold, the datagram fits, and Parse
+// FuzzLegacyEncode: whatever our fields hold, the datagram fits, and Parse
 // reads back every entry sent.
-func FuzzEncode(f *testing.F) {
+func FuzzLegacyEncode(f *testing.F) {
 	f.Add("1111-AAAA", "Données été", "/dev/sda1", 3)
 	f.Add("", "'a: b #c", "", 1)
 	f.Add("x", "tab\there "+strings.Repeat("long ", 30), "/dev/x", 40)
