@@ -30,7 +30,7 @@ const (
 	// peer learns only when we send, so a restarted one waits at most this.
 	ResendInterval = time.Minute
 	// ChangeGap paces announces caused by local changes: the first goes at
-	// once, the next no sooner than this after the last.
+	// once, the next no sooner than this after the last one a change caused.
 	ChangeGap = 2 * time.Second
 
 	lookupTimeout = time.Second // reverse DNS of a legacy peer
@@ -231,7 +231,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer func() { sub.Close() }()
 
 	var last []byte
-	var lastSent time.Time
+	var lastChange time.Time // the last announce a change caused
 	changed := false
 	send := func(now time.Time, why string) {
 		_, ds := s.st.LocalDisks()
@@ -253,7 +253,10 @@ func (s *Service) Run(ctx context.Context) error {
 			s.ctr.inc(sentDatagrams)
 			s.ctr.add(sentBytes, uint64(len(b)))
 		}
-		last, lastSent, changed = b, now, false
+		last, changed = b, false
+		if why == "change" {
+			lastChange = now
+		}
 		s.log.Debug("legacy announce", "why", why, "bytes", len(b))
 	}
 	start := time.Now()
@@ -265,7 +268,7 @@ func (s *Service) Run(ctx context.Context) error {
 	for {
 		now := time.Now()
 		co.tick(now)
-		if changed && !now.Before(lastSent.Add(s.cfg.ChangeGap)) {
+		if changed && !now.Before(lastChange.Add(s.cfg.ChangeGap)) {
 			send(now, "change")
 		}
 		if !now.Before(nextResend) {
@@ -290,7 +293,7 @@ func (s *Service) Run(ctx context.Context) error {
 		consider(nextRescan)
 		consider(co.next())
 		if changed {
-			consider(lastSent.Add(s.cfg.ChangeGap))
+			consider(lastChange.Add(s.cfg.ChangeGap))
 		}
 		timer.Reset(max(time.Until(due), 0))
 		select {
@@ -298,7 +301,7 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case in := <-s.in:
 			if _, ok := co.peers[in.src]; !ok {
-				s.logLimited("new", slog.LevelInfo, "legacy peer heard", "addr", in.src, "disks", len(in.es))
+				s.logLimited("new "+in.src.String(), slog.LevelInfo, "legacy peer heard", "addr", in.src, "disks", len(in.es))
 			}
 			co.receive(in.at, in.src, in.es)
 		case ev, ok := <-sub.C:
