@@ -107,7 +107,7 @@ func WriteStatus(w io.Writer, s Status) {
 		}
 	}
 	if l := s.Legacy; l != nil {
-		fmt.Fprintf(w, "legacy bridge: UNAUTHENTICATED: any host on the network can announce disks as a legacy peer (App::Diskd 0.01 has no authentication); group %s; interfaces %s; legacy peers: %d online of %d\n",
+		fmt.Fprintf(w, "legacy bridge: UNAUTHENTICATED: any host on the network can announce disks as a legacy peer; group %s; interfaces %s; legacy peers %d online of %d\n",
 			l.Group, dash(strings.Join(l.Interfaces, " ")), l.PeersOnline, l.Peers)
 		writeCounters(w, "legacy counters", l.Counters)
 	}
