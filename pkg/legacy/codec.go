@@ -199,8 +199,8 @@ func (p *parser) cont() (string, bool) {
 
 // scalar reads one field's scalar, whose first line is v.
 func (p *parser) scalar(v string) (string, error) {
-	if v == "" {
-		return "", fail(ReasonSyntax, "line %d: empty value", p.i+1)
+	if v == "" || v[0] == ' ' {
+		return "", fail(ReasonSyntax, "line %d: empty value or extra space", p.i)
 	}
 	switch v[0] {
 	case '\'':
@@ -222,7 +222,11 @@ func (p *parser) scalar(v string) (string, error) {
 			return "", fail(ReasonShape, "line %d: nested collection", p.i+1)
 		}
 	}
-	if v == "~" || v == "null" || v == "Null" || v == "NULL" {
+	if v == "true" || v == "false" {
+		// The original quotes these; its reader would take a boolean.
+		return "", fail(ReasonSyntax, "line %d: a plain boolean", p.i)
+	}
+	if v == "~" || v == "null" { // YAML::XS's nulls (not "Null", "NULL")
 		if _, more := p.cont(); more {
 			return "", fail(ReasonSyntax, "line %d: continued null", p.i)
 		}
@@ -232,6 +236,9 @@ func (p *parser) scalar(v string) (string, error) {
 	for first := true; ; first = false {
 		if err := checkPlain(v, p.i); err != nil {
 			return "", err
+		}
+		if !first && v[0] == '#' {
+			return "", fail(ReasonSyntax, "line %d: comment", p.i)
 		}
 		if !first {
 			b.WriteByte(' ')

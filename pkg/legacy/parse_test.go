@@ -1,9 +1,13 @@
 package legacy
 
 import (
+	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -173,6 +177,8 @@ func malformed() []struct {
 		{"implicit document", d("- - a\n  - b\n  - c\n"), ReasonSyntax},
 		{"empty", d("---\n"), ReasonSyntax},
 		{"wrong indent", d("---\n- - a\n   - b\n  - c\n"), ReasonSyntax},
+		{"extra space", d("---\n- -  a\n  - b\n  - c\n"), ReasonSyntax},
+		{"plain boolean", d("---\n- - a\n  - true\n  - c\n"), ReasonSyntax},
 	}
 }
 
@@ -204,8 +210,8 @@ func TestParseAgreesWithPerl(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		var perl [][]*string
-		if err := json.Unmarshal([]byte(perlLoad(t, b)), &perl); err != nil {
+		perl, err := perlRows(perlLoad(t, b))
+		if err != nil {
 			t.Fatalf("%q: %v", b, err)
 		}
 		if len(perl) != len(ours) {
@@ -226,6 +232,118 @@ func TestParseAgreesWithPerl(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestParseMutationsAgreeWithPerl: thousands of datagrams made by
+// changing, inserting or deleting bytes of good ones. Whatever we accept,
+// YAML::XS reads too, as the same list: Parse accepts a subset of what the
+// original reads, never another reading of it.
+func TestParseMutationsAgreeWithPerl(t *testing.T) {
+	requirePerlYAML(t)
+	var seeds [][]byte
+	files, _ := filepath.Glob("testdata/captured/*.dgram")
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		seeds = append(seeds, b)
+	}
+	for _, c := range cases() {
+		b, _ := Encode(c.entries)
+		seeds = append(seeds, b)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte(" \n-:#'\"~[]{}&*!|>\\x0123456789abcM^é")
+	var accepted [][]byte
+	var got [][]Entry
+	tried := 0
+	for range 20000 {
+		b := bytes.Clone(seeds[rng.IntN(len(seeds))])
+		for range 1 + rng.IntN(3) {
+			i := len(Prefix) + rng.IntN(len(b)-len(Prefix)+1)
+			c := alphabet[rng.IntN(len(alphabet))]
+			switch rng.IntN(3) {
+			case 0:
+				if i < len(b) {
+					b[i] = c
+				}
+			case 1:
+				b = append(b[:i], append([]byte{c}, b[i:]...)...)
+			default:
+				if i < len(b) {
+					b = append(b[:i], b[i+1:]...)
+				}
+			}
+		}
+		tried++
+		if es, err := Parse(b); err == nil {
+			accepted = append(accepted, b)
+			got = append(got, es)
+		}
+	}
+	var in bytes.Buffer
+	for _, b := range accepted {
+		in.WriteString(hex.EncodeToString(b) + "\n")
+	}
+	cmd := exec.Command("perl", "testdata/loadmany.pl")
+	cmd.Stdin = &in
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) != len(accepted) {
+		t.Fatalf("%d answers for %d datagrams", len(lines), len(accepted))
+	}
+	for k, line := range lines {
+		perl, err := perlRows(line)
+		if err != nil || len(perl) != len(got[k]) {
+			t.Errorf("we accept %q as %q; YAML::XS reads %s", accepted[k], got[k], line)
+			continue
+		}
+		for i, e := range got[k] {
+			for f, v := range []string{e.UUID, e.Label, e.Device} {
+				var want string
+				if p := perl[i][f]; p != nil {
+					want = DecodeText(*p)
+					if f == 1 {
+						want = DecodeLabel(*p)
+					}
+				}
+				if v != want {
+					t.Errorf("we read %q field %d,%d as %q; YAML::XS as %q", accepted[k], i, f, v, want)
+				}
+			}
+		}
+	}
+	t.Logf("%d mutated datagrams, %d accepted, all read alike by YAML::XS", tried, len(accepted))
+}
+
+// perlRows reads load.pl's JSON: a list of rows of strings or nulls; a
+// number (YAML::XS reads a plain integer as one) is taken as its text,
+// which is how Perl prints it.
+func perlRows(js string) ([][]*string, error) {
+	dec := json.NewDecoder(strings.NewReader(js))
+	dec.UseNumber()
+	var raw [][]any
+	if err := dec.Decode(&raw); err != nil {
+		return nil, err
+	}
+	out := make([][]*string, len(raw))
+	for i, row := range raw {
+		for _, v := range row {
+			switch x := v.(type) {
+			case nil:
+				out[i] = append(out[i], nil)
+			case string:
+				out[i] = append(out[i], &x)
+			case json.Number:
+				s := x.String()
+				out[i] = append(out[i], &s)
+			default:
+				return nil, fmt.Errorf("row %d: %T", i, v)
+			}
+		}
+	}
+	return out, nil
 }
 
 func FuzzLegacyParse(f *testing.F) {
