@@ -13,19 +13,21 @@ import (
 
 // Status is the daemon's self-report (`status`).
 type Status struct {
-	Version   string        `json:"version"`
-	NodeID    disk.NodeID   `json:"node_id"`
-	NodeName  string        `json:"node_name"`
-	StartTime time.Time     `json:"start_time"`
-	UptimeSec float64       `json:"uptime_sec"`
-	StateDir  string        `json:"state_dir"`
-	Socket    string        `json:"socket"`
-	Scan      ScanStatus    `json:"scan"`
-	Counts    Counts        `json:"counts"`
-	Network   *NetStatus    `json:"network,omitempty"`
-	Legacy    *LegacyStatus `json:"legacy,omitempty"`   // the bridge to the original Perl diskd, when on
-	DBus      string        `json:"dbus"`               // "connected to system bus", "off", or the error
-	Problems  []string      `json:"problems,omitempty"` // one line each: things an admin should fix
+	Version   string      `json:"version"`
+	NodeID    disk.NodeID `json:"node_id"`
+	NodeName  string      `json:"node_name"`
+	StartTime time.Time   `json:"start_time"`
+	UptimeSec float64     `json:"uptime_sec"`
+	StateDir  string      `json:"state_dir"`
+	Socket    string      `json:"socket"`
+	Scan      ScanStatus  `json:"scan"`
+	Counts    Counts      `json:"counts"`
+	Network   *NetStatus  `json:"network,omitempty"`
+	DBus      string      `json:"dbus"`               // "connected to system bus", "off", or the error
+	Problems  []string    `json:"problems,omitempty"` // one line each: things an admin should fix
+
+	// Legacy is the bridge to the original Perl diskd, when it is on.
+	Legacy *LegacyStatus `json:"legacy,omitempty"`
 }
 
 // ScanStatus reports the local inventory's freshness.
