@@ -7,6 +7,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/dbusapi"
+	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/peer"
 	"github.com/diskd/diskd/pkg/scanner"
@@ -25,6 +26,7 @@ type backend struct {
 	mounter  *mounter.Mounter
 	net      *peer.Service    // nil when the peer network is off
 	bus      *dbusapi.Service // nil when D-Bus is off
+	legacy   *legacy.Service  // nil unless --legacy
 }
 
 func (b *backend) Status() api.Status {
@@ -51,6 +53,10 @@ func (b *backend) Status() api.Status {
 		ns := api.NetStatus(b.net.Status())
 		s.Network = &ns
 	}
+	if b.legacy != nil {
+		ls := api.LegacyStatus(b.legacy.Status())
+		s.Legacy = &ls
+	}
 	if s.Scan.LastError != "" {
 		s.Problems = append(s.Problems, "blkid: "+s.Scan.LastError+" (serving the last good inventory)")
 	}
@@ -70,7 +76,13 @@ func (b *backend) Ping(ctx context.Context) (int, error) {
 }
 
 func (b *backend) Announce() error {
+	if b.legacy != nil {
+		b.legacy.Announce()
+	}
 	if b.net == nil {
+		if b.legacy != nil {
+			return nil
+		}
 		return control.ErrNoNetwork
 	}
 	b.net.Announce()

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/peer"
 )
@@ -41,6 +42,12 @@ type Config struct {
 	MountDir     string   `toml:"mount_dir"`
 	MountAllow   []string `toml:"mount_allow"`
 	MountAllowRW []string `toml:"mount_allow_rw"`
+	// Legacy bridges to the original Perl diskd (App::Diskd 0.01) on its
+	// own multicast group, on the peer network's interfaces; off unless set.
+	Legacy         bool     `toml:"legacy"`
+	LegacyGroup    string   `toml:"legacy_group"`
+	LegacyPort     int      `toml:"legacy_port"`
+	LegacyInterval Duration `toml:"legacy_interval"`
 	// Network is the peer network ([network] in the file). Both families
 	// off means this node neither announces nor listens.
 	Network peer.Config `toml:"network"`
@@ -73,6 +80,10 @@ func defaultConfig() Config {
 		LogLevel:     "info",
 		IdleTimeout:  Duration{5 * time.Minute},
 		Network:      peer.DefaultConfig(),
+
+		LegacyGroup:    legacy.DefaultGroup,
+		LegacyPort:     legacy.DefaultPort,
+		LegacyInterval: Duration{legacy.DefaultPeerInterval},
 		// Empty rather than nil, so --print-config shows every key.
 		Devices:      []string{},
 		Exclude:      []string{},
@@ -140,6 +151,11 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringArrayVar(&c.MountAllow, "mount-allow", c.MountAllow, "allow mounting (read-only) disks whose label or UUID matches this glob, on request (repeatable)")
 	fs.StringArrayVar(&c.MountAllowRW, "mount-allow-rw", c.MountAllowRW, "allow mounting read-write, when asked with --rw, disks whose label or UUID matches this glob (repeatable)")
 	c.Network.AddFlags(fs)
+	fs.BoolVar(&c.Legacy, "legacy", c.Legacy, "bridge to the original Perl diskd (App::Diskd 0.01): list its peers' disks, announce ours in its format (unauthenticated)")
+	fs.StringVar(&c.LegacyGroup, "legacy-group", c.LegacyGroup, "the original's IPv4 multicast group")
+	fs.IntVar(&c.LegacyPort, "legacy-port", c.LegacyPort, "the original's UDP port (we send from it too, as it does)")
+	fs.DurationVar(&c.LegacyInterval.Duration, "legacy-interval", c.LegacyInterval.Duration, "the original peers' announce period; one silent for 3 is offline")
+	_ = fs.MarkHidden("legacy-interval") // the original's is fixed at 600 s; tests shorten it
 }
 
 // writeConfig prints c as a config file (--print-config).

@@ -19,6 +19,7 @@ import (
 	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/dbusapi"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/logging"
 	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/mountinfo"
@@ -109,6 +110,15 @@ func run(ctx context.Context, cfg Config) error {
 	} else {
 		log.Info("peer network off (--ipv4=false --ipv6=false): this node neither announces nor listens")
 	}
+	if cfg.Legacy {
+		be.legacy, err = legacy.New(legacy.Config{
+			Group: cfg.LegacyGroup, Port: cfg.LegacyPort, Interfaces: cfg.Network.Interfaces,
+			PeerInterval: cfg.LegacyInterval.Duration,
+		}, st, log)
+		if err != nil {
+			return err
+		}
+	}
 	if cfg.DBus != "off" {
 		be.bus = dbusapi.New(dbusapi.Config{Bus: cfg.DBus, Version: version}, st, be, log)
 	} else if os.Geteuid() != 0 {
@@ -168,6 +178,17 @@ func run(ctx context.Context, cfg Config) error {
 				return nil
 			}
 			return be.net.Run(gctx)
+		})
+	}
+	if be.legacy != nil {
+		// Like the peer network: our first legacy announce is complete.
+		g.Go(func() error {
+			select {
+			case <-sc.FirstScanDone():
+			case <-gctx.Done():
+				return nil
+			}
+			return be.legacy.Run(gctx)
 		})
 	}
 	if be.bus != nil {

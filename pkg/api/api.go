@@ -25,6 +25,9 @@ type Status struct {
 	Network   *NetStatus  `json:"network,omitempty"`
 	DBus      string      `json:"dbus"`               // "connected to system bus", "off", or the error
 	Problems  []string    `json:"problems,omitempty"` // one line each: things an admin should fix
+
+	// Legacy is the bridge to the original Perl diskd, when it is on.
+	Legacy *LegacyStatus `json:"legacy,omitempty"`
 }
 
 // ScanStatus reports the local inventory's freshness.
@@ -57,6 +60,16 @@ type NetStatus struct {
 	Groups        []string          `json:"groups"`
 	Interfaces    []string          `json:"interfaces"`
 	Counters      map[string]uint64 `json:"counters"` // sent/received datagrams and bytes, every drop reason
+}
+
+// LegacyStatus reports the bridge to the original Perl diskd. The legacy
+// network is unauthenticated by nature (there is no field to say so).
+type LegacyStatus struct {
+	Group       string            `json:"group"`
+	Interfaces  []string          `json:"interfaces"`
+	Peers       int               `json:"peers"`
+	PeersOnline int               `json:"peers_online"`
+	Counters    map[string]uint64 `json:"counters"` // sent/received, lists applied, every drop reason
 }
 
 // Localhost answers `localhost`.

@@ -62,6 +62,9 @@ func WriteNodes(w io.Writer, ns []disk.Node) {
 		case n.Online:
 			state = "online"
 		}
+		if n.Via != "" {
+			state += " (" + n.Via + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", cell(n.Name), cell(string(n.ID)), state,
 			n.LastSeen.Local().Format(time.DateTime), n.Disks, cell(strings.Join(n.Addresses, ",")))
 	}
@@ -104,8 +107,27 @@ func WriteStatus(w io.Writer, s Status) {
 			fmt.Fprintf(w, "network counters: %s\n", strings.Join(keys, " "))
 		}
 	}
+	if l := s.Legacy; l != nil {
+		fmt.Fprintf(w, "legacy bridge: UNAUTHENTICATED: any host on the network can announce disks as a legacy peer; group %s; interfaces %s; legacy peers %d online of %d\n",
+			l.Group, dash(strings.Join(l.Interfaces, " ")), l.PeersOnline, l.Peers)
+		writeCounters(w, "legacy counters", l.Counters)
+	}
 	for _, p := range s.Problems {
 		fmt.Fprintf(w, "problem: %s\n", Escape(p))
+	}
+}
+
+// writeCounters prints the non-zero counters on one line.
+func writeCounters(w io.Writer, title string, m map[string]uint64) {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v != 0 {
+			keys = append(keys, fmt.Sprintf("%s=%d", k, v))
+		}
+	}
+	slices.Sort(keys)
+	if len(keys) > 0 {
+		fmt.Fprintf(w, "%s: %s\n", title, strings.Join(keys, " "))
 	}
 }
 

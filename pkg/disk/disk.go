@@ -84,6 +84,9 @@ type Node struct {
 	Online    bool      `json:"online"`
 	LastSeen  time.Time `json:"last_seen"`
 	Disks     int       `json:"disks"` // present disks, filled in by the store
+	// Via says how the node is heard when not through the peer protocol:
+	// "legacy" for an original Perl diskd heard by the legacy bridge.
+	Via string `json:"via,omitempty"`
 }
 
 // Filter selects device paths: a device is reported when it matches one of

@@ -210,6 +210,7 @@ func (s *Store) touchLocked(n disk.Node) *nodeEntry {
 	changed := !ok || !e.node.Online || e.node.Name != n.Name ||
 		(n.Addresses != nil && !slices.Equal(e.node.Addresses, n.Addresses))
 	e.node.Name = n.Name
+	e.node.Via = n.Via
 	if n.Addresses != nil {
 		e.node.Addresses = slices.Clone(n.Addresses)
 	}
