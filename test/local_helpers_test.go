@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // Helpers for the local-user tests and figures (issue 10): a socket other

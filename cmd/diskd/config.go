@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/authz"
+	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/peer"
 )
 
@@ -35,6 +37,12 @@ type Config struct {
 	DBus         string   `toml:"dbus"`
 	LogLevel     string   `toml:"log_level"`
 	IdleTimeout  Duration `toml:"session_idle_timeout"`
+	WriteTimeout Duration `toml:"session_write_timeout"`
+	// MaxSessionsPerUser bounds each non-root uid's socket sessions.
+	MaxSessionsPerUser int `toml:"max_sessions_per_user"`
+	// AdminGroup's members may refresh, announce and ping ("" for root
+	// only).
+	AdminGroup string `toml:"admin_group"`
 	// Network is the peer network ([network] in the file). Both families
 	// off means this node neither announces nor listens.
 	Network peer.Config `toml:"network"`
@@ -65,8 +73,12 @@ func defaultConfig() Config {
 		Uevents:      true,
 		Socket:       api.DefaultSocketPath(),
 		LogLevel:     "info",
-		IdleTimeout:  Duration{5 * time.Minute},
-		Network:      peer.DefaultConfig(),
+		IdleTimeout:  Duration{control.DefaultIdleTimeout},
+		WriteTimeout: Duration{control.DefaultWriteTimeout},
+		AdminGroup:   authz.DefaultAdminGroup,
+
+		MaxSessionsPerUser: control.DefaultMaxSessionsPerUser,
+		Network:            peer.DefaultConfig(),
 		// Empty rather than nil, so --print-config shows every key.
 		Devices: []string{},
 		Exclude: []string{},
@@ -127,6 +139,9 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.DBus, "dbus", c.DBus, "D-Bus API on the system or session bus, a bus address, or off")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.IdleTimeout.Duration, "session-idle-timeout", c.IdleTimeout.Duration, "close socket sessions idle this long")
+	fs.DurationVar(&c.WriteTimeout.Duration, "session-write-timeout", c.WriteTimeout.Duration, "close a socket session whose client has not read a reply within this long")
+	fs.IntVar(&c.MaxSessionsPerUser, "max-sessions-per-user", c.MaxSessionsPerUser, "socket sessions one user other than root may hold at once")
+	fs.StringVar(&c.AdminGroup, "admin-group", c.AdminGroup, "members of this group may refresh, announce and ping (\"\" for root only)")
 	c.Network.AddFlags(fs)
 }
 
