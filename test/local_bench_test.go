@@ -1,16 +1,12 @@
 package test
 
 import (
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/diskd/diskd/pkg/disk"
-	"github.com/diskd/diskd/pkg/store"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -58,24 +54,8 @@ func BenchmarkLocalAnnounceFlood(b *testing.B) {
 func BenchmarkLocalSessionFlood(b *testing.B) {
 	testutil.RequiresRoot(b)
 	_, diskctl := testutil.Binaries(b)
-	stateDir := filepath.Join(b.TempDir(), "state")
-	os.MkdirAll(stateDir, 0o755)
-	id, err := store.LoadOrCreateNodeID(stateDir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	st := store.New(store.Options{Local: disk.Node{ID: id, Name: "bench"}, MaxPeers: 100})
-	testutil.FillPeers(st, 2000)
-	db, _, err := store.OpenDB(filepath.Join(stateDir, "state.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Flush(db); err != nil {
-		b.Fatal(err)
-	}
-	db.Close()
 	sock := publicSocket(b)
-	d := testutil.StartDaemon(b, testutil.DaemonOptions{StateDir: stateDir, Socket: sock,
+	d := testutil.StartDaemon(b, testutil.DaemonOptions{StateDir: filledState(b, 2000), Socket: sock,
 		Args: []string{"--devices", "/dev/nonexistent"}})
 	rootList := func() float64 {
 		if err := exec.Command(diskctl, "--socket", sock, "list", "--json").Run(); err != nil {

@@ -12,6 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/store"
+	"github.com/diskd/diskd/pkg/testutil"
 )
 
 // Helpers for the local-user tests and figures (issue 10): a socket other
@@ -186,4 +190,29 @@ func flood(t testing.TB, uid, gid uint32, sock, cmd string, d time.Duration) map
 		kv[k] = v
 	}
 	return kv
+}
+
+// filledState returns a state directory whose table holds n disks of
+// made-up peers, so that a list reply is larger than socket buffers.
+func filledState(t testing.TB, n int) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id, err := store.LoadOrCreateNodeID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(store.Options{Local: disk.Node{ID: id, Name: "local"}, MaxPeers: 100})
+	testutil.FillPeers(st, n)
+	db, _, err := store.OpenDB(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := st.Flush(db); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -199,7 +199,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		u, refusal := s.admit(cr.UID)
 		if refusal != "" {
 			if ok, held := s.lim.Allow("refused session", time.Now()); ok {
-				s.log.Warn("refused a session", "reason", refusal, "uid", cr.UID, "pid", cr.pid, "similar_not_logged", held)
+				args := []any{"reason", refusal, "uid", cr.UID, "pid", cr.pid}
+				if held > 0 {
+					args = append(args, "similar_not_logged", held)
+				}
+				s.log.Warn("refused a session", args...)
 			}
 			c.SetWriteDeadline(time.Now().Add(time.Second))
 			fmt.Fprintf(c, "error: %s\n", refusal)
