@@ -44,9 +44,9 @@ var Commands = []struct{ Name, Args, Help string }{
 	{"peers", "", "the machines running diskd, online or not"},
 	{"localhost", "", "this machine's node name, ID and addresses"},
 	{"status", "", "version, uptime, last scan, network and errors"},
-	{"refresh", "", "rescan local disks now (rate-limited)"},
-	{"announce", "", "send our inventory to the peers now"},
-	{"ping", "", "ask every peer to answer; counts answers within a second (rate-limited)"},
+	{"refresh", "", "rescan local disks now (coalesced; root and the admin group)"},
+	{"announce", "", "send our inventory to the peers soon (paced; root and the admin group)"},
+	{"ping", "", "ask every peer to answer; counts answers within a second (root and the admin group)"},
 	{"watch", "", "stream changes until the client leaves"},
 	{"quit", "", "end the session"},
 }
