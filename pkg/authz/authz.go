@@ -86,6 +86,13 @@ type Policy struct {
 
 	mu    sync.Mutex
 	cache map[uint32]member
+	group groupEntry // AdminGroup's ID, looked up at most once per MemberTTL
+}
+
+type groupEntry struct {
+	gid  string
+	note string // why it is unknown, when it is
+	at   time.Time
 }
 
 type member struct {
@@ -189,6 +196,32 @@ func (p *Policy) whoMay() string {
 	return fmt.Sprintf("%s and the members of group %q", who, p.cfg.AdminGroup)
 }
 
+// adminGID returns the admin group's ID, or a note saying why it is
+// unknown; either is kept for MemberTTL, so a flood of refused requests
+// does not reread /etc/group for each.
+func (p *Policy) adminGID(now time.Time) (gid, note string) {
+	p.mu.Lock()
+	g := p.group
+	p.mu.Unlock()
+	if !g.at.IsZero() && now.Sub(g.at) < MemberTTL {
+		return g.gid, g.note
+	}
+	g = groupEntry{at: now}
+	var err error
+	if g.gid, err = p.cfg.GroupID(p.cfg.AdminGroup); err != nil {
+		var unknown user.UnknownGroupError
+		if errors.As(err, &unknown) {
+			g.note = fmt.Sprintf("group %q does not exist on this machine", p.cfg.AdminGroup)
+		} else {
+			g.note = fmt.Sprintf("cannot read group %q: %v", p.cfg.AdminGroup, err)
+		}
+	}
+	p.mu.Lock()
+	p.group = g
+	p.mu.Unlock()
+	return g.gid, g.note
+}
+
 // isAdmin reports whether c is root, the daemon's user or in the admin
 // group; note says why membership is unknown when it could not be read.
 func (p *Policy) isAdmin(c Caller) (ok bool, note string) {
@@ -198,18 +231,14 @@ func (p *Policy) isAdmin(c Caller) (ok bool, note string) {
 	if p.cfg.AdminGroup == "" {
 		return false, ""
 	}
-	gid, err := p.cfg.GroupID(p.cfg.AdminGroup)
-	if err != nil {
-		var unknown user.UnknownGroupError
-		if errors.As(err, &unknown) {
-			return false, fmt.Sprintf("group %q does not exist on this machine", p.cfg.AdminGroup)
-		}
-		return false, fmt.Sprintf("cannot read group %q: %v", p.cfg.AdminGroup, err)
+	now := p.cfg.Now()
+	gid, note := p.adminGID(now)
+	if note != "" {
+		return false, note
 	}
 	if c.HasGID && strconv.FormatUint(uint64(c.GID), 10) == gid {
 		return true, ""
 	}
-	now := p.cfg.Now()
 	p.mu.Lock()
 	m, hit := p.cache[c.UID]
 	p.mu.Unlock()

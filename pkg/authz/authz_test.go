@@ -80,19 +80,22 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// TestMembershipCache: a lookup per uid per MemberTTL, however often the
-// uid asks; a change of /etc/group shows after at most MemberTTL.
+// TestMembershipCache: a lookup of the group and of the uid's groups per
+// MemberTTL, however often the uid asks; a change of /etc/group shows
+// after at most MemberTTL.
 func TestMembershipCache(t *testing.T) {
 	f := &fakeGroups{members: map[uint32][]string{1001: {"1001"}}}
 	now := time.Unix(1000, 0)
-	p := New(Config{AdminGroup: "diskd", Groups: f.groups, GroupID: groupID, Now: func() time.Time { return now }})
+	groupLookups := 0
+	p := New(Config{AdminGroup: "diskd", Groups: f.groups, Now: func() time.Time { return now },
+		GroupID: func(name string) (string, error) { groupLookups++; return groupID(name) }})
 	for range 1000 {
-		if p.Check(Caller{UID: 1001}, "refresh") == nil {
+		if p.Check(Caller{UID: 1001, GID: 1001, HasGID: true}, "refresh") == nil {
 			t.Fatal("non-member allowed")
 		}
 	}
-	if f.lookups != 1 {
-		t.Errorf("%d group lookups for 1000 requests within the TTL, want 1", f.lookups)
+	if f.lookups != 1 || groupLookups != 1 {
+		t.Errorf("%d membership and %d group lookups for 1000 requests within the TTL, want 1 each", f.lookups, groupLookups)
 	}
 	f.members[1001] = []string{"1001", "990"} // gpasswd -a
 	now = now.Add(MemberTTL)
