@@ -145,6 +145,17 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	c.Network.AddFlags(fs)
 }
 
+// check refuses values outside the bounds the daemon is built for.
+func (c *Config) check() error {
+	if limit := control.DefaultMaxSessions - control.DefaultRootReserve; c.MaxSessionsPerUser < 1 || c.MaxSessionsPerUser > limit {
+		return fmt.Errorf("max_sessions_per_user %d: want 1-%d (the sessions not kept for root)", c.MaxSessionsPerUser, limit)
+	}
+	if w := c.WriteTimeout.Duration; w < 100*time.Millisecond || w > 10*time.Minute {
+		return fmt.Errorf("session_write_timeout %v: want 100ms to 10m", w)
+	}
+	return nil
+}
+
 // writeConfig prints c as a config file (--print-config).
 func writeConfig(w io.Writer, c Config) error {
 	fmt.Fprintln(w, "# diskd effective configuration (defaults, then the config file, then flags)")
