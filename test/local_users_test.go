@@ -27,7 +27,9 @@ func TestLocalUsers(t *testing.T) {
 	sock := publicSocket(t)
 	d := testutil.StartDaemon(t, testutil.DaemonOptions{StateDir: filledState(t, 8000), Socket: sock, Args: []string{
 		"--devices", "/dev/nothing", "--dbus", bus.Address, "--admin-group", admin.Group,
-		"--session-write-timeout", "1s"}})
+		// No uevents: the only full scans are the ones asked for (the
+		// periodic one is 5 min away), so the test can count them.
+		"--uevents=false", "--session-write-timeout", "1s"}})
 	waitBusName(t, bus)
 	// ctlAs runs the real diskctl as user (through runuser, as a person
 	// would), returning its output and exit code.
@@ -47,9 +49,18 @@ func TestLocalUsers(t *testing.T) {
 			contract.ManagerPath, contract.ManagerInterface, method, "a{sv}", "0").CombinedOutput()
 		return string(out), err
 	}
+	status := func() api.Status {
+		t.Helper()
+		var s api.Status
+		if err := json.Unmarshal([]byte(d.MustCtl("status", "--json")), &s); err != nil || s.Network == nil {
+			t.Fatalf("status: %v", err)
+		}
+		return s
+	}
 	whoMay := `is for root and the members of group "` + admin.Group + `" (you are uid 65534)`
 
 	t.Run("nobody reads but may not act", func(t *testing.T) {
+		before := status()
 		if out, code := ctlAs("nobody", "list", "--json"); code != 0 || !strings.Contains(out, "LABEL-7999") {
 			t.Errorf("nobody's list: exit %d %.200s", code, out)
 		}
@@ -64,9 +75,15 @@ func TestLocalUsers(t *testing.T) {
 				t.Errorf("nobody's D-Bus %s: %v %s", m, err, out)
 			}
 		}
+		after := status()
+		if after.Scan.FullScans != before.Scan.FullScans || after.Network.Counters["announces_sent"] != before.Network.Counters["announces_sent"] {
+			t.Errorf("nobody's refused requests ran: full scans %d → %d, announces %d → %d", before.Scan.FullScans, after.Scan.FullScans,
+				before.Network.Counters["announces_sent"], after.Network.Counters["announces_sent"])
+		}
 	})
 
 	t.Run("the admin group acts", func(t *testing.T) {
+		before := status().Scan.FullScans
 		for _, cmd := range []string{"refresh", "announce", "ping"} {
 			if out, code := ctlAs(admin.Name, cmd); code != 0 {
 				t.Errorf("%s (in %s) %s: exit %d %s", admin.Name, admin.Group, cmd, code, out)
@@ -76,6 +93,9 @@ func TestLocalUsers(t *testing.T) {
 			if out, err := busAs(admin.Name, m); err != nil {
 				t.Errorf("%s's D-Bus %s: %v %s", admin.Name, m, err, out)
 			}
+		}
+		if after := status().Scan.FullScans; after == before {
+			t.Errorf("the admin's refreshes ran no full scan (%d before and after)", before)
 		}
 	})
 
@@ -125,13 +145,7 @@ func TestLocalUsers(t *testing.T) {
 	})
 
 	t.Run("requested announces are paced", func(t *testing.T) {
-		sent := func() uint64 {
-			var s api.Status
-			if err := json.Unmarshal([]byte(d.MustCtl("status", "--json")), &s); err != nil || s.Network == nil {
-				t.Fatalf("status: %v", err)
-			}
-			return s.Network.Counters["announces_sent"]
-		}
+		sent := func() uint64 { return status().Network.Counters["announces_sent"] }
 		before := sent()
 		r := flood(t, 0, 0, sock, "announce", 3*time.Second)
 		if r["first-reply"] != "announced" || atof(r["sent"]) < 100 {

@@ -12,6 +12,8 @@
 // groups count), or the caller process's own group when the transport
 // knows it (SO_PEERCRED): a user added to the group may act without
 // logging in again, and one removed loses the right within MemberTTL.
+// diskd is built without cgo, so os/user reads /etc/passwd and /etc/group
+// only: groups from NSS modules (LDAP, sssd) are not seen.
 package authz
 
 import (
