@@ -22,6 +22,9 @@ unitdir        ?= $(PREFIX)/lib/systemd/system
 # dbus-daemon reads bus policies only from /usr/share/dbus-1/system.d and
 # /etc/dbus-1/system.d, so any other prefix puts the policy under /etc.
 dbuspolicydir  ?= $(if $(filter /usr,$(PREFIX)),$(datadir)/dbus-1/system.d,$(sysconfdir)/dbus-1/system.d)
+# systemd-sysusers reads /usr/lib/sysusers.d and /etc/sysusers.d only, as
+# dbus-daemon does its policies.
+sysusersdir    ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/sysusers.d,$(sysconfdir)/sysusers.d)
 dbusservicedir ?= $(datadir)/dbus-1/system-services
 dbusifacedir   ?= $(datadir)/dbus-1/interfaces
 polkitdir      ?= $(datadir)/polkit-1/actions
@@ -55,7 +58,7 @@ DISKD_SRC := .
 .PHONY: install uninstall package
 
 install: build
-	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(unitdir) $(DESTDIR)$(dbuspolicydir) \
+	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(unitdir) $(DESTDIR)$(sysusersdir) $(DESTDIR)$(dbuspolicydir) \
 	  $(DESTDIR)$(dbusservicedir) $(DESTDIR)$(dbusifacedir) $(DESTDIR)$(mandir)/man1 \
 	  $(DESTDIR)$(mandir)/man8 $(DESTDIR)$(bashcompdir) $(DESTDIR)$(zshcompdir) \
 	  $(DESTDIR)$(fishcompdir) $(DESTDIR)$(docdir) $(DESTDIR)$(sysconfdir)/diskd $(DESTDIR)$(polkitdir)
@@ -64,6 +67,7 @@ install: build
 	for f in systemd/diskd.service systemd/diskd.socket; do \
 	  sed 's|/usr/bin/diskd|$(bindir)/diskd|g' $(DISKD_SRC)/$$f > $(DESTDIR)$(unitdir)/$${f#systemd/} || exit 1; \
 	  chmod 0644 $(DESTDIR)$(unitdir)/$${f#systemd/}; done
+	install -m 0644 $(DISKD_SRC)/systemd/diskd.sysusers $(DESTDIR)$(sysusersdir)/diskd.conf
 	sed 's|/usr/bin/diskd|$(bindir)/diskd|g' $(DISKD_SRC)/dbus/org.diskd.Diskd1.service \
 	  > $(DESTDIR)$(dbusservicedir)/org.diskd.Diskd1.service
 	chmod 0644 $(DESTDIR)$(dbusservicedir)/org.diskd.Diskd1.service
@@ -86,6 +90,7 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(bindir)/diskd $(DESTDIR)$(bindir)/diskctl \
 	  $(DESTDIR)$(unitdir)/diskd.service $(DESTDIR)$(unitdir)/diskd.socket \
+	  $(DESTDIR)$(sysusersdir)/diskd.conf \
 	  $(DESTDIR)$(dbuspolicydir)/org.diskd.Diskd1.conf \
 	  $(DESTDIR)$(dbusservicedir)/org.diskd.Diskd1.service \
 	  $(DESTDIR)$(polkitdir)/org.diskd.Diskd1.policy \
@@ -94,7 +99,7 @@ uninstall:
 	  $(DESTDIR)$(bashcompdir)/diskctl $(DESTDIR)$(zshcompdir)/_diskctl \
 	  $(DESTDIR)$(fishcompdir)/diskctl.fish $(DESTDIR)$(docdir)/copyright
 	-rmdir $(DESTDIR)$(docdir)
-	@echo "left $(DESTDIR)$(sysconfdir)/diskd/diskd.conf and /var/lib/diskd in place"
+	@echo "left $(DESTDIR)$(sysconfdir)/diskd/diskd.conf, /var/lib/diskd and the group diskd in place"
 
 package: build
 	rm -rf $(PKG_STAGE)

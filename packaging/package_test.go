@@ -141,6 +141,7 @@ var wantFiles = []string{
 	"/usr/bin/diskctl",
 	"/usr/lib/systemd/system/diskd.service",
 	"/usr/lib/systemd/system/diskd.socket",
+	"/usr/lib/sysusers.d/diskd.conf",
 	"/usr/share/dbus-1/system.d/org.diskd.Diskd1.conf",
 	"/usr/share/dbus-1/system-services/org.diskd.Diskd1.service",
 	"/usr/share/dbus-1/interfaces/org.diskd.Diskd1.xml",
@@ -256,6 +257,36 @@ func TestMaintainerScripts(t *testing.T) {
 	}
 }
 
+// TestSysusersMakesTheAdminGroup: the package's sysusers.d file, applied
+// by the real systemd-sysusers to an empty root, makes the system group
+// diskd (--admin-group's default), and postinst applies it (or groupadd)
+// on every install and upgrade, also where systemd is missing.
+func TestSysusersMakesTheAdminGroup(t *testing.T) {
+	testutil.RequiresTool(t, "systemd-sysusers")
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, ".", "systemd-sysusers", "--root="+root, filepath.Join(repoRoot(t), "systemd", "diskd.sysusers"))
+	group, err := os.ReadFile(filepath.Join(root, "etc", "group"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^diskd:x:[0-9]+:$`).Match(group) {
+		t.Errorf("systemd-sysusers made no group diskd:\n%s", group)
+	}
+	b, err := os.ReadFile("scripts/postinst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	sysusers, groupadd := strings.Index(s, "systemd-sysusers diskd.conf"), strings.Index(s, "groupadd --system diskd")
+	exit := strings.Index(s, "command -v systemctl >/dev/null 2>&1 || exit 0")
+	if sysusers < 0 || groupadd < 0 || exit < 0 || !(sysusers < exit && groupadd < exit) {
+		t.Errorf("postinst must make the group diskd (systemd-sysusers, else groupadd) before it exits for want of systemd")
+	}
+}
+
 // TestInstallDestdir installs into a staging root with a non-/usr prefix:
 // paths follow PREFIX, the units point at the installed binary, the bus
 // policy lands where dbus-daemon reads it, a changed config survives a
@@ -273,6 +304,7 @@ func TestInstallDestdir(t *testing.T) {
 		"/opt/diskd/lib/systemd/system/diskd.service",
 		"/opt/diskd/lib/systemd/system/diskd.socket",
 		"/etc/dbus-1/system.d/org.diskd.Diskd1.conf",
+		"/etc/sysusers.d/diskd.conf",
 		"/opt/diskd/share/dbus-1/system-services/org.diskd.Diskd1.service",
 		"/opt/diskd/share/man/man8/diskd.8.gz",
 		"/opt/diskd/share/man/man1/diskctl.1.gz",

@@ -116,10 +116,10 @@ func TestDBusEndToEnd(t *testing.T) {
 	// Refresh is refused to a non-root caller, with a readable reason.
 	ref, err := exec.Command("runuser", "-u", "nobody", "--", "busctl", "--address="+bus.Address, "call",
 		contract.BusName, contract.ManagerPath, contract.ManagerInterface, "Refresh", "a{sv}", "0").CombinedOutput()
-	if err == nil || !strings.Contains(string(ref), "Refresh is for root only (caller uid 65534)") {
+	if err == nil || !strings.Contains(string(ref), `refresh is for root and the members of group "diskd" (you are uid 65534)`) {
 		t.Errorf("nobody's Refresh: %v %s", err, ref)
 	}
-	if !strings.Contains(d.Log(), "refused a D-Bus call: caller is not root") {
+	if !regexp.MustCompile(`msg="refused an admin action" .*component=authz action=refresh via=D-Bus .*uid=65534`).MatchString(d.Log()) {
 		t.Errorf("the refusal is not logged")
 	}
 	// Root's goes through.

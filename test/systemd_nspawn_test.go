@@ -107,6 +107,21 @@ func TestSystemdTwoHosts(t *testing.T) {
 		}
 	})
 
+	t.Run("the package's admin group", func(t *testing.T) {
+		// postinst made the group from the sysusers.d file; nobody is
+		// refused with the one-line reason, a member added the usual way
+		// may act, through the systemd-passed socket and the sandbox.
+		h1.must(t, "getent", "group", "diskd")
+		out, err := h1.exec("runuser", "-u", "nobody", "--", "diskctl", "refresh")
+		if want := `refresh is for root and the members of group "diskd" (you are uid 65534)`; err == nil || !strings.Contains(out, want) {
+			t.Errorf("nobody's diskctl refresh: %v %s; want %q", err, out, want)
+		}
+		h1.must(t, "useradd", "--system", "--no-create-home", "--groups", "diskd", "sdtadmin")
+		if out, err := h1.exec("runuser", "-u", "sdtadmin", "--", "diskctl", "refresh"); err != nil || !strings.Contains(out, "refreshed") {
+			t.Errorf("a member of diskd: diskctl refresh: %v %s", err, out)
+		}
+	})
+
 	t.Run("sandbox in force", func(t *testing.T) {
 		pid := unitProp(t, h1, "diskd.service", "MainPID")
 		st := h1.must(t, "cat", "/proc/"+pid+"/status")

@@ -15,6 +15,8 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/mounter"
+	"github.com/diskd/diskd/pkg/authz"
+	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/peer"
 )
 
@@ -37,6 +39,12 @@ type Config struct {
 	DBus         string   `toml:"dbus"`
 	LogLevel     string   `toml:"log_level"`
 	IdleTimeout  Duration `toml:"session_idle_timeout"`
+	WriteTimeout Duration `toml:"session_write_timeout"`
+	// MaxSessionsPerUser bounds each non-root uid's socket sessions.
+	MaxSessionsPerUser int `toml:"max_sessions_per_user"`
+	// AdminGroup's members may refresh, announce and ping ("" for root
+	// only).
+	AdminGroup string `toml:"admin_group"`
 	// Mounting on request (diskctl mount): nothing is mountable unless a
 	// rule allows it.
 	MountDir     string   `toml:"mount_dir"`
@@ -78,8 +86,12 @@ func defaultConfig() Config {
 		Uevents:      true,
 		Socket:       api.DefaultSocketPath(),
 		LogLevel:     "info",
-		IdleTimeout:  Duration{5 * time.Minute},
-		Network:      peer.DefaultConfig(),
+		IdleTimeout:  Duration{control.DefaultIdleTimeout},
+		WriteTimeout: Duration{control.DefaultWriteTimeout},
+		AdminGroup:   authz.DefaultAdminGroup,
+
+		MaxSessionsPerUser: control.DefaultMaxSessionsPerUser,
+		Network:            peer.DefaultConfig(),
 
 		LegacyGroup:    legacy.DefaultGroup,
 		LegacyPort:     legacy.DefaultPort,
@@ -147,6 +159,9 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.DBus, "dbus", c.DBus, "D-Bus API on the system or session bus, a bus address, or off")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.IdleTimeout.Duration, "session-idle-timeout", c.IdleTimeout.Duration, "close socket sessions idle this long")
+	fs.DurationVar(&c.WriteTimeout.Duration, "session-write-timeout", c.WriteTimeout.Duration, "close a socket session whose client has not read a reply within this long")
+	fs.IntVar(&c.MaxSessionsPerUser, "max-sessions-per-user", c.MaxSessionsPerUser, "socket sessions one user other than root may hold at once")
+	fs.StringVar(&c.AdminGroup, "admin-group", c.AdminGroup, "members of this group may refresh, announce and ping (\"\" for root only)")
 	fs.StringVar(&c.MountDir, "mount-dir", c.MountDir, "directory that diskctl mount puts mount points in")
 	fs.StringArrayVar(&c.MountAllow, "mount-allow", c.MountAllow, "allow mounting (read-only) disks whose label or UUID matches this glob, on request (repeatable)")
 	fs.StringArrayVar(&c.MountAllowRW, "mount-allow-rw", c.MountAllowRW, "allow mounting read-write, when asked with --rw, disks whose label or UUID matches this glob (repeatable)")
@@ -156,6 +171,17 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.IntVar(&c.LegacyPort, "legacy-port", c.LegacyPort, "the original's UDP port (we send from it too, as it does)")
 	fs.DurationVar(&c.LegacyInterval.Duration, "legacy-interval", c.LegacyInterval.Duration, "the original peers' announce period; one silent for 3 is offline")
 	_ = fs.MarkHidden("legacy-interval") // the original's is fixed at 600 s; tests shorten it
+}
+
+// check refuses values outside the bounds the daemon is built for.
+func (c *Config) check() error {
+	if limit := control.DefaultMaxSessions - control.DefaultRootReserve; c.MaxSessionsPerUser < 1 || c.MaxSessionsPerUser > limit {
+		return fmt.Errorf("max_sessions_per_user %d: want 1-%d (the sessions not kept for root)", c.MaxSessionsPerUser, limit)
+	}
+	if w := c.WriteTimeout.Duration; w < 100*time.Millisecond || w > 10*time.Minute {
+		return fmt.Errorf("session_write_timeout %v: want 100ms to 10m", w)
+	}
+	return nil
 }
 
 // writeConfig prints c as a config file (--print-config).

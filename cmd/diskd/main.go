@@ -23,6 +23,9 @@ func main() {
 }
 
 func realMain(args []string) int {
+	if len(args) > 0 && args[0] == "keygen" {
+		return keygen(args[1:], os.Stdout, os.Stderr)
+	}
 	cfg, err := parseArgs(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
@@ -77,7 +80,7 @@ func parseArgs(args []string) (c cliConfig, err error) {
 	fs := pflag.NewFlagSet("diskd", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: diskd [flags]\n\nKeeps this machine's disks in a table shared with its peers; see diskd(8).\n\nFlags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(os.Stderr, "Usage: diskd [flags]\n       diskd keygen [--force] [--id N] PATH\n\nKeeps this machine's disks in a table shared with its peers; see diskd(8).\n\nFlags:\n%s", fs.FlagUsages())
 	}
 	fs.String("config", DefaultConfigFile, "config file (TOML); flags override it")
 	addFlags(fs, &c.Config)
@@ -89,7 +92,7 @@ func parseArgs(args []string) (c cliConfig, err error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q (diskd takes only flags)", fs.Arg(0))
 	}
-	return c, nil
+	return c, c.check()
 }
 
 type discard struct{}

@@ -15,6 +15,7 @@ import (
 	"github.com/coreos/go-systemd/v22/util"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/blkid"
 	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/dbusapi"
@@ -110,6 +111,8 @@ func run(ctx context.Context, cfg Config) error {
 	} else {
 		log.Info("peer network off (--ipv4=false --ipv6=false): this node neither announces nor listens")
 	}
+	// One policy for the socket and the bus.
+	policy := authz.New(authz.Config{AdminGroup: cfg.AdminGroup, Logger: log})
 	if cfg.Legacy {
 		be.legacy, err = legacy.New(legacy.Config{
 			Group: cfg.LegacyGroup, Port: cfg.LegacyPort, Interfaces: cfg.Network.Interfaces,
@@ -120,15 +123,16 @@ func run(ctx context.Context, cfg Config) error {
 		}
 	}
 	if cfg.DBus != "off" {
-		be.bus = dbusapi.New(dbusapi.Config{Bus: cfg.DBus, Version: version}, st, be, log)
+		be.bus = dbusapi.New(dbusapi.Config{Bus: cfg.DBus, Version: version, Policy: policy}, st, be, log)
 	} else if os.Geteuid() != 0 {
 		log.Info("D-Bus API off (default when not root; --dbus=session to use the session bus)")
 	}
 	srv := control.New(control.Config{
 		Listener: ln, Store: st, Backend: be, Version: version,
-		IdleTimeout: cfg.IdleTimeout.Duration,
-		Ready:       sc.FirstScanDone(),
-		Logger:      log.With("component", "control"),
+		IdleTimeout: cfg.IdleTimeout.Duration, WriteTimeout: cfg.WriteTimeout.Duration,
+		MaxSessionsPerUser: cfg.MaxSessionsPerUser, Policy: policy,
+		Ready:  sc.FirstScanDone(),
+		Logger: log.With("component", "control"),
 	})
 
 	// Components stop when ctx ends; the state file is written after they

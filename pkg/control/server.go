@@ -2,7 +2,17 @@
 // taking the one systemd passed), running one session per connection, and
 // speaking the line protocol of package api to people (socat) and programs
 // (diskctl's JSON form). It holds no state of its own: reads go to the
-// store, actions to a Backend.
+// store, actions to a Backend, and who may act is package authz's
+// decision.
+//
+// Every bound a local user could push against is here: sessions per uid
+// (MaxSessionsPerUser) and in all (MaxSessions, of which RootReserve only
+// root may use, so root always has room), replies being written at once
+// per uid (repliesPerUser, so a user's stuck clients hold at most that
+// many copies of a reply), a write deadline on every reply (WriteTimeout:
+// a client that stops reading is disconnected and its memory freed), an
+// idle timeout, and a line length. A session's own buffers are fixed
+// (api.MaxLineBytes to read, 4 KiB to write).
 package control
 
 import (
@@ -24,7 +34,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/logging"
 	"github.com/diskd/diskd/pkg/store"
 )
 
@@ -44,15 +56,40 @@ type Backend interface {
 // network is off.
 var ErrNoNetwork = errors.New("the peer network is off on this node")
 
+// Defaults of the session bounds (see Config).
+const (
+	DefaultIdleTimeout        = 5 * time.Minute
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultMaxSessions        = 1024
+	DefaultRootReserve        = 64
+	DefaultMaxSessionsPerUser = 64
+)
+
+// repliesPerUser is how many replies one uid (root aside) may have being
+// built and written at once; its other sessions wait for a turn. A reply
+// holds a copy of what it answers (the whole table for list), so this,
+// not the session count, bounds what a user's stuck clients can pin.
+const repliesPerUser = 2
+
 // Config configures a Server.
 type Config struct {
 	Listener    net.Listener
 	Store       *store.Store
 	Backend     Backend
 	Version     string
-	IdleTimeout time.Duration // 0 means 5 minutes
-	MaxSessions int           // 0 means 1024
-	Logger      *slog.Logger
+	IdleTimeout time.Duration // 0 means DefaultIdleTimeout
+	// WriteTimeout bounds the writing of each reply (and of each watch
+	// event): a client that has not taken it by then is disconnected.
+	// 0 means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// MaxSessions bounds sessions in all, RootReserve of them kept for
+	// root (and the daemon's own user); MaxSessionsPerUser bounds each
+	// other uid. 0 means the defaults above.
+	MaxSessions, RootReserve, MaxSessionsPerUser int
+	// Policy decides who may act (refresh, announce, ping); nil means
+	// root and the daemon's own user only.
+	Policy *authz.Policy
+	Logger *slog.Logger
 	// Ready, when set, holds sessions until it is closed: the daemon closes
 	// it after the first scan, so no client ever sees an empty inventory
 	// that is merely not read yet.
@@ -61,28 +98,54 @@ type Config struct {
 
 // Server runs sessions on a listener.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	lim  logging.Limiter
+	self uint32
+
+	mu    sync.Mutex
+	total int
+	users map[uint32]*userSessions
+}
+
+// userSessions is one uid's share of the server.
+type userSessions struct {
+	n       int
+	replies chan struct{} // turns to write a reply; nil for root
 }
 
 // New returns a Server; Serve runs it.
 func New(cfg Config) *Server {
 	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = 5 * time.Minute
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.MaxSessions <= 0 {
-		cfg.MaxSessions = 1024
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.RootReserve <= 0 {
+		cfg.RootReserve = DefaultRootReserve
+	}
+	cfg.RootReserve = min(cfg.RootReserve, cfg.MaxSessions-1)
+	if cfg.MaxSessionsPerUser <= 0 {
+		cfg.MaxSessionsPerUser = DefaultMaxSessionsPerUser
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger}
+	if cfg.Policy == nil {
+		cfg.Policy = authz.New(authz.Config{Logger: cfg.Logger})
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, self: uint32(os.Geteuid()), users: make(map[uint32]*userSessions)}
 }
 
 // Listen binds a Unix socket at path, creating its directory. A stale
 // socket file (nothing accepting on it) is replaced; a live one is an
 // error, so two daemons never share a path. The socket is open to every
-// local user: reads are public and actions are rate-limited.
+// local user: reads are public, actions are authz's decision, and every
+// user's sessions are bounded.
 func Listen(path string) (net.Listener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -125,7 +188,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-ctx.Done()
 		s.cfg.Listener.Close()
 	}()
-	sem := make(chan struct{}, s.cfg.MaxSessions)
 	for {
 		c, err := s.cfg.Listener.Accept()
 		if err != nil {
@@ -137,60 +199,115 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			fmt.Fprintf(c, "error: too many sessions (%d); try again later\n", s.cfg.MaxSessions)
+		cr := creds(c)
+		u, refusal := s.admit(cr.UID)
+		if refusal != "" {
+			if ok, held := s.lim.Allow("refused session", time.Now()); ok {
+				args := []any{"reason", refusal, "uid", cr.UID, "pid", cr.pid}
+				if held > 0 {
+					args = append(args, "similar_not_logged", held)
+				}
+				s.log.Warn("refused a session", args...)
+			}
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			fmt.Fprintf(c, "error: %s\n", refusal)
 			c.Close()
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			s.session(ctx, c)
+			defer s.leave(cr.UID)
+			s.session(ctx, c, cr, u)
 		}()
 	}
 }
 
-// peerCred returns the client's credentials (SO_PEERCRED), nil if unknown.
-func peerCred(c net.Conn) *unix.Ucred {
+// privileged: root, and the daemon's own user (an unprivileged `make
+// run`), are not bound per user and have the reserve.
+func (s *Server) privileged(uid uint32) bool { return uid == 0 || uid == s.self }
+
+// admit counts a new session of uid, or says in one line why not.
+func (s *Server) admit(uid uint32) (*userSessions, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	priv := s.privileged(uid)
+	if s.total >= s.cfg.MaxSessions {
+		return nil, fmt.Sprintf("too many sessions (%d); try again later", s.cfg.MaxSessions)
+	}
+	if limit := s.cfg.MaxSessions - s.cfg.RootReserve; !priv && s.total >= limit {
+		return nil, fmt.Sprintf("too many sessions (%d; the other %d are kept for root); try again later", limit, s.cfg.RootReserve)
+	}
+	u := s.users[uid]
+	if u == nil {
+		u = &userSessions{}
+		if !priv {
+			u.replies = make(chan struct{}, repliesPerUser)
+		}
+		s.users[uid] = u
+	}
+	if !priv && u.n >= s.cfg.MaxSessionsPerUser {
+		return nil, fmt.Sprintf("too many sessions for uid %d (%d at once); close some and try again", uid, s.cfg.MaxSessionsPerUser)
+	}
+	u.n++
+	s.total++
+	return u, ""
+}
+
+func (s *Server) leave(uid uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if u := s.users[uid]; u != nil {
+		if u.n--; u.n == 0 {
+			delete(s.users, uid)
+		}
+	}
+}
+
+// noUID stands for a client whose credentials cannot be read: it is
+// nobody's uid, so it is never privileged.
+const noUID = ^uint32(0)
+
+// peerCreds is the client as the kernel vouches for it (SO_PEERCRED).
+type peerCreds struct {
+	authz.Caller
+	pid int32
+}
+
+func creds(c net.Conn) peerCreds {
+	unknown := peerCreds{Caller: authz.Caller{UID: noUID, Via: "socket", Who: "unknown process"}}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		return nil
+		return unknown
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return nil
+		return unknown
 	}
 	var cred *unix.Ucred
 	raw.Control(func(fd uintptr) {
 		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	})
-	if err != nil {
-		return nil
+	if err != nil || cred == nil {
+		return unknown
 	}
-	return cred
-}
-
-// peer describes the client for the log.
-func peer(cred *unix.Ucred) slog.Attr {
-	if cred == nil {
-		return slog.String("peer", "?")
-	}
-	return slog.Group("peer", "pid", cred.Pid, "uid", cred.Uid, "gid", cred.Gid)
+	return peerCreds{pid: cred.Pid, Caller: authz.Caller{UID: cred.Uid, GID: cred.Gid, HasGID: true,
+		Via: "socket", Who: fmt.Sprintf("pid %d", cred.Pid)}}
 }
 
 type session struct {
-	s    *Server
-	c    net.Conn
-	cred *unix.Ucred // nil if unknown: then nothing administrative is allowed
-	r    *bufio.Reader
-	w    *bufio.Writer
-	log  *slog.Logger
+	s      *Server
+	c      net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	log    *slog.Logger
+	caller authz.Caller
+	u      *userSessions
+	turn   bool // holds one of u.replies
 }
 
-func (s *Server) session(ctx context.Context, c net.Conn) {
+func (s *Server) session(ctx context.Context, c net.Conn, cr peerCreds, u *userSessions) {
 	defer c.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -199,9 +316,8 @@ func (s *Server) session(ctx context.Context, c net.Conn) {
 		<-ctx.Done()
 		c.SetDeadline(time.Now())
 	}()
-	cred := peerCred(c)
-	ss := &session{s: s, c: c, cred: cred, r: bufio.NewReaderSize(c, api.MaxLineBytes+2), w: bufio.NewWriter(c),
-		log: s.log.With(peer(cred))}
+	ss := &session{s: s, c: c, r: bufio.NewReaderSize(c, api.MaxLineBytes+2), w: bufio.NewWriter(c),
+		log: s.log.With(slog.Group("peer", "pid", cr.pid, "uid", cr.UID, "gid", cr.GID)), caller: cr.Caller, u: u}
 	ss.log.Debug("session start")
 	if s.cfg.Ready != nil {
 		select {
@@ -211,14 +327,18 @@ func (s *Server) session(ctx context.Context, c net.Conn) {
 		}
 	}
 	local := s.cfg.Store.LocalNode()
+	ss.startReply()
 	fmt.Fprintf(ss.w, "%s%s on %s; type \"help\" for commands\n", api.GreetingPrefix, s.cfg.Version, local.Name)
-	ss.w.Flush()
+	if !ss.flush() {
+		return
+	}
 	for {
 		c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		line, err := ss.readLine()
 		if err != nil {
+			ss.startReply()
 			if errors.Is(err, errLineTooLong) {
-				ss.log.Warn("closing session: request line too long", "limit", api.MaxLineBytes)
+				ss.logLimited("long line", "closing session: request line too long", "limit", api.MaxLineBytes)
 				fmt.Fprintf(ss.w, "error: line longer than %d bytes; closing\n", api.MaxLineBytes)
 				ss.w.Flush()
 			} else if ne, ok := err.(net.Error); ok && ne.Timeout() && ctx.Err() == nil {
@@ -228,12 +348,67 @@ func (s *Server) session(ctx context.Context, c net.Conn) {
 			return
 		}
 		c.SetReadDeadline(time.Time{})
-		if !ss.handle(ctx, line) {
+		if !ss.takeTurn(ctx) {
 			return
 		}
-		if err := ss.w.Flush(); err != nil {
+		more := ss.handle(ctx, line)
+		ok := ss.flush()
+		ss.endTurn()
+		if !more || !ok {
 			return
 		}
+	}
+}
+
+// takeTurn waits until this uid may have one more reply in the making.
+func (ss *session) takeTurn(ctx context.Context) bool {
+	if ss.u.replies == nil {
+		return true
+	}
+	select {
+	case ss.u.replies <- struct{}{}:
+		ss.turn = true
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// endTurn gives the turn back (watch does so once it has answered).
+func (ss *session) endTurn() {
+	if ss.turn {
+		ss.turn = false
+		<-ss.u.replies
+	}
+}
+
+// startReply starts the reply's write deadline: from here the client has
+// WriteTimeout to take all of it.
+func (ss *session) startReply() {
+	ss.c.SetWriteDeadline(time.Now().Add(ss.s.cfg.WriteTimeout))
+}
+
+// flush sends what is buffered; a client that does not take it within the
+// deadline is disconnected (the caller returns, which frees the session).
+func (ss *session) flush() bool {
+	err := ss.w.Flush()
+	if err == nil {
+		return true
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		ss.logLimited("slow reader", "closing session: the client did not read its reply", "write_timeout", ss.s.cfg.WriteTimeout)
+	}
+	return false
+}
+
+// logLimited logs a line a client can cause, at most once per kind every
+// 10 s.
+func (ss *session) logLimited(kind, msg string, args ...any) {
+	if ok, held := ss.s.lim.Allow(kind, time.Now()); ok {
+		if held > 0 {
+			args = append(args, "similar_not_logged", held)
+		}
+		ss.log.Warn(msg, args...)
 	}
 }
 
@@ -260,6 +435,7 @@ func (ss *session) handle(ctx context.Context, line string) bool {
 		dec := json.NewDecoder(strings.NewReader(line))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
+			ss.startReply()
 			ss.reply(nil, fmt.Errorf("bad request: %v", err))
 			return true
 		}
@@ -299,6 +475,9 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 		err    error
 		text   func(io.Writer)
 	)
+	if err := ss.s.cfg.Policy.Check(ss.caller, req.Cmd); err != nil {
+		return ss.answer(nil, err, nil, asJSON)
+	}
 	switch req.Cmd {
 	case "help":
 		result = api.Commands
@@ -333,7 +512,6 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 		result = s
 		text = func(w io.Writer) { api.WriteStatus(w, s) }
 	case "refresh":
-		ss.log.Info("refresh requested")
 		err = be.Refresh(ctx)
 		result = struct{}{}
 		text = func(w io.Writer) { fmt.Fprintln(w, "refreshed") }
@@ -342,7 +520,6 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 		result = struct{}{}
 		text = func(w io.Writer) { fmt.Fprintln(w, "announced") }
 	case "ping":
-		ss.log.Info("ping requested")
 		n, perr := be.Ping(ctx)
 		err = perr
 		result = api.PingResult{Answered: n}
@@ -352,28 +529,29 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 			err = fmt.Errorf("usage: %s", usage(req.Cmd))
 			break
 		}
-		if err = ss.admin(req.Cmd); err != nil {
-			break
-		}
 		var r api.MountResult
 		if req.Cmd == "mount" {
-			r, err = be.Mount(ctx, req.Arg, req.RW, ss.cred.Uid)
+			r, err = be.Mount(ctx, req.Arg, req.RW, ss.caller.UID)
 			text = func(w io.Writer) { api.WriteMounted(w, r) }
 		} else {
-			r, err = be.Unmount(ctx, req.Arg, req.Force, ss.cred.Uid)
+			r, err = be.Unmount(ctx, req.Arg, req.Force, ss.caller.UID)
 			text = func(w io.Writer) { api.WriteUnmounted(w, r) }
 		}
 		result = r
 	case "watch":
+		ss.startReply()
 		if asJSON {
 			ss.reply(struct{}{}, nil)
 		} else {
 			fmt.Fprintln(ss.w, "watching; close the connection to stop")
 		}
-		ss.w.Flush()
-		ss.watch(ctx, asJSON)
+		if ss.flush() {
+			ss.endTurn() // a watch lasts; it holds no reply in the making
+			ss.watch(ctx, asJSON)
+		}
 		return false
 	case "quit", "exit":
+		ss.startReply()
 		if asJSON {
 			ss.reply(struct{}{}, nil)
 		} else {
@@ -383,6 +561,13 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 	default:
 		err = fmt.Errorf("unknown command %q; try \"help\"", clip(req.Cmd, 40))
 	}
+	return ss.answer(result, err, text, asJSON)
+}
+
+// answer writes a request's reply: JSON, or the text form (an error line)
+// and the closing blank line.
+func (ss *session) answer(result any, err error, text func(io.Writer), asJSON bool) bool {
+	ss.startReply()
 	if asJSON {
 		ss.reply(result, err)
 		return true
@@ -446,7 +631,9 @@ func (ss *session) replyDisks(ds []disk.Disk) {
 			buf = append(buf, ',')
 		}
 		buf = disk.AppendJSON(buf, &ds[i])
-		ss.w.Write(buf)
+		if _, err := ss.w.Write(buf); err != nil {
+			return // past the deadline: the session ends
+		}
 	}
 	ss.w.WriteString("]}\n")
 }
@@ -488,7 +675,7 @@ func (ss *session) watch(ctx context.Context, asJSON bool) {
 }
 
 func (ss *session) writeEvent(ev api.WatchEvent, asJSON bool) bool {
-	ss.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	ss.startReply()
 	if asJSON {
 		b, _ := json.Marshal(ev)
 		ss.w.Write(b)
@@ -498,16 +685,7 @@ func (ss *session) writeEvent(ev api.WatchEvent, asJSON bool) bool {
 	} else {
 		api.WriteEvent(ss.w, ev)
 	}
-	return ss.w.Flush() == nil
-}
-
-// admin allows an administrative command: root only.
-func (ss *session) admin(cmd string) error {
-	if ss.cred == nil || ss.cred.Uid != 0 {
-		ss.log.Warn("refused", "cmd", cmd)
-		return fmt.Errorf("%s is for root", cmd)
-	}
-	return nil
+	return ss.flush()
 }
 
 func usage(cmd string) string {

@@ -58,12 +58,23 @@ func serve(t *testing.T, idle time.Duration) (path string, st *store.Store) {
 	st = store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}})
 	st.SetLocal([]disk.Disk{{Name: "loop0", Device: "/dev/loop0", Label: "My Disk", UUID: "U0", Size: 1 << 30}})
 	st.ApplyPeer(disk.Node{ID: peerID, Name: "there"}, []disk.Disk{{Name: "sdb1", Device: "/dev/sdb1", Label: "BACKUP"}})
-	path = filepath.Join(t.TempDir(), "d.sock")
+	_, path = serveWith(t, st, Config{IdleTimeout: idle})
+	return path, st
+}
+
+// serveWith serves st with cfg (listener, backend and version filled in).
+func serveWith(t *testing.T, st *store.Store, cfg Config) (*Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "d.sock")
 	l, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Config{Listener: l, Store: st, Backend: &fakeBackend{}, Version: "test", IdleTimeout: idle})
+	cfg.Listener, cfg.Store, cfg.Version = l, st, "test"
+	if cfg.Backend == nil {
+		cfg.Backend = &fakeBackend{}
+	}
+	srv := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- srv.Serve(ctx) }()
@@ -73,7 +84,7 @@ func serve(t *testing.T, idle time.Duration) (path string, st *store.Store) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return path, st
+	return srv, path
 }
 
 func dial(t *testing.T, path string) *ctlclient.Client {

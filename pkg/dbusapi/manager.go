@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	contract "github.com/diskd/diskd/dbus"
+	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/disk"
 )
 
@@ -288,25 +288,31 @@ func (srv *server) getStatus(c *call) ([]any, error) {
 	return []any{s}, nil
 }
 
-// authorize lets the call through when the caller's uid, which the bus
-// vouches for, is an admin's. Every decision is logged.
+// authorize asks the policy (authz, shared with the socket) whether the
+// caller, whose uid the bus vouches for, may call the method; the policy
+// logs its decisions.
 func (srv *server) authorize(c *call, what string) error {
+	caller, err := srv.caller(c, what)
+	if err != nil {
+		return err
+	}
+	if err := srv.svc.cfg.Policy.Check(caller, strings.ToLower(what)); err != nil {
+		return errorf(contract.ErrorNotAuthorized, "%v", err)
+	}
+	return nil
+}
+
+// caller is the sender as the bus vouches for it (its uid).
+func (srv *server) caller(c *call, what string) (authz.Caller, error) {
 	ctx, cancel := context.WithTimeout(srv.conn.Context(), 5*time.Second)
 	defer cancel()
 	var uid uint32
 	err := srv.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixUser", 0, c.sender).Store(&uid)
-	log := srv.svc.log
 	if err != nil {
-		log.Warn("refused a D-Bus call: cannot learn the caller's uid", "method", what, "sender", c.sender, "err", err)
-		return errorf(contract.ErrorNotAuthorized, "%s: cannot verify the caller (%v)", what, err)
+		srv.svc.log.Warn("refused a D-Bus call: cannot learn the caller's uid", "method", what, "sender", c.sender, "err", err)
+		return authz.Caller{}, errorf(contract.ErrorNotAuthorized, "%s: cannot verify the caller (%v)", what, err)
 	}
-	if !srv.svc.isAdmin(uid) {
-		log.Warn("refused a D-Bus call: caller is not root", "method", what, "sender", c.sender, "uid", uid)
-		return errorf(contract.ErrorNotAuthorized, "%s is for root only (caller uid %d)", what, uid)
-	}
-	log.LogAttrs(ctx, slog.LevelInfo, "allowed a D-Bus call", slog.String("method", what),
-		slog.String("sender", c.sender), slog.Uint64("uid", uint64(uid)))
-	return nil
+	return authz.Caller{UID: uid, Via: "D-Bus", Who: "sender " + c.sender}, nil
 }
 
 func clip(s string, n int) string {

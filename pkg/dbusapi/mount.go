@@ -3,7 +3,6 @@ package dbusapi
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -106,33 +105,29 @@ func boolOption(opts map[string]dbus.Variant, key string) (bool, error) {
 // ask the user to authenticate). Without polkit on the bus, only admins.
 // It returns the caller's uid; every decision is logged.
 func (srv *server) authorizeAction(c *call, what, action string, interactive bool) (uint32, error) {
-	ctx, cancel := context.WithTimeout(srv.conn.Context(), 5*time.Second)
-	defer cancel()
-	log := srv.svc.log
-	var uid uint32
-	if err := srv.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixUser", 0, c.sender).Store(&uid); err != nil {
-		log.Warn("refused a D-Bus call: cannot learn the caller's uid", "method", what, "sender", c.sender, "err", err)
-		return 0, errorf(contract.ErrorNotAuthorized, "%s: cannot verify the caller (%v)", what, err)
+	caller, err := srv.caller(c, what)
+	if err != nil {
+		return 0, err
 	}
-	if srv.svc.isAdmin(uid) {
-		log.LogAttrs(ctx, slog.LevelInfo, "allowed a D-Bus call", slog.String("method", what),
-			slog.String("sender", c.sender), slog.Uint64("uid", uint64(uid)))
-		return uid, nil
+	refusal := srv.svc.cfg.Policy.Check(caller, strings.ToLower(what))
+	if refusal == nil {
+		return caller.UID, nil
 	}
 	// polkit may show a password dialog: give the user time.
-	pctx, pcancel := context.WithTimeout(srv.conn.Context(), 2*time.Minute)
-	defer pcancel()
-	ok, err := polkitCheck(pctx, srv.conn, c.sender, action, interactive)
+	ctx, cancel := context.WithTimeout(srv.conn.Context(), 2*time.Minute)
+	defer cancel()
+	ok, err := polkitCheck(ctx, srv.conn, c.sender, action, interactive)
+	log := srv.svc.log
 	switch {
 	case err != nil:
-		log.Warn("refused a D-Bus call: not an admin, and polkit cannot decide", "method", what, "uid", uid, "err", err)
-		return 0, errorf(contract.ErrorNotAuthorized, "%s is for root and the admin group (polkit: %v)", what, err)
+		log.Warn("refused a D-Bus call: not an admin, and polkit cannot decide", "method", what, "uid", caller.UID, "err", err)
+		return 0, errorf(contract.ErrorNotAuthorized, "%v (polkit: %v)", refusal, err)
 	case !ok:
-		log.Warn("refused a D-Bus call: polkit says no", "method", what, "uid", uid, "action", action)
+		log.Warn("refused a D-Bus call: polkit says no", "method", what, "uid", caller.UID, "action", action)
 		return 0, errorf(contract.ErrorNotAuthorized, "%s: not authorized (polkit action %s)", what, action)
 	}
-	log.Info("allowed a D-Bus call by polkit", "method", what, "uid", uid, "action", action)
-	return uid, nil
+	log.Info("allowed a D-Bus call by polkit", "method", what, "uid", caller.UID, "action", action)
+	return caller.UID, nil
 }
 
 // polkitCheck asks polkit whether the bus client sender may do action.

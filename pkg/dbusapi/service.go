@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -31,6 +30,7 @@ import (
 
 	contract "github.com/diskd/diskd/dbus"
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/store"
 )
@@ -60,9 +60,9 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// CallTimeout bounds Refresh and Ping. 0 means 60 s.
 	CallTimeout time.Duration
-	// AdminUIDs may call Refresh and Ping. nil means root and the
-	// daemon's own user.
-	AdminUIDs []uint32
+	// Policy decides who may call Refresh and Ping (the socket's policy
+	// too); nil means root and the daemon's own user only.
+	Policy *authz.Policy
 }
 
 // Service is the D-Bus adapter. Run it once.
@@ -102,11 +102,11 @@ func New(cfg Config, st *store.Store, be Backend, logger *slog.Logger) *Service 
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 60 * time.Second
 	}
-	if cfg.AdminUIDs == nil {
-		cfg.AdminUIDs = []uint32{0, uint32(os.Geteuid())}
-	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = authz.New(authz.Config{Logger: logger})
 	}
 	ifs, err := contract.Interfaces()
 	if err != nil {
@@ -425,6 +425,3 @@ func (s *Service) statusJSON() (string, error) {
 	b, err := json.Marshal(s.be.Status())
 	return string(b), err
 }
-
-// isAdmin reports whether uid may call Refresh and Ping.
-func (s *Service) isAdmin(uid uint32) bool { return slices.Contains(s.cfg.AdminUIDs, uid) }

@@ -103,6 +103,7 @@ type loop struct {
 	invGen       uint64
 	lastAnnounce time.Time
 	announcedGen uint64
+	requested    bool // an announce was asked for (Announce), paced as a change
 	pace         pacer
 	answer       *pendingAnswer
 	answersAll   bucket
@@ -316,9 +317,9 @@ func (l *loop) runDue(now time.Time) {
 		l.fireAnswer(now)
 	}
 	if l.pace.due(now) {
-		// Unless an answer or a request carried the change already.
-		if gen, _ := l.current(); gen != l.announcedGen {
-			l.announce(now, "change")
+		// Unless an answer carried the change already.
+		if gen, _ := l.current(); gen != l.announcedGen || l.requested {
+			l.announce(now, "change or request")
 		}
 	}
 	if !l.wantDue.IsZero() && !now.Before(l.wantDue) {
@@ -800,6 +801,7 @@ func (l *loop) announce(now time.Time, why string) {
 	l.send(dgs)
 	l.lastAnnounce = now
 	l.announcedGen = gen
+	l.requested = false
 	l.s.ctr.inc(announcesSent)
 	l.s.log.Debug("announced", "why", why, "generation", gen, "disks", inv.Len(), "datagrams", len(dgs))
 }

@@ -296,14 +296,16 @@ func (s *Service) do(ctx context.Context, fn func(*loop)) error {
 	}
 }
 
-// Announce sends our inventory now (the control socket's `announce`). It
-// does not wait for the send.
+// Announce sends our inventory soon (the control socket's `announce`):
+// through the same pacing as announces of local changes, so requests in a
+// loop cost the network no more than a disk changing in a loop. It does
+// not wait for the send.
 func (s *Service) Announce() {
 	if !s.running.Load() {
 		return
 	}
 	select {
-	case s.reqs <- func(l *loop) { l.announce(time.Now(), "request") }:
+	case s.reqs <- func(l *loop) { l.requested = true; l.localChanged(time.Now()) }:
 	default: // a request is already queued; it will announce the latest inventory
 	}
 }

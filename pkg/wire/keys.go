@@ -3,13 +3,16 @@ package wire
 import (
 	"bufio"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // MinSecret is the shortest secret a key file may hold, in bytes.
@@ -71,6 +74,22 @@ func ParseKeys(r io.Reader) (*Keyring, error) {
 		return nil, errors.New("no key")
 	}
 	return kr, nil
+}
+
+// NewKeyFile returns the text of a new key file: a comment and one key
+// with the given ID and a secret of 32 random bytes in hex, which ParseKeys
+// reads back (`diskd keygen` writes it).
+func NewKeyFile(id uint8, now time.Time) ([]byte, error) {
+	if id == 0 {
+		return nil, errors.New("key ID 0: want 1-255")
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("random secret: %w", err)
+	}
+	return fmt.Appendf(nil, "# diskd network key, made %s by diskd keygen. Keep it secret, mode 0600;\n"+
+		"# the same file goes on every peer (key_file). Format: \"ID SECRET\" lines.\n%d %s\n",
+		now.UTC().Format(time.RFC3339), id, hex.EncodeToString(secret)), nil
 }
 
 // LoadKeyFile reads a key file (see ParseKeys). It refuses a file that
