@@ -14,6 +14,10 @@ import (
 )
 
 // The objects diskd publishes, as the object manager remembers them.
+// withLive returns the object as published with the fields behind the
+// properties the contract marks EmitsChangedSignal="false" (which change
+// without a signal) taken from live, the store's current object at the
+// same path: that is what the bus is served.
 type (
 	blockObj   struct{ d disk.Disk }
 	machineObj struct{ n disk.Node }
@@ -30,6 +34,22 @@ func (o machineObj) ifaces() contract.Ifaces {
 func (o managerObj) ifaces() contract.Ifaces {
 	return contract.Ifaces{contract.ManagerInterface: contract.ManagerProperties(o.version, &o.local)}
 }
+
+func (o blockObj) withLive(live object) object {
+	if l, ok := live.(blockObj); ok {
+		o.d.LastSeen = l.d.LastSeen
+	}
+	return o
+}
+
+func (o machineObj) withLive(live object) object {
+	if l, ok := live.(machineObj); ok {
+		o.n.LastSeen = l.n.LastSeen
+	}
+	return o
+}
+
+func (o managerObj) withLive(object) object { return o }
 
 // server answers method calls on one bus connection. It is godbus's
 // Handler: godbus's own export machinery wants one registration per object
@@ -74,7 +94,9 @@ func classify(p dbus.ObjectPath) pathKind {
 }
 
 // current returns the object at p as the store has it now, falling back to
-// what was last published (the store may have just forgotten it).
+// what was last published (the store may have just forgotten it). The bus
+// is served what was published (see served); current only supplies the
+// properties that are not signalled.
 func (srv *server) current(p dbus.ObjectPath) (object, bool) {
 	st := srv.svc.store
 	switch classify(p) {
@@ -151,7 +173,7 @@ func (o serverObject) interfaces() map[string]methodTable {
 		return out
 	case kindRoot:
 		out[contract.ObjectManagerInterface] = methodTable{
-			"GetManagedObjects": {name: "GetManagedObjects", in: "", out: "a{oa{sa{sv}}}", fn: srv.getManagedObjects},
+			"GetManagedObjects": {name: "GetManagedObjects", in: "", out: "a{oa{sa{sv}}}", fn: srv.getManagedObjects, ordered: srv.om},
 		}
 		return out
 	case kindManager, kindMachine, kindBlock:
@@ -162,8 +184,8 @@ func (o serverObject) interfaces() map[string]methodTable {
 			}
 		}
 		out[contract.PropertiesInterface] = methodTable{
-			"Get":    {name: "Get", in: "ss", out: "v", fn: srv.propGet},
-			"GetAll": {name: "GetAll", in: "s", out: "a{sv}", fn: srv.propGetAll},
+			"Get":    {name: "Get", in: "ss", out: "v", fn: srv.propGet, ordered: srv.om},
+			"GetAll": {name: "GetAll", in: "s", out: "a{sv}", fn: srv.propGetAll, ordered: srv.om},
 			"Set":    {name: "Set", in: "ssv", out: "", fn: srv.propSet},
 		}
 		for name := range obj.ifaces() {
@@ -231,6 +253,10 @@ type method struct {
 	in, out string
 	fn      func(c *call) ([]any, error)
 	fail    *dbus.Error
+	// ordered, for the methods that read published state: the call holds
+	// off publishing from reading the state until its reply is written,
+	// which it writes itself (see objectManager).
+	ordered *objectManager
 }
 
 // call is one incoming method call.
@@ -238,10 +264,12 @@ type call struct {
 	sender string
 	path   dbus.ObjectPath
 	args   []any
+	conn   *dbus.Conn
+	msg    *dbus.Message
 }
 
 // DecodeArguments implements dbus.ArgumentDecoder.
-func (m *method) DecodeArguments(_ *dbus.Conn, sender string, msg *dbus.Message, args []any) ([]any, error) {
+func (m *method) DecodeArguments(conn *dbus.Conn, sender string, msg *dbus.Message, args []any) ([]any, error) {
 	if m.fail != nil {
 		return nil, m.fail
 	}
@@ -255,7 +283,7 @@ func (m *method) DecodeArguments(_ *dbus.Conn, sender string, msg *dbus.Message,
 		return nil, errorf(contract.ErrorStdInvalidArgs, "%s takes (%s), not (%s)", m.name, m.in, sig)
 	}
 	p, _ := msg.Headers[dbus.FieldPath].Value().(dbus.ObjectPath)
-	return []any{&call{sender: sender, path: p, args: args}}, nil
+	return []any{&call{sender: sender, path: p, args: args, conn: conn, msg: msg}}, nil
 }
 
 // Call implements dbus.Method. godbus runs it on a goroutine of its own,
@@ -264,6 +292,9 @@ func (m *method) Call(args ...any) (out []any, err error) {
 	c, ok := args[0].(*call)
 	if !ok || m.fn == nil {
 		return nil, errorf(contract.ErrorFailed, "internal error: bad call to %s", m.name)
+	}
+	if m.ordered != nil {
+		defer m.ordered.reading()()
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -279,7 +310,35 @@ func (m *method) Call(args ...any) (out []any, err error) {
 	if got := dbus.SignatureOf(out...).String(); got != m.out {
 		return nil, errorf(contract.ErrorFailed, "internal error: %s replied (%s), the contract says (%s)", m.name, got, m.out)
 	}
+	if m.ordered != nil {
+		c.reply(out)
+		return nil, nil
+	}
 	return out, nil
+}
+
+// reply writes the method's reply now, rather than leave it to godbus,
+// which writes it after Call returns: too late for an ordered method,
+// whose reply must be on the bus before the next signal. godbus is told
+// not to answer again through the call's flags, which it reads after Call
+// (godbus v5 export.go handleCall).
+func (c *call) reply(out []any) {
+	if c.conn == nil || c.msg == nil || c.msg.Flags&dbus.FlagNoReplyExpected != 0 {
+		return
+	}
+	c.msg.Flags |= dbus.FlagNoReplyExpected
+	msg := &dbus.Message{Type: dbus.TypeMethodReply, Headers: map[dbus.HeaderField]dbus.Variant{
+		dbus.FieldReplySerial: dbus.MakeVariant(c.msg.Serial()),
+	}, Body: out}
+	if sender, ok := c.msg.Headers[dbus.FieldSender]; ok {
+		msg.Headers[dbus.FieldDestination] = sender
+	}
+	if len(out) > 0 {
+		msg.Headers[dbus.FieldSignature] = dbus.MakeVariant(dbus.SignatureOf(out...))
+	}
+	// Send writes before returning; errors (a closed connection) are the
+	// caller's loss, as with godbus's own replies.
+	c.conn.Send(msg, nil)
 }
 
 func (m *method) NumArguments() int     { return 1 }
@@ -329,22 +388,41 @@ func (srv *server) propSet(c *call) ([]any, error) {
 }
 
 func (srv *server) propsOf(p dbus.ObjectPath, iface string) (contract.Props, error) {
-	obj, ok := srv.current(p)
+	ifs, ok := srv.served(p)
 	if !ok {
 		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
 	}
-	props, ok := obj.ifaces()[iface]
+	props, ok := ifs[iface]
 	if !ok {
 		return nil, errorf(contract.ErrorUnknownInterface, "%s has no properties on %s", p, iface)
 	}
 	return props, nil
 }
 
+// served returns the interfaces and properties the bus is served for the
+// object at p: what was last signalled (see objectManager), except the
+// properties that are not signalled, which are read live.
+func (srv *server) served(p dbus.ObjectPath) (contract.Ifaces, bool) {
+	obj, ok := srv.om.get(p)
+	if !ok {
+		return nil, false
+	}
+	if live, ok := srv.current(p); ok {
+		obj = obj.withLive(live)
+	}
+	return obj.ifaces(), true
+}
+
 // ObjectManager.
 
 func (srv *server) getManagedObjects(*call) ([]any, error) {
-	out := make(map[dbus.ObjectPath]contract.Ifaces)
-	for p, o := range srv.svc.snapshot() {
+	objs := srv.om.all()
+	live := srv.svc.snapshot()
+	out := make(map[dbus.ObjectPath]contract.Ifaces, len(objs))
+	for p, o := range objs {
+		if l, ok := live[p]; ok {
+			o = o.withLive(l)
+		}
 		out[p] = o.ifaces()
 	}
 	return []any{out}, nil

@@ -76,10 +76,12 @@ type Service struct {
 	state string
 	class string // the kind of state, so each condition is logged once
 
-	// For tests: the subscription's buffer, and a hook run before each
-	// batch is applied (to hold the adapter back and make it fall behind).
+	// For tests: the subscription's buffer, a hook run before each batch
+	// is applied (to hold the adapter back and make it fall behind), and
+	// more options for the bus connection.
 	subBuffer   int
 	beforeApply func()
+	connOptions []dbus.ConnOption
 }
 
 // New returns a Service. It panics if the embedded contract does not parse
@@ -204,7 +206,7 @@ func (s *Service) session(parent context.Context) error {
 	// A bus that accepts but never answers must not hang us: the
 	// handshake gets 10 s, after which the connection is closed.
 	hung := time.AfterFunc(10*time.Second, cancel)
-	conn, err := dbus.Connect(addr, dbus.WithHandler(srv), dbus.WithContext(ctx))
+	conn, err := dbus.Connect(addr, append([]dbus.ConnOption{dbus.WithHandler(srv), dbus.WithContext(ctx)}, s.connOptions...)...)
 	hung.Stop()
 	if err != nil {
 		return &problem{"nobus", fmt.Sprintf("no %s (%v); retrying in the background", s.busLabel(), err)}
