@@ -10,6 +10,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	contract "github.com/diskd/diskd/dbus"
+	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/disk"
 )
 
@@ -203,7 +204,7 @@ func (o serverObject) interfaces() map[string]methodTable {
 func (o serverObject) LookupInterface(name string) (dbus.Interface, bool) {
 	ifs := o.interfaces()
 	if ifs == nil {
-		return failing{errorf(contract.ErrorUnknownObject, "no object at %s", o.path)}, true
+		return failing{errorf(contract.ErrorUnknownObject, "no object at %s", api.Clip(string(o.path)))}, true
 	}
 	if name == "" {
 		// A call without an interface: the spec lets us pick any method of
@@ -220,7 +221,7 @@ func (o serverObject) LookupInterface(name string) (dbus.Interface, bool) {
 	}
 	t, ok := ifs[name]
 	if !ok {
-		return failing{errorf(contract.ErrorUnknownInterface, "%s does not implement %s", o.path, name)}, true
+		return failing{errorf(contract.ErrorUnknownInterface, "%s does not implement %s", api.Clip(string(o.path)), name)}, true
 	}
 	return t, true
 }
@@ -362,7 +363,7 @@ func (srv *server) propGet(c *call) ([]any, error) {
 	}
 	v, ok := props[prop]
 	if !ok {
-		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", iface, prop)
+		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", api.Quote(iface), api.Quote(prop))
 	}
 	return []any{v}, nil
 }
@@ -382,19 +383,19 @@ func (srv *server) propSet(c *call) ([]any, error) {
 		return nil, err
 	}
 	if _, ok := props[prop]; !ok {
-		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", iface, prop)
+		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", api.Quote(iface), api.Quote(prop))
 	}
-	return nil, errorf(contract.ErrorPropertyReadOnly, "%s.%s is read-only", iface, prop)
+	return nil, errorf(contract.ErrorPropertyReadOnly, "%s.%s is read-only", iface, prop) // both known
 }
 
 func (srv *server) propsOf(p dbus.ObjectPath, iface string) (contract.Props, error) {
 	ifs, ok := srv.served(p)
 	if !ok {
-		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
+		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", api.Clip(string(p)))
 	}
 	props, ok := ifs[iface]
 	if !ok {
-		return nil, errorf(contract.ErrorUnknownInterface, "%s has no properties on %s", p, iface)
+		return nil, errorf(contract.ErrorUnknownInterface, "%s has no properties on %s", api.Clip(string(p)), api.Quote(iface))
 	}
 	return props, nil
 }
@@ -513,7 +514,7 @@ func (srv *server) introspect(c *call) ([]any, error) {
 	case kindManager, kindMachine, kindBlock:
 		obj, ok := srv.current(p)
 		if !ok {
-			return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
+			return nil, errorf(contract.ErrorUnknownObject, "no object at %s", api.Clip(string(p)))
 		}
 		b.WriteString(propertiesXML)
 		for _, name := range slices.Sorted(maps.Keys(obj.ifaces())) {
@@ -522,7 +523,7 @@ func (srv *server) introspect(c *call) ([]any, error) {
 			b.WriteString("\n")
 		}
 	default:
-		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
+		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", api.Clip(string(p)))
 	}
 	for _, ch := range children {
 		fmt.Fprintf(&b, "  <node name=\"%s\"/>\n", ch)
