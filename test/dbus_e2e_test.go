@@ -124,6 +124,13 @@ func TestDBusEndToEnd(t *testing.T) {
 	}
 	// Root's goes through.
 	busctl(t, bus, "call", contract.BusName, contract.ManagerPath, contract.ManagerInterface, "Refresh", "a{sv}", "0")
+	// The bus serves the state it has signalled, a batch (10 ms) behind the
+	// store: let it catch up with what the scan changed.
+	testutil.Eventually(t, 10*time.Second, "the bus to agree with the socket", func() bool {
+		so, _, _ := d.Ctl("list", "--json")
+		bo, _, _ := d.Ctl("--bus", "--bus-address", bus.Address, "list", "--json")
+		return so == bo
+	})
 
 	// diskctl --bus prints exactly what diskctl prints over the socket: the
 	// same output, errors and exit codes, byte for byte (the store keeps
