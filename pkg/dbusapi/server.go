@@ -512,12 +512,12 @@ func (srv *server) introspect(c *call) ([]any, error) {
 		b.WriteString(objectManagerXML)
 		children = []string{"Manager", "block_devices", "machines"}
 	case kindManager, kindMachine, kindBlock:
-		obj, ok := srv.current(p)
+		ifs, ok := srv.served(p)
 		if !ok {
 			return nil, errorf(contract.ErrorUnknownObject, "no object at %s", api.Clip(string(p)))
 		}
 		b.WriteString(propertiesXML)
-		for _, name := range slices.Sorted(maps.Keys(obj.ifaces())) {
+		for _, name := range slices.Sorted(maps.Keys(ifs)) {
 			b.WriteString("  ")
 			b.WriteString(srv.svc.ifaceXML[name])
 			b.WriteString("\n")
