@@ -258,21 +258,19 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			return nil
 		case r := <-results:
 			busy = false
-			if r.job.full {
-				s.finishFull(r)
-				if r.err == nil {
-					baseline = true
-				}
-			} else {
-				s.finishProbes(r)
+			if r.job.full && r.err == nil {
+				baseline = true
 			}
 			if stale := merge(devices, r, newer); len(stale) > 0 {
 				s.log.Debug("kept newer events over a scan's result", "devices", stale, "full", r.job.full)
 			}
 			publish()
-			if r.job.full {
-				// Answered after publishing, so a refreshed client reads
-				// the scan's result.
+			// Status and waiters learn of the scan once its result is
+			// published, so a refreshed client reads it.
+			if !r.job.full {
+				s.finishProbes(r)
+			} else {
+				s.finishFull(r)
 				for _, w := range waiters {
 					w <- r.err
 				}
