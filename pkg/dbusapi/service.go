@@ -5,10 +5,13 @@
 // they change. The contract (interfaces, paths, property encodings) is
 // package github.com/diskd/diskd/dbus and its XML.
 //
-// The adapter is one more reader and subscriber of the store and holds no
-// state of its own: property reads and method calls go to the store (and
-// to a Backend for the actions), and the only thing remembered is what the
-// bus was last told about each object, to compute the next signals. It
+// The adapter is one more reader and subscriber of the store. What it
+// remembers is what the bus was last told about each object: the next
+// signals are computed from it, and GetManagedObjects, Get and GetAll
+// answer from it (but for LastSeen, which changes without a signal and is
+// read live), so a client never reads a state that no signal will carry
+// forward. The Manager's queries and actions go to the store and to a
+// Backend. It
 // connects to the bus, reconnects with backoff when the bus goes away, and
 // waits in the queue when another process owns the name; each of these
 // conditions is logged once and reported by State, and the daemon's other
