@@ -114,7 +114,7 @@ func TestGioClientsDuringAttachBurst(t *testing.T) {
 			}
 		}
 		dump = g.Dump()
-		if len(dump.Before.Diff(dump.After, quiet)) > 0 {
+		if !dump.Settled(quiet) {
 			return false
 		}
 		for i := range n {
@@ -125,14 +125,7 @@ func TestGioClientsDuringAttachBurst(t *testing.T) {
 		}
 		return true
 	})
-	if len(dump.Clients) != 20 {
-		t.Fatalf("%d clients, want 20", len(dump.Clients))
-	}
-	for i, c := range dump.Clients {
-		if diff := c.Diff(dump.After, quiet); len(diff) > 0 {
-			t.Errorf("Gio client %d differs from GetManagedObjects:\n%s", i, strings.Join(diff, "\n"))
-		}
-	}
+	dump.Check(t, 20, quiet)
 	st := status(t, d).Scan
 	t.Logf("the daemon saw %d uevents, ran %d probes and %d full scans", st.Uevents, st.DeviceProbes, st.FullScans)
 }

@@ -486,7 +486,7 @@ func TestGioClientsDuringFlips(t *testing.T) {
 	var dump testutil.GioDump
 	waitFor(t, "a dump taken while the daemon is quiet, in the final state", func() bool {
 		dump = g.Dump()
-		if len(dump.Before.Diff(dump.After, quiet)) > 0 {
+		if !dump.Settled(quiet) {
 			return false
 		}
 		for i := range names {
@@ -498,12 +498,5 @@ func TestGioClientsDuringFlips(t *testing.T) {
 		}
 		return true
 	})
-	if len(dump.Clients) != 20 {
-		t.Fatalf("%d clients, want 20", len(dump.Clients))
-	}
-	for i, c := range dump.Clients {
-		if d := c.Diff(dump.After, quiet); len(d) > 0 {
-			t.Errorf("client %d differs from GetManagedObjects:\n%s", i, strings.Join(d, "\n"))
-		}
-	}
+	dump.Check(t, 20, quiet)
 }

@@ -197,3 +197,23 @@ func (s GioState) Diff(other GioState, ignore func(iface, prop string) bool) []s
 	sort.Strings(out)
 	return out
 }
+
+// Settled reports whether the daemon's state, but for what ignore names,
+// stayed the same while the dump was taken (Before equals After).
+func (d GioDump) Settled(ignore func(iface, prop string) bool) bool {
+	return len(d.Before.Diff(d.After, ignore)) == 0
+}
+
+// Check fails t unless the dump holds n clients and each holds what the
+// fresh GetManagedObjects (After) returned, but for what ignore names.
+func (d GioDump) Check(t testing.TB, n int, ignore func(iface, prop string) bool) {
+	t.Helper()
+	if len(d.Clients) != n {
+		t.Fatalf("%d Gio clients, want %d", len(d.Clients), n)
+	}
+	for i, c := range d.Clients {
+		if diff := c.Diff(d.After, ignore); len(diff) > 0 {
+			t.Errorf("Gio client %d differs from GetManagedObjects:\n%s", i, strings.Join(diff, "\n"))
+		}
+	}
+}
