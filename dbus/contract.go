@@ -115,6 +115,26 @@ func ParseInterfaces(doc string) ([]Interface, error) {
 	return out, nil
 }
 
+// EmitsChangedSignal returns the org.freedesktop.DBus.Property.EmitsChangedSignal
+// annotation of the property named prop: "true" (the default when there is
+// none: PropertiesChanged carries every change), "invalidates", "const"
+// (it never changes) or "false" (it changes without a signal; read it with
+// Get). It returns "" when the interface has no such property.
+func (in Interface) EmitsChangedSignal(prop string) string {
+	for _, p := range in.Properties {
+		if p.Name != prop {
+			continue
+		}
+		for _, a := range p.Annotations {
+			if a.Name == "org.freedesktop.DBus.Property.EmitsChangedSignal" {
+				return a.Value
+			}
+		}
+		return "true"
+	}
+	return ""
+}
+
 // Signatures returns the concatenated types of m's arguments in direction
 // dir ("in" or "out"). An argument without direction is "in", as the
 // introspection format says for methods.

@@ -93,6 +93,13 @@ func TestContractDocumented(t *testing.T) {
 			if _, err := godbus.ParseSignature(p.Type); err != nil {
 				t.Errorf("%s.%s: type %q: %v", in.Name, p.Name, p.Type, err)
 			}
+			// pkg/dbusapi's TestServedIsWhatWasSignalled holds the daemon
+			// to these.
+			switch e := in.EmitsChangedSignal(p.Name); e {
+			case "true", "const", "false":
+			default:
+				t.Errorf("%s.%s: EmitsChangedSignal %q; the daemon signals every change with its value (true), or none (const, false)", in.Name, p.Name, e)
+			}
 		}
 		for _, m := range in.Methods {
 			for _, dir := range []string{"in", "out"} {

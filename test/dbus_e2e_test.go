@@ -18,16 +18,6 @@ import (
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
-// freeLoop names the loop device losetup would use next.
-func freeLoop(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("losetup", "-f").Output()
-	if err != nil {
-		t.Fatalf("losetup -f: %v", err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // TestDBusEndToEnd drives the real diskd on a private system-like bus with
 // the tools people use, and diskctl --bus against diskctl on the socket.
 func TestDBusEndToEnd(t *testing.T) {
@@ -36,7 +26,7 @@ func TestDBusEndToEnd(t *testing.T) {
 	bus := startPolicyBus(t)
 	loop1 := testutil.AttachLoop(t, testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSE2E1"))
 	img2 := testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSE2E2")
-	loop2 := freeLoop(t) // where img2 will be attached, so --devices can allow it now
+	loop2 := newLoopDev(t) // where img2 will be attached, so --devices can allow it now
 
 	d := testutil.StartDaemon(t, testutil.DaemonOptions{Args: []string{
 		"--dbus", bus.Address, "--devices", loop1, "--devices", loop2}})
@@ -124,6 +114,13 @@ func TestDBusEndToEnd(t *testing.T) {
 	}
 	// Root's goes through.
 	busctl(t, bus, "call", contract.BusName, contract.ManagerPath, contract.ManagerInterface, "Refresh", "a{sv}", "0")
+	// The bus serves the state it has signalled, a batch (10 ms) behind the
+	// store: let it catch up with what the scan changed.
+	testutil.Eventually(t, 10*time.Second, "the bus to agree with the socket", func() bool {
+		so, _, _ := d.Ctl("list", "--json")
+		bo, _, _ := d.Ctl("--bus", "--bus-address", bus.Address, "list", "--json")
+		return so == bo
+	})
 
 	// diskctl --bus prints exactly what diskctl prints over the socket: the
 	// same output, errors and exit codes, byte for byte (the store keeps

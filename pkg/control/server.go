@@ -436,7 +436,7 @@ func (ss *session) handle(ctx context.Context, line string) bool {
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
 			ss.startReply()
-			ss.reply(nil, fmt.Errorf("bad request: %v", err))
+			ss.reply(nil, fmt.Errorf("bad request: %s", api.Clip(err.Error())))
 			return true
 		}
 		return ss.run(ctx, req, true)
@@ -559,7 +559,7 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 		}
 		return false
 	default:
-		err = fmt.Errorf("unknown command %q; try \"help\"", clip(req.Cmd, 40))
+		err = fmt.Errorf("unknown command %s; try \"help\"", api.Quote(req.Cmd))
 	}
 	return ss.answer(result, err, text, asJSON)
 }
@@ -593,7 +593,7 @@ func listDisks(st *store.Store, host string) ([]disk.Disk, error) {
 		}
 	}
 	if id == "" {
-		return nil, fmt.Errorf("no host named %q", clip(host, 80))
+		return nil, fmt.Errorf("no host named %s", api.Quote(host))
 	}
 	return st.Disks(func(d *disk.Disk) bool { return d.Node == id }), nil
 }
@@ -695,11 +695,4 @@ func usage(cmd string) string {
 		}
 	}
 	return cmd
-}
-
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }

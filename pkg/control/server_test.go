@@ -119,6 +119,9 @@ func text(t *testing.T, path string, lines ...string) []string {
 				break
 			}
 			b.WriteString(s)
+			if strings.HasPrefix(l, "{") {
+				break // a JSON reply is one line
+			}
 		}
 		replies = append(replies, b.String())
 	}

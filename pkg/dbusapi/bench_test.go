@@ -53,7 +53,8 @@ func BenchmarkGetManagedObjects10k(b *testing.B) {
 	// diskd's own share: reading the store and building the reply value,
 	// before godbus encodes it.
 	b.Run("build", func(b *testing.B) {
-		srv := &server{svc: e.svc}
+		srv := &server{svc: e.svc, om: newObjectManager(contract.RootPath, nil)}
+		srv.om.load(e.svc.snapshot())
 		for b.Loop() {
 			if _, err := srv.getManagedObjects(nil); err != nil {
 				b.Fatal(err)
@@ -63,7 +64,8 @@ func BenchmarkGetManagedObjects10k(b *testing.B) {
 	// godbus's share on the daemon side: encoding the reply (done twice
 	// per send: once to count file descriptors, once to write).
 	b.Run("encode", func(b *testing.B) {
-		srv := &server{svc: e.svc}
+		srv := &server{svc: e.svc, om: newObjectManager(contract.RootPath, nil)}
+		srv.om.load(e.svc.snapshot())
 		body, _ := srv.getManagedObjects(nil)
 		msg := &dbus.Message{Type: dbus.TypeMethodReply, Headers: map[dbus.HeaderField]dbus.Variant{
 			dbus.FieldReplySerial: dbus.MakeVariant(uint32(1)),

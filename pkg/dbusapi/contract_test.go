@@ -21,14 +21,7 @@ func TestExportMatchesContract(t *testing.T) {
 	e := startEnv(t, Config{})
 	e.fixture()
 	c := e.client()
-	ifs, err := contract.Interfaces()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]contract.Interface{}
-	for _, in := range ifs {
-		want[in.Name] = in
-	}
+	want := contractInterfaces(t)
 	loop3 := contract.BlockPath(disk.Key{Node: localID, Name: "loop3"})
 	e.waitPublished(string(loop3))
 

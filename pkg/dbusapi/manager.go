@@ -12,6 +12,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	contract "github.com/diskd/diskd/dbus"
+	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/disk"
 )
@@ -79,17 +80,15 @@ func (f filter) keep(d *disk.Disk) bool {
 	return (f.node == "" || d.Node == f.node) && (f.present == nil || d.Present == *f.present)
 }
 
-// parseOptions checks an options dictionary: only the allowed keys, each
-// with its type.
+// parseOptions reads the allowed keys of an options dictionary, each with
+// its type. Other keys are ignored, as UDisks2 ignores them: GNOME passes
+// auth.no_user_interaction to every call.
 func (srv *server) parseOptions(opts map[string]dbus.Variant, allowed ...string) (filter, error) {
 	var f filter
-	for _, k := range slices.Sorted(maps.Keys(opts)) {
-		v := opts[k]
-		if !slices.Contains(allowed, k) {
-			if len(allowed) == 0 {
-				return f, errorf(contract.ErrorInvalidArgs, "unknown option %q: this method takes none", k)
-			}
-			return f, errorf(contract.ErrorInvalidArgs, "unknown option %q (known: %s)", k, strings.Join(allowed, ", "))
+	for _, k := range allowed {
+		v, ok := opts[k]
+		if !ok {
+			continue
 		}
 		switch k {
 		case "present":
@@ -122,14 +121,14 @@ func (srv *server) machineOption(v dbus.Variant) (disk.NodeID, error) {
 				return id, nil
 			}
 		}
-		return "", errorf(contract.ErrorNotFound, "no machine at %s", x)
+		return "", errorf(contract.ErrorNotFound, "no machine at %s", api.Clip(string(x)))
 	case string:
 		for _, n := range st.Nodes() {
 			if n.Name == x || string(n.ID) == x {
 				return n.ID, nil
 			}
 		}
-		return "", errorf(contract.ErrorNotFound, "no host named %q", clip(x, 80))
+		return "", errorf(contract.ErrorNotFound, "no host named %s", api.Quote(x))
 	}
 	return "", errorf(contract.ErrorInvalidArgs, "option machine must be an object path (o) or a node ID or name (s), not %s", v.Signature())
 }
@@ -193,7 +192,7 @@ func (srv *server) resolveDevice(c *call) ([]any, error) {
 	want := map[string]string{}
 	for _, k := range slices.Sorted(maps.Keys(spec)) {
 		if !slices.Contains(keys, k) {
-			return nil, errorf(contract.ErrorInvalidArgs, "unknown devspec key %q (known: %s)", k, strings.Join(keys, ", "))
+			return nil, errorf(contract.ErrorInvalidArgs, "unknown devspec key %s (known: %s)", api.Quote(k), strings.Join(keys, ", "))
 		}
 		s, ok := spec[k].Value().(string)
 		if !ok {
@@ -240,7 +239,7 @@ func (srv *server) where(c *call) ([]any, error) {
 	}
 	ds := srv.svc.store.Where(q)
 	if len(ds) == 0 {
-		return nil, errorf(contract.ErrorNotFound, "%s: not known on this network", clip(q, 80))
+		return nil, errorf(contract.ErrorNotFound, "%s: not known on this network", api.Quote(q))
 	}
 	d := ds[0]
 	return []any{contract.MachinePath(d.Node), contract.BlockPath(d.Key()), d.Present, contract.Usec(d.LastSeen)}, nil
@@ -313,11 +312,4 @@ func (srv *server) caller(c *call, what string) (authz.Caller, error) {
 		return authz.Caller{}, errorf(contract.ErrorNotAuthorized, "%s: cannot verify the caller (%v)", what, err)
 	}
 	return authz.Caller{UID: uid, Via: "D-Bus", Who: "sender " + c.sender}, nil
-}
-
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }

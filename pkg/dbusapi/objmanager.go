@@ -16,6 +16,7 @@ import (
 // interfaces and property values it has.
 type object interface {
 	ifaces() contract.Ifaces
+	withLive(live object) object
 }
 
 // emitFunc sends a signal; (*dbus.Conn).Emit in the daemon, a recorder in
@@ -35,10 +36,22 @@ type emitFunc func(path dbus.ObjectPath, name string, args ...any) error
 //   - one PropertiesChanged(s, a{sv}, as) on the object per interface whose
 //     properties changed, holding all of that interface's changes.
 //
+// What it remembers is also what the bus is served (GetManagedObjects,
+// Get, GetAll): the state as of the last signal, so a client that reads
+// between two changes reads a state that the signals it then receives
+// carry forward, never one that no signal will correct (a disk seen gone
+// and back within one batch is never served as gone). A change is
+// published under pub, held from updating the state to emitting its
+// signals; a reader holds pub for reading from reading the state until
+// its reply is written (see method.ordered), so a reply never reaches the
+// bus after a signal newer than what it holds.
+//
 // Only one goroutine publishes; lookups may run concurrently.
 type objectManager struct {
 	root dbus.ObjectPath
 	emit emitFunc
+
+	pub sync.RWMutex // see above; taken before mu
 
 	mu      sync.RWMutex
 	objects map[dbus.ObjectPath]object
@@ -87,6 +100,8 @@ func (m *objectManager) sync(objs map[dbus.ObjectPath]object) error {
 
 // set publishes obj's new state at path and emits the difference.
 func (m *objectManager) set(path dbus.ObjectPath, obj object) error {
+	m.pub.Lock()
+	defer m.pub.Unlock()
 	m.mu.Lock()
 	old, existed := m.objects[path]
 	m.objects[path] = obj
@@ -133,6 +148,8 @@ func (m *objectManager) set(path dbus.ObjectPath, obj object) error {
 
 // remove forgets the object at path and says so.
 func (m *objectManager) remove(path dbus.ObjectPath) error {
+	m.pub.Lock()
+	defer m.pub.Unlock()
 	m.mu.Lock()
 	old, ok := m.objects[path]
 	delete(m.objects, path)
@@ -150,6 +167,19 @@ func (m *objectManager) get(path dbus.ObjectPath) (object, bool) {
 	defer m.mu.RUnlock()
 	o, ok := m.objects[path]
 	return o, ok
+}
+
+// all returns every published object.
+func (m *objectManager) all() map[dbus.ObjectPath]object {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return maps.Clone(m.objects)
+}
+
+// reading holds off publishing until the returned function is called.
+func (m *objectManager) reading() (done func()) {
+	m.pub.RLock()
+	return m.pub.RUnlock
 }
 
 // children returns the names of the path elements directly below parent

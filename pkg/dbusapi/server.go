@@ -10,10 +10,15 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	contract "github.com/diskd/diskd/dbus"
+	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/disk"
 )
 
 // The objects diskd publishes, as the object manager remembers them.
+// withLive returns the object as published with the fields behind the
+// properties the contract marks EmitsChangedSignal="false" (which change
+// without a signal) taken from live, the store's current object at the
+// same path: that is what the bus is served.
 type (
 	blockObj   struct{ d disk.Disk }
 	machineObj struct{ n disk.Node }
@@ -30,6 +35,22 @@ func (o machineObj) ifaces() contract.Ifaces {
 func (o managerObj) ifaces() contract.Ifaces {
 	return contract.Ifaces{contract.ManagerInterface: contract.ManagerProperties(o.version, &o.local)}
 }
+
+func (o blockObj) withLive(live object) object {
+	if l, ok := live.(blockObj); ok {
+		o.d.LastSeen = l.d.LastSeen
+	}
+	return o
+}
+
+func (o machineObj) withLive(live object) object {
+	if l, ok := live.(machineObj); ok {
+		o.n.LastSeen = l.n.LastSeen
+	}
+	return o
+}
+
+func (o managerObj) withLive(object) object { return o }
 
 // server answers method calls on one bus connection. It is godbus's
 // Handler: godbus's own export machinery wants one registration per object
@@ -74,7 +95,9 @@ func classify(p dbus.ObjectPath) pathKind {
 }
 
 // current returns the object at p as the store has it now, falling back to
-// what was last published (the store may have just forgotten it).
+// what was last published (the store may have just forgotten it). The bus
+// is served what was published (see served); current only supplies the
+// properties that are not signalled.
 func (srv *server) current(p dbus.ObjectPath) (object, bool) {
 	st := srv.svc.store
 	switch classify(p) {
@@ -151,7 +174,7 @@ func (o serverObject) interfaces() map[string]methodTable {
 		return out
 	case kindRoot:
 		out[contract.ObjectManagerInterface] = methodTable{
-			"GetManagedObjects": {name: "GetManagedObjects", in: "", out: "a{oa{sa{sv}}}", fn: srv.getManagedObjects},
+			"GetManagedObjects": {name: "GetManagedObjects", in: "", out: "a{oa{sa{sv}}}", fn: srv.getManagedObjects, ordered: srv.om},
 		}
 		return out
 	case kindManager, kindMachine, kindBlock:
@@ -162,8 +185,8 @@ func (o serverObject) interfaces() map[string]methodTable {
 			}
 		}
 		out[contract.PropertiesInterface] = methodTable{
-			"Get":    {name: "Get", in: "ss", out: "v", fn: srv.propGet},
-			"GetAll": {name: "GetAll", in: "s", out: "a{sv}", fn: srv.propGetAll},
+			"Get":    {name: "Get", in: "ss", out: "v", fn: srv.propGet, ordered: srv.om},
+			"GetAll": {name: "GetAll", in: "s", out: "a{sv}", fn: srv.propGetAll, ordered: srv.om},
 			"Set":    {name: "Set", in: "ssv", out: "", fn: srv.propSet},
 		}
 		for name := range obj.ifaces() {
@@ -184,7 +207,7 @@ func (o serverObject) interfaces() map[string]methodTable {
 func (o serverObject) LookupInterface(name string) (dbus.Interface, bool) {
 	ifs := o.interfaces()
 	if ifs == nil {
-		return failing{errorf(contract.ErrorUnknownObject, "no object at %s", o.path)}, true
+		return failing{errorf(contract.ErrorUnknownObject, "no object at %s", api.Clip(string(o.path)))}, true
 	}
 	if name == "" {
 		// A call without an interface: the spec lets us pick any method of
@@ -201,7 +224,7 @@ func (o serverObject) LookupInterface(name string) (dbus.Interface, bool) {
 	}
 	t, ok := ifs[name]
 	if !ok {
-		return failing{errorf(contract.ErrorUnknownInterface, "%s does not implement %s", o.path, name)}, true
+		return failing{errorf(contract.ErrorUnknownInterface, "%s does not implement %s", api.Clip(string(o.path)), name)}, true
 	}
 	return t, true
 }
@@ -234,6 +257,10 @@ type method struct {
 	in, out string
 	fn      func(c *call) ([]any, error)
 	fail    *dbus.Error
+	// ordered, for the methods that read published state: the call holds
+	// off publishing from reading the state until its reply is written,
+	// which it writes itself (see objectManager).
+	ordered *objectManager
 }
 
 // call is one incoming method call.
@@ -241,10 +268,12 @@ type call struct {
 	sender string
 	path   dbus.ObjectPath
 	args   []any
+	conn   *dbus.Conn
+	msg    *dbus.Message
 }
 
 // DecodeArguments implements dbus.ArgumentDecoder.
-func (m *method) DecodeArguments(_ *dbus.Conn, sender string, msg *dbus.Message, args []any) ([]any, error) {
+func (m *method) DecodeArguments(conn *dbus.Conn, sender string, msg *dbus.Message, args []any) ([]any, error) {
 	if m.fail != nil {
 		return nil, m.fail
 	}
@@ -258,7 +287,7 @@ func (m *method) DecodeArguments(_ *dbus.Conn, sender string, msg *dbus.Message,
 		return nil, errorf(contract.ErrorStdInvalidArgs, "%s takes (%s), not (%s)", m.name, m.in, sig)
 	}
 	p, _ := msg.Headers[dbus.FieldPath].Value().(dbus.ObjectPath)
-	return []any{&call{sender: sender, path: p, args: args}}, nil
+	return []any{&call{sender: sender, path: p, args: args, conn: conn, msg: msg}}, nil
 }
 
 // Call implements dbus.Method. godbus runs it on a goroutine of its own,
@@ -267,6 +296,9 @@ func (m *method) Call(args ...any) (out []any, err error) {
 	c, ok := args[0].(*call)
 	if !ok || m.fn == nil {
 		return nil, errorf(contract.ErrorFailed, "internal error: bad call to %s", m.name)
+	}
+	if m.ordered != nil {
+		defer m.ordered.reading()()
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -282,7 +314,35 @@ func (m *method) Call(args ...any) (out []any, err error) {
 	if got := dbus.SignatureOf(out...).String(); got != m.out {
 		return nil, errorf(contract.ErrorFailed, "internal error: %s replied (%s), the contract says (%s)", m.name, got, m.out)
 	}
+	if m.ordered != nil {
+		c.reply(out)
+		return nil, nil
+	}
 	return out, nil
+}
+
+// reply writes the method's reply now, rather than leave it to godbus,
+// which writes it after Call returns: too late for an ordered method,
+// whose reply must be on the bus before the next signal. godbus is told
+// not to answer again through the call's flags, which it reads after Call
+// (godbus v5 export.go handleCall).
+func (c *call) reply(out []any) {
+	if c.conn == nil || c.msg == nil || c.msg.Flags&dbus.FlagNoReplyExpected != 0 {
+		return
+	}
+	c.msg.Flags |= dbus.FlagNoReplyExpected
+	msg := &dbus.Message{Type: dbus.TypeMethodReply, Headers: map[dbus.HeaderField]dbus.Variant{
+		dbus.FieldReplySerial: dbus.MakeVariant(c.msg.Serial()),
+	}, Body: out}
+	if sender, ok := c.msg.Headers[dbus.FieldSender]; ok {
+		msg.Headers[dbus.FieldDestination] = sender
+	}
+	if len(out) > 0 {
+		msg.Headers[dbus.FieldSignature] = dbus.MakeVariant(dbus.SignatureOf(out...))
+	}
+	// Send writes before returning; errors (a closed connection) are the
+	// caller's loss, as with godbus's own replies.
+	c.conn.Send(msg, nil)
 }
 
 func (m *method) NumArguments() int     { return 1 }
@@ -306,7 +366,7 @@ func (srv *server) propGet(c *call) ([]any, error) {
 	}
 	v, ok := props[prop]
 	if !ok {
-		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", iface, prop)
+		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", api.Quote(iface), api.Quote(prop))
 	}
 	return []any{v}, nil
 }
@@ -326,28 +386,47 @@ func (srv *server) propSet(c *call) ([]any, error) {
 		return nil, err
 	}
 	if _, ok := props[prop]; !ok {
-		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", iface, prop)
+		return nil, errorf(contract.ErrorUnknownProperty, "%s has no property %s", api.Quote(iface), api.Quote(prop))
 	}
-	return nil, errorf(contract.ErrorPropertyReadOnly, "%s.%s is read-only", iface, prop)
+	return nil, errorf(contract.ErrorPropertyReadOnly, "%s.%s is read-only", iface, prop) // both known
 }
 
 func (srv *server) propsOf(p dbus.ObjectPath, iface string) (contract.Props, error) {
-	obj, ok := srv.current(p)
+	ifs, ok := srv.served(p)
 	if !ok {
-		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
+		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", api.Clip(string(p)))
 	}
-	props, ok := obj.ifaces()[iface]
+	props, ok := ifs[iface]
 	if !ok {
-		return nil, errorf(contract.ErrorUnknownInterface, "%s has no properties on %s", p, iface)
+		return nil, errorf(contract.ErrorUnknownInterface, "%s has no properties on %s", api.Clip(string(p)), api.Quote(iface))
 	}
 	return props, nil
+}
+
+// served returns the interfaces and properties the bus is served for the
+// object at p: what was last signalled (see objectManager), except the
+// properties that are not signalled, which are read live.
+func (srv *server) served(p dbus.ObjectPath) (contract.Ifaces, bool) {
+	obj, ok := srv.om.get(p)
+	if !ok {
+		return nil, false
+	}
+	if live, ok := srv.current(p); ok {
+		obj = obj.withLive(live)
+	}
+	return obj.ifaces(), true
 }
 
 // ObjectManager.
 
 func (srv *server) getManagedObjects(*call) ([]any, error) {
-	out := make(map[dbus.ObjectPath]contract.Ifaces)
-	for p, o := range srv.svc.snapshot() {
+	objs := srv.om.all()
+	live := srv.svc.snapshot()
+	out := make(map[dbus.ObjectPath]contract.Ifaces, len(objs))
+	for p, o := range objs {
+		if l, ok := live[p]; ok {
+			o = o.withLive(l)
+		}
 		out[p] = o.ifaces()
 	}
 	return []any{out}, nil
@@ -436,18 +515,18 @@ func (srv *server) introspect(c *call) ([]any, error) {
 		b.WriteString(objectManagerXML)
 		children = []string{"Manager", "block_devices", "machines"}
 	case kindManager, kindMachine, kindBlock:
-		obj, ok := srv.current(p)
+		ifs, ok := srv.served(p)
 		if !ok {
-			return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
+			return nil, errorf(contract.ErrorUnknownObject, "no object at %s", api.Clip(string(p)))
 		}
 		b.WriteString(propertiesXML)
-		for _, name := range slices.Sorted(maps.Keys(obj.ifaces())) {
+		for _, name := range slices.Sorted(maps.Keys(ifs)) {
 			b.WriteString("  ")
 			b.WriteString(srv.svc.ifaceXML[name])
 			b.WriteString("\n")
 		}
 	default:
-		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", p)
+		return nil, errorf(contract.ErrorUnknownObject, "no object at %s", api.Clip(string(p)))
 	}
 	for _, ch := range children {
 		fmt.Fprintf(&b, "  <node name=\"%s\"/>\n", ch)

@@ -5,10 +5,13 @@
 // they change. The contract (interfaces, paths, property encodings) is
 // package github.com/diskd/diskd/dbus and its XML.
 //
-// The adapter is one more reader and subscriber of the store and holds no
-// state of its own: property reads and method calls go to the store (and
-// to a Backend for the actions), and the only thing remembered is what the
-// bus was last told about each object, to compute the next signals. It
+// The adapter is one more reader and subscriber of the store. What it
+// remembers is what the bus was last told about each object: the next
+// signals are computed from it, and GetManagedObjects, Get and GetAll
+// answer from it (but for LastSeen, which changes without a signal and is
+// read live), so a client never reads a state that no signal will carry
+// forward. The Manager's queries and actions go to the store and to a
+// Backend. It
 // connects to the bus, reconnects with backoff when the bus goes away, and
 // waits in the queue when another process owns the name; each of these
 // conditions is logged once and reported by State, and the daemon's other
@@ -78,10 +81,12 @@ type Service struct {
 	state string
 	class string // the kind of state, so each condition is logged once
 
-	// For tests: the subscription's buffer, and a hook run before each
-	// batch is applied (to hold the adapter back and make it fall behind).
+	// For tests: the subscription's buffer, a hook run before each batch
+	// is applied (to hold the adapter back and make it fall behind), and
+	// more options for the bus connection.
 	subBuffer   int
 	beforeApply func()
+	connOptions []dbus.ConnOption
 }
 
 // New returns a Service. It panics if the embedded contract does not parse
@@ -206,7 +211,7 @@ func (s *Service) session(parent context.Context) error {
 	// A bus that accepts but never answers must not hang us: the
 	// handshake gets 10 s, after which the connection is closed.
 	hung := time.AfterFunc(10*time.Second, cancel)
-	conn, err := dbus.Connect(addr, dbus.WithHandler(srv), dbus.WithContext(ctx))
+	conn, err := dbus.Connect(addr, append([]dbus.ConnOption{dbus.WithHandler(srv), dbus.WithContext(ctx)}, s.connOptions...)...)
 	hung.Stop()
 	if err != nil {
 		return &problem{"nobus", fmt.Sprintf("no %s (%v); retrying in the background", s.busLabel(), err)}

@@ -139,7 +139,7 @@ func TestBusctlAndGdbus(t *testing.T) {
 	t.Run("readable errors", func(t *testing.T) {
 		out, err := exec.Command("busctl", "--address="+e.bus.Address, "call", contract.BusName, contract.ManagerPath,
 			contract.ManagerInterface, "Where", "sa{sv}", "NOSUCH", "0").CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "NOSUCH: not known on this network") {
+		if err == nil || !strings.Contains(string(out), `"NOSUCH": not known on this network`) {
 			t.Errorf("Where NOSUCH: %v %s", err, out)
 		}
 	})

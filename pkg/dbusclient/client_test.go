@@ -151,6 +151,12 @@ func TestSameAnswersAsSocket(t *testing.T) {
 	b := start(t, dbusapi.Config{})
 	fixture(b.st)
 	ctx := context.Background()
+	// The bus serves the state its signals have described, a batch behind
+	// the store; the peer's disk is the fixture's last change.
+	testutil.Eventually(t, 10*time.Second, "the fixture on the bus", func() bool {
+		d, err := b.dbus.List(ctx, "beta")
+		return err == nil && len(d) == 1
+	})
 	writeDisks := func(w *bytes.Buffer, ds []disk.Disk) { api.WriteDisks(w, ds) }
 
 	for _, host := range []string{"", "alpha", "beta", string(peerID), "nosuch"} {

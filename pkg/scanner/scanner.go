@@ -4,7 +4,10 @@
 // one full scan a second, mount-table changes update mount points without
 // blkid, and a periodic full scan catches anything events missed. blkid
 // runs on a worker goroutine, so a hanging blkid never stops the scanner
-// from hearing events; a failing one leaves the last good inventory.
+// from hearing events; a failing one leaves the last good inventory. An
+// event wins over a scan or probe that started before it: what blkid read
+// of that device is set aside, so a device removed during a slow full scan
+// is not brought back by the scan's result.
 package scanner
 
 import (
@@ -176,7 +179,10 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		gapTimer   *time.Timer
 		gapC       <-chan time.Time
 		probed     []time.Time // starts of recent single-device probes
-		first      = true
+		// Devices that had an event since the job in flight was handed to
+		// the worker: what that job read of them may predate the event.
+		newer = make(map[string]bool)
+		first = true
 		// Nothing is published before the first successful full scan: until
 		// then the store serves the inventory loaded from the state file.
 		baseline bool
@@ -232,6 +238,7 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			return
 		}
 		busy = true
+		clear(newer)
 		select {
 		case jobs <- j:
 		case <-ctx.Done():
@@ -251,36 +258,28 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			return nil
 		case r := <-results:
 			busy = false
-			if r.job.full {
+			if r.job.full && r.err == nil {
+				baseline = true
+			}
+			if stale := merge(devices, r, newer); len(stale) > 0 {
+				s.log.Debug("kept newer events over a scan's result", "devices", stale, "full", r.job.full)
+			}
+			publish()
+			// Status and waiters learn of the scan once its result is
+			// published, so a refreshed client reads it.
+			if !r.job.full {
+				s.finishProbes(r)
+			} else {
 				s.finishFull(r)
-				if r.err == nil {
-					baseline = true
-					clear(devices)
-					for n, d := range r.full {
-						devices[n] = d
-					}
-				}
 				for _, w := range waiters {
 					w <- r.err
 				}
 				waiters = nil
 				if first {
 					first = false
-					publish()
 					close(s.firstDone)
-					continue
-				}
-			} else {
-				s.finishProbes(r)
-				for n, d := range r.probed {
-					if d == nil {
-						delete(devices, n)
-					} else {
-						devices[n] = *d
-					}
 				}
 			}
-			publish()
 		case ev, ok := <-uevents:
 			if !ok {
 				uevents = nil
@@ -290,6 +289,9 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			s.countUevent()
 			if ev.Name == "" || !s.cfg.Filter.Allows("/dev/"+ev.Name) {
 				continue
+			}
+			if busy {
+				newer[ev.Name] = true
 			}
 			if ev.Action == "remove" {
 				if _, ok := devices[ev.Name]; ok {
@@ -320,6 +322,51 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			gapC = nil
 		}
 	}
+}
+
+// merge applies a finished job's result to devices and returns, sorted,
+// the devices it left alone: those in newer, which had a uevent after the
+// job was handed to the worker. blkid may have read such a device before
+// the event (a partition removed during a slow full scan would otherwise
+// come back as present and stay so until the next periodic scan), and the
+// event's own handling is newer: a remove already dropped the device, any
+// other event left it pending for a probe of its own. A failed full scan
+// changes nothing; a failed probe keeps what was known of that device.
+func merge(devices map[string]device, r result, newer map[string]bool) []string {
+	var stale []string
+	keep := func(name string) bool {
+		if newer[name] {
+			stale = append(stale, name)
+			return true
+		}
+		return false
+	}
+	switch {
+	case r.job.full && r.err != nil:
+	case r.job.full:
+		for name := range devices {
+			if _, ok := r.full[name]; !ok && !keep(name) {
+				delete(devices, name)
+			}
+		}
+		for name, d := range r.full {
+			if !keep(name) {
+				devices[name] = d
+			}
+		}
+	default:
+		for name, d := range r.probed {
+			switch {
+			case keep(name):
+			case d == nil:
+				delete(devices, name)
+			default:
+				devices[name] = *d
+			}
+		}
+	}
+	slices.Sort(stale)
+	return slices.Compact(stale)
 }
 
 // worker runs blkid jobs one at a time, off the event loop.

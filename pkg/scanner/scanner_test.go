@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +29,30 @@ type fakeBlkid struct {
 	probes  atomic.Int64
 	hold    chan struct{} // when set, ScanAll waits on it
 	scanned chan struct{}
+	// When late is set, ScanAll and Probe read the table, say so on read,
+	// then wait on late before answering: blkid that has read the devices
+	// but not yet printed.
+	late chan struct{}
+	read chan struct{}
+}
+
+// readLate makes the next runs read, report, and wait for the returned
+// release function.
+func (f *fakeBlkid) readLate() (read <-chan struct{}, release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.late, f.read = make(chan struct{}), make(chan struct{}, 100)
+	late := f.late
+	return f.read, func() { close(late) }
+}
+
+// answerLate waits for the release when readLate is on; call it after
+// reading, without f.mu held.
+func (f *fakeBlkid) answerLate(late, read chan struct{}) {
+	if late != nil {
+		read <- struct{}{}
+		<-late
+	}
 }
 
 func newFake(names ...string) *fakeBlkid {
@@ -57,25 +82,31 @@ func (f *fakeBlkid) ScanAll(ctx context.Context) ([]blkid.Record, error) {
 		<-f.hold
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.err != nil {
+		f.mu.Unlock()
 		return nil, f.err
 	}
 	var out []blkid.Record
 	for _, r := range f.devs {
 		out = append(out, r)
 	}
+	late, read := f.late, f.read
+	f.mu.Unlock()
+	f.answerLate(late, read)
 	return out, nil
 }
 
 func (f *fakeBlkid) Probe(ctx context.Context, dev string) (blkid.Record, bool, error) {
 	f.probes.Add(1)
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.err != nil {
+		f.mu.Unlock()
 		return blkid.Record{}, false, f.err
 	}
 	r, ok := f.devs[dev]
+	late, read := f.late, f.read
+	f.mu.Unlock()
+	f.answerLate(late, read)
 	return r, ok, nil
 }
 
@@ -298,5 +329,106 @@ func TestFlappingDeviceIsBudgeted(t *testing.T) {
 	}
 	if got := fake.full.Load() - before; got < 1 || got > 2 {
 		t.Errorf("%d full scans, want 1 or 2 once the budget is spent", got)
+	}
+}
+
+// TestEventsWinOverEarlierScans: a device that had an event while a full
+// scan or a probe was running keeps what the event said, not what blkid
+// read before it.
+func TestEventsWinOverEarlierScans(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		full bool // a full scan is running, else a probe of the partition
+	}{
+		{"removed during a full scan", true},
+		{"removed during a probe", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := newFake("loop0", "loop1", "loop1p1")
+			r := start(t, fake, Config{MinFullGap: time.Millisecond})
+			<-r.sc.FirstScanDone()
+			read, release := fake.readLate()
+			refreshed := make(chan error, 1)
+			if tc.full {
+				go func() { refreshed <- r.sc.Refresh(context.Background()) }()
+			} else {
+				// A probe of the partition (a change event) is in flight.
+				r.uevents <- uevent.Event{Action: "change", Name: "loop1p1"}
+			}
+			<-read
+			fake.del("loop1p1")
+			r.uevents <- uevent.Event{Action: "remove", Name: "loop1p1"}
+			waitFor(t, "the event applied", func() bool { return slices.Contains(r.names(false), "loop1p1") })
+			full, probes := fake.full.Load(), fake.probes.Load()
+			release()
+			if tc.full {
+				if err := <-refreshed; err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				waitFor(t, "the probe to finish", func() bool { return r.sc.Status().DeviceProbes == 1 })
+			}
+			if got, want := r.names(true), []string{"loop0", "loop1"}; !slices.Equal(got, want) {
+				t.Errorf("present after the scan = %v, want %v", got, want)
+			}
+			if fake.full.Load() != full || fake.probes.Load() != probes {
+				t.Errorf("blkid ran again: the stale answer was not what decided")
+			}
+		})
+	}
+}
+
+// TestMerge: which of a finished job's findings are applied.
+func TestMerge(t *testing.T) {
+	dev := func(label string) device { return device{rec: blkid.Record{Label: label}} }
+	pd := func(label string) *device { d := dev(label); return &d }
+	for _, tc := range []struct {
+		name   string
+		before map[string]device
+		r      result
+		newer  []string
+		after  map[string]string // name -> label
+		stale  []string
+	}{
+		{"full scan replaces all", map[string]device{"a": dev("A"), "b": dev("B")},
+			result{job: job{full: true}, full: map[string]device{"a": dev("A2"), "c": dev("C")}},
+			nil, map[string]string{"a": "A2", "c": "C"}, nil},
+		{"full scan: a device removed during it stays removed", map[string]device{"a": dev("A")},
+			result{job: job{full: true}, full: map[string]device{"a": dev("A"), "b": dev("B")}},
+			[]string{"b"}, map[string]string{"a": "A"}, []string{"b"}},
+		{"full scan: a device changed during it keeps its state until probed", map[string]device{"a": dev("A"), "b": dev("B")},
+			result{job: job{full: true}, full: map[string]device{"a": dev("A2")}},
+			[]string{"a", "b"}, map[string]string{"a": "A", "b": "B"}, []string{"a", "b"}},
+		{"full scan that failed changes nothing", map[string]device{"a": dev("A")},
+			result{job: job{full: true}, err: errors.New("boom")},
+			nil, map[string]string{"a": "A"}, nil},
+		{"probe: found and gone", map[string]device{"a": dev("A"), "b": dev("B")},
+			result{job: job{names: []string{"a", "b"}}, probed: map[string]*device{"a": pd("A2"), "b": nil}},
+			nil, map[string]string{"a": "A2"}, nil},
+		{"probe: a device with a newer event keeps its state", map[string]device{"b": dev("B")},
+			result{job: job{names: []string{"a", "b"}}, probed: map[string]*device{"a": pd("A"), "b": nil}},
+			[]string{"a", "b"}, map[string]string{"b": "B"}, []string{"a", "b"}},
+		{"events for devices the job did not read change nothing", map[string]device{"a": dev("A")},
+			result{job: job{names: []string{"a"}}, probed: map[string]*device{"a": pd("A2")}},
+			[]string{"z"}, map[string]string{"a": "A2"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			devices := maps.Clone(tc.before)
+			newer := map[string]bool{}
+			for _, n := range tc.newer {
+				newer[n] = true
+			}
+			stale := merge(devices, tc.r, newer)
+			got := map[string]string{}
+			for n, d := range devices {
+				got[n] = d.rec.Label
+			}
+			if !maps.Equal(got, tc.after) {
+				t.Errorf("devices = %v, want %v", got, tc.after)
+			}
+			if !slices.Equal(stale, tc.stale) {
+				t.Errorf("stale = %v, want %v", stale, tc.stale)
+			}
+		})
 	}
 }
