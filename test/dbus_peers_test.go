@@ -7,7 +7,6 @@ import (
 
 	contract "github.com/diskd/diskd/dbus"
 	"github.com/diskd/diskd/pkg/api"
-	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -19,7 +18,8 @@ func TestDBusPeerDisk(t *testing.T) {
 	testutil.RequiresTool(t, "losetup", "mkfs.ext4", "blkid")
 	bus := startPolicyBus(t)
 	hosts := testutil.Hosts(t, 2)
-	loop := testutil.AttachLoop(t, testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSPEER"))
+	img := testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSPEER")
+	loop := testutil.AttachLoop(t, img)
 
 	// h2 serves the bus and has no disks of its own (all hosts see the
 	// same block devices, so each daemon is given its own).
@@ -34,7 +34,7 @@ func TestDBusPeerDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	machine := string(contract.MachinePath(h1.NodeID))
-	block := string(contract.BlockPath(disk.Key{Node: h1.NodeID, Name: strings.TrimPrefix(loop, "/dev/")}))
+	block := string(imagePath(t, img))
 	om := "path=/org/diskd/Diskd1; interface=org.freedesktop.DBus.ObjectManager; member=InterfacesAdded"
 	m.Wait(t, "InterfacesAdded for h1's machine", om, `object path "`+machine+`"`, `string "`+h1.Name+`"`)
 	m.Wait(t, "InterfacesAdded for h1's disk", om, `object path "`+block+`"`, `string "DBUSPEER"`)

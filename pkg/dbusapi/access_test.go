@@ -9,7 +9,6 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	contract "github.com/diskd/diskd/dbus"
-	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -104,11 +103,11 @@ func dbusErr(t *testing.T, err error) (name, msg string) {
 func TestErrors(t *testing.T) {
 	e := startEnv(t, Config{})
 	e.fixture()
-	e.waitPublished(string(contract.BlockPath(disk.Key{Node: peerID, Name: "sdb1"})))
+	e.waitPublished(string(uuidPath("3333-4444")))
 	c := e.client()
 	mgr := c.Object(contract.BusName, contract.ManagerPath)
 	none := map[string]dbus.Variant{}
-	loop3 := contract.BlockPath(disk.Key{Node: localID, Name: "loop3"})
+	loop3 := uuidPath("1111-2222")
 	for _, tc := range []struct {
 		name       string
 		call       *dbus.Call
