@@ -14,6 +14,7 @@ import (
 
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/peer"
+	"github.com/diskd/diskd/pkg/store"
 )
 
 // DefaultConfigFile is read when --config is not given; a missing default
@@ -35,6 +36,9 @@ type Config struct {
 	DBus         string   `toml:"dbus"`
 	LogLevel     string   `toml:"log_level"`
 	IdleTimeout  Duration `toml:"session_idle_timeout"`
+	// MaxDisks and HistoryPerDisk bound the remembered table (store.Options).
+	MaxDisks       int `toml:"max_disks"`
+	HistoryPerDisk int `toml:"history_per_disk"`
 	// Network is the peer network ([network] in the file). Both families
 	// off means this node neither announces nor listens.
 	Network peer.Config `toml:"network"`
@@ -59,14 +63,16 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 // unprivileged.
 func defaultConfig() Config {
 	c := Config{
-		Blkid:        "blkid",
-		BlkidTimeout: Duration{15 * time.Second},
-		ScanInterval: Duration{5 * time.Minute},
-		Uevents:      true,
-		Socket:       api.DefaultSocketPath(),
-		LogLevel:     "info",
-		IdleTimeout:  Duration{5 * time.Minute},
-		Network:      peer.DefaultConfig(),
+		Blkid:          "blkid",
+		BlkidTimeout:   Duration{15 * time.Second},
+		ScanInterval:   Duration{5 * time.Minute},
+		Uevents:        true,
+		Socket:         api.DefaultSocketPath(),
+		LogLevel:       "info",
+		IdleTimeout:    Duration{5 * time.Minute},
+		MaxDisks:       store.DefaultMaxDisks,
+		HistoryPerDisk: store.DefaultHistoryPerDisk,
+		Network:        peer.DefaultConfig(),
 		// Empty rather than nil, so --print-config shows every key.
 		Devices: []string{},
 		Exclude: []string{},
@@ -127,7 +133,27 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.DBus, "dbus", c.DBus, "D-Bus API on the system or session bus, a bus address, or off")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.IdleTimeout.Duration, "session-idle-timeout", c.IdleTimeout.Duration, "close socket sessions idle this long")
+	fs.IntVar(&c.MaxDisks, "max-disks", c.MaxDisks, "disks remembered at most, present or not, on every machine; the longest gone is forgotten first")
+	fs.IntVar(&c.HistoryPerDisk, "history-per-disk", c.HistoryPerDisk, "places a disk remembers (its current one included); the oldest is dropped first")
 	c.Network.AddFlags(fs)
+}
+
+// Bounds of the table options: beyond them memory (about 1.5 KiB per
+// remembered disk, more per sighting) outgrows any real network.
+const (
+	maxMaxDisks       = 10_000_000
+	maxHistoryPerDisk = 1024
+)
+
+// validate refuses option values outside their bounds.
+func (c *Config) validate() error {
+	if c.MaxDisks < 1 || c.MaxDisks > maxMaxDisks {
+		return fmt.Errorf("max_disks %d: want 1 to %d", c.MaxDisks, maxMaxDisks)
+	}
+	if c.HistoryPerDisk < 1 || c.HistoryPerDisk > maxHistoryPerDisk {
+		return fmt.Errorf("history_per_disk %d: want 1 to %d", c.HistoryPerDisk, maxHistoryPerDisk)
+	}
+	return nil
 }
 
 // writeConfig prints c as a config file (--print-config).

@@ -41,11 +41,59 @@ func WriteWhere(w io.Writer, q string, ds []disk.Disk) {
 			if len(d.Mounts) > 0 {
 				at = ", mounted on " + strings.Join(d.Mounts, ", ")
 			}
-			fmt.Fprintf(w, "%s is on %s as %s%s\n", printable(q), d.Host, d.Device, at)
+			fmt.Fprintf(w, "%s is on %s as %s%s%s\n", printable(q), d.Host, d.Device, at, notUnique(&d))
 		} else {
-			fmt.Fprintf(w, "%s was last seen on %s as %s at %s (not present)\n",
-				printable(q), d.Host, d.Device, d.LastSeen.Local().Format(time.RFC3339))
+			fmt.Fprintf(w, "%s was last seen on %s as %s at %s (not present)%s\n",
+				printable(q), d.Host, d.Device, d.LastSeen.Local().Format(time.RFC3339), notUnique(&d))
 		}
+	}
+}
+
+// notUnique is where's note for a disk whose identity is carried by
+// another present device too (a cloned filesystem).
+func notUnique(d *disk.Disk) string {
+	if !d.NotUnique {
+		return ""
+	}
+	what := "UUID"
+	if strings.HasPrefix(d.ID, disk.IdentityPartUUID) {
+		what = "partition UUID"
+	}
+	return "; its " + what + " is not unique: another device carries it too"
+}
+
+// WriteHistory answers "history Q" for a person: each disk Q names, then
+// where and when it was seen, newest first.
+func WriteHistory(w io.Writer, q string, hs []disk.History) {
+	if len(hs) == 0 {
+		fmt.Fprintf(w, "%s: not known on this network\n", printable(q))
+		return
+	}
+	for i, h := range hs {
+		d := &h.Disk
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		name := d.Label
+		if name == "" {
+			name = q
+		}
+		state := "not present"
+		if d.Present {
+			state = "present"
+		}
+		fmt.Fprintf(w, "%s (%s), %s%s\n", printable(name), printable(d.ID), state, notUnique(d))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  HOST\tDEVICE\tFIRST SEEN\tLAST SEEN")
+		for j, s := range h.Sightings {
+			last := s.LastSeen.Local().Format(time.DateTime)
+			if j == 0 && d.Present {
+				last = "now"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", dash(printable(s.Host)), dash(printable(s.Device)),
+				s.FirstSeen.Local().Format(time.DateTime), last)
+		}
+		tw.Flush()
 	}
 }
 
@@ -85,6 +133,9 @@ func WriteStatus(w io.Writer, s Status) {
 	c := s.Counts
 	fmt.Fprintf(w, "disks: %d present here, %d present on the network, %d known; nodes: %d online of %d\n",
 		c.LocalPresent, c.DisksPresent, c.Disks, c.NodesOnline, c.Nodes)
+	if line := counterLine(s.StoreCounters); line != "" {
+		fmt.Fprintf(w, "table counters: %s\n", line)
+	}
 	if n := s.Network; n != nil {
 		auth := "authenticated (shared key)"
 		if !n.Authenticated {
@@ -92,20 +143,25 @@ func WriteStatus(w io.Writer, s Status) {
 		}
 		fmt.Fprintf(w, "network: %s; groups %s; interfaces %s\n", auth,
 			strings.Join(n.Groups, " "), dash(strings.Join(n.Interfaces, " ")))
-		keys := make([]string, 0, len(n.Counters))
-		for k, v := range n.Counters {
-			if v != 0 {
-				keys = append(keys, fmt.Sprintf("%s=%d", k, v))
-			}
-		}
-		slices.Sort(keys)
-		if len(keys) > 0 {
-			fmt.Fprintf(w, "network counters: %s\n", strings.Join(keys, " "))
+		if line := counterLine(n.Counters); line != "" {
+			fmt.Fprintf(w, "network counters: %s\n", line)
 		}
 	}
 	for _, p := range s.Problems {
 		fmt.Fprintf(w, "problem: %s\n", p)
 	}
+}
+
+// counterLine is "name=value ..." for the non-zero counters, by name.
+func counterLine(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v != 0 {
+			keys = append(keys, fmt.Sprintf("%s=%d", k, v))
+		}
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, " ")
 }
 
 // WriteEvent prints one watch event as a line.

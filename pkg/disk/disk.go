@@ -123,10 +123,11 @@ type History struct {
 }
 
 // SameDevice reports whether a and b describe the same device state,
-// ignoring the fields the store maintains (presence and times). The store
-// uses it to publish only real changes.
+// ignoring the fields the store maintains (identity, which derives from
+// the fields compared, presence, uniqueness and times). The store uses it
+// to publish only real changes.
 func SameDevice(a, b *Disk) bool {
-	return a.ID == b.ID && a.Node == b.Node && a.Host == b.Host && a.Name == b.Name &&
+	return a.Node == b.Node && a.Host == b.Host && a.Name == b.Name &&
 		a.Device == b.Device && a.MajMin == b.MajMin && a.UUID == b.UUID &&
 		a.PartUUID == b.PartUUID && a.Label == b.Label && a.PartLabel == b.PartLabel &&
 		a.Type == b.Type && a.Usage == b.Usage && a.Size == b.Size &&
