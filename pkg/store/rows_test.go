@@ -59,11 +59,12 @@ func TestRowMatching(t *testing.T) {
 	B := func(name string) disk.Disk { return stick(name, "B", "bbbb-0002") }
 	C := func(name string) disk.Disk { return stick(name, "C", "cccc-0003") }
 	type step struct {
-		what   string
-		local  []disk.Disk // nil: no local report in this step
-		peer   []disk.Disk // nil: no peer report
-		want   []string
-		events []string // names of the disks in events: kind name present=
+		what    string
+		local   []disk.Disk // nil: no local report in this step
+		peer    []disk.Disk // nil: no peer report
+		offline bool        // the peer goes offline
+		want    []string
+		events  []string // names of the disks in events: kind name present=
 	}
 	none := []disk.Disk{}
 	for _, tc := range []struct {
@@ -116,6 +117,19 @@ func TestRowMatching(t *testing.T) {
 				want:   []string{"uuid:aaaa-0001 at here/loop2 present"},
 				events: []string{"changed loop2 present=1", "forgotten loop2 present=1"}},
 		}},
+		{"clones both detached at once: no promotion", []step{
+			{what: "A twice", local: []disk.Disk{A("loop1"), A("loop2")}},
+			{what: "both gone", local: none,
+				want: []string{"uuid:aaaa-0001 at here/loop1 absent",
+					"uuid:aaaa-0001@here/loop2 at here/loop2 absent"},
+				events: []string{"changed loop1 present=0", "changed loop2 present=0"}},
+		}},
+		{"node with clones goes offline: no promotion", []step{
+			{what: "A twice there", peer: []disk.Disk{A("sdb1"), A("sdc1")}},
+			{what: "offline", offline: true,
+				want: []string{"uuid:aaaa-0001 at there/sdb1 absent",
+					"uuid:aaaa-0001@there/sdc1 at there/sdc1 absent"}},
+		}},
 		{"clone on another node", []step{
 			{what: "A here", local: []disk.Disk{A("loop1")}},
 			{what: "A there too", peer: []disk.Disk{A("sdb1")},
@@ -155,6 +169,9 @@ func TestRowMatching(t *testing.T) {
 				}
 				if st.peer != nil {
 					s.ApplyPeer(disk.Node{ID: peerID, Name: "there"}, st.peer)
+				}
+				if st.offline {
+					s.SetPeerOffline(peerID)
 				}
 				evs := rowEvents(sub)
 				if st.want != nil {

@@ -284,8 +284,10 @@ func (s *Store) SetPeerOffline(id disk.NodeID) {
 	e.node.Online = false
 	s.markNode(e)
 	s.publish(disk.Event{Kind: disk.NodeChanged, Node: ptr(s.nodeCopy(e))})
-	for _, r := range sortedRows(e.present) {
-		s.goneLocked(r, e.node.LastSeen)
+	leaving := sortedRows(e.present)
+	set := rowSet(leaving)
+	for _, r := range leaving {
+		s.goneLocked(r, e.node.LastSeen, set)
 	}
 }
 
@@ -420,11 +422,16 @@ func (s *Store) replaceLocked(e *nodeEntry, disks []disk.Disk) bool {
 			}
 		}
 	}
+	var leaving []*row
 	for _, r := range before {
 		if !matched[r] && r.d.Present && s.rows[r.d.Row] == r {
-			s.goneLocked(r, now)
-			changed = true
+			leaving = append(leaving, r)
 		}
+	}
+	set := rowSet(leaving)
+	for _, r := range leaving {
+		s.goneLocked(r, now, set)
+		changed = true
 	}
 	return changed
 }
@@ -475,7 +482,7 @@ func (s *Store) moveLocked(p *row, e *nodeEntry, in *disk.Disk, now time.Time) {
 			// report is counted as truncated.
 			s.stats.TruncatedReports++
 			if p.d.Present {
-				s.goneLocked(p, now)
+				s.goneLocked(p, now, nil)
 			}
 			return
 		}
@@ -560,9 +567,10 @@ func (s *Store) roomInTableLocked(e *nodeEntry) bool {
 }
 
 // goneLocked marks r not present since at. A primary whose only present
-// clone is elsewhere becomes that clone (see the package doc).
-func (s *Store) goneLocked(r *row, at time.Time) {
-	if c := s.soleCloneLocked(r); c != nil {
+// clone stays (is not in leaving, the rows going with it in this change)
+// becomes that clone (see the package doc).
+func (s *Store) goneLocked(r *row, at time.Time, leaving map[*row]bool) {
+	if c := s.soleCloneLocked(r, leaving); c != nil {
 		s.promoteLocked(r, c)
 		return
 	}
@@ -572,20 +580,20 @@ func (s *Store) goneLocked(r *row, at time.Time) {
 		delete(e.present, r.d.Name)
 	}
 	heap.Push(&s.absent, r)
-	s.uniqueLocked(r.d.ID, r)
+	s.uniqueLocked(r.d.ID, r, leaving)
 	s.markRow(r)
 	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
 }
 
-// soleCloneLocked returns the one present clone of primary row p, or nil
-// when p is not a primary or has none or several.
-func (s *Store) soleCloneLocked(p *row) *row {
+// soleCloneLocked returns the one present clone of primary row p that is
+// not leaving, or nil when p is not a primary or has none or several.
+func (s *Store) soleCloneLocked(p *row, leaving map[*row]bool) *row {
 	if p.d.Row.IsClone() {
 		return nil
 	}
 	var sole *row
 	for _, c := range s.clones[p.d.ID] {
-		if c.d.Present {
+		if c.d.Present && !leaving[c] {
 			if sole != nil {
 				return nil
 			}
@@ -618,6 +626,14 @@ func (s *Store) promoteLocked(p, c *row) {
 	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&p.d))})
 }
 
+func rowSet(rs []*row) map[*row]bool {
+	m := make(map[*row]bool, len(rs))
+	for _, r := range rs {
+		m[r] = true
+	}
+	return m
+}
+
 func min64(a, b time.Time) time.Time {
 	if b.Before(a) {
 		return b
@@ -627,22 +643,32 @@ func min64(a, b time.Time) time.Time {
 
 // uniqueLocked sets NotUnique on every row of identity id: true while two
 // or more of them are present. Rows other than self that change are
-// published; self is published by the caller.
-func (s *Store) uniqueLocked(id string, self *row) {
+// published; self is published by the caller. Rows in leaving (going
+// absent in this same change) count as gone and are left to their own
+// turn, so no row gets two events for one change.
+func (s *Store) uniqueLocked(id string, self *row, leaving ...map[*row]bool) {
+	gone := func(r *row) bool {
+		for _, l := range leaving {
+			if l[r] && r != self {
+				return true
+			}
+		}
+		return false
+	}
 	p := s.rows[disk.Key(id)]
 	cs := s.clones[id]
 	n := 0
-	if p != nil && p.d.Present {
+	if p != nil && p.d.Present && !gone(p) {
 		n++
 	}
 	for _, c := range cs {
-		if c.d.Present {
+		if c.d.Present && !gone(c) {
 			n++
 		}
 	}
 	nu := n >= 2
 	set := func(r *row) {
-		if r == nil || r.d.NotUnique == nu {
+		if r == nil || r.d.NotUnique == nu || gone(r) {
 			return
 		}
 		r.d.NotUnique = nu
