@@ -17,16 +17,6 @@ import (
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
-// freeLoop names the loop device losetup would use next.
-func freeLoop(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("losetup", "-f").Output()
-	if err != nil {
-		t.Fatalf("losetup -f: %v", err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // TestDBusEndToEnd drives the real diskd on a private system-like bus with
 // the tools people use, and diskctl --bus against diskctl on the socket.
 func TestDBusEndToEnd(t *testing.T) {
@@ -36,7 +26,7 @@ func TestDBusEndToEnd(t *testing.T) {
 	img1 := testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSE2E1")
 	loop1 := testutil.AttachLoop(t, img1)
 	img2 := testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSE2E2")
-	loop2 := freeLoop(t) // where img2 will be attached, so --devices can allow it now
+	loop2 := newLoopDev(t) // where img2 will be attached, so --devices can allow it now
 
 	d := testutil.StartDaemon(t, testutil.DaemonOptions{Args: []string{
 		"--dbus", bus.Address, "--devices", loop1, "--devices", loop2}})
