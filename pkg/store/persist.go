@@ -49,8 +49,10 @@ var ErrNewerSchema = errors.New("state file written by a newer diskd")
 
 // rowRecord is one row as stored.
 type rowRecord struct {
-	Disk  disk.Disk       `json:"disk"`
-	Since time.Time       `json:"since"`
+	Disk disk.Disk `json:"disk"`
+	// Since is when the current placement began; omitted when it is the
+	// disk's FirstSeen (a disk never moved), which is most of them.
+	Since time.Time       `json:"since,omitzero"`
 	Past  []disk.Sighting `json:"past,omitempty"`
 }
 
@@ -201,11 +203,11 @@ func rowsFromV1(old []disk.Disk, historyPerDisk int) map[disk.Key]rowRecord {
 			return cmp.Or(-cmpBool(a.Present, b.Present), b.LastSeen.Compare(a.LastSeen),
 				cmp.Compare(a.Node, b.Node), cmp.Compare(a.Name, b.Name))
 		})
-		p := rowRecord{Disk: ds[0], Since: ds[0].FirstSeen}
+		p := rowRecord{Disk: ds[0]}
 		p.Disk.Row = disk.Key(id)
 		for _, d := range ds[1:] {
 			if d.Present {
-				c := rowRecord{Disk: d, Since: d.FirstSeen}
+				c := rowRecord{Disk: d}
 				c.Disk.Row = disk.CloneKey(id, d.Node, d.Name)
 				out[c.Disk.Row] = c
 				continue
@@ -217,6 +219,9 @@ func rowsFromV1(old []disk.Disk, historyPerDisk int) map[disk.Key]rowRecord {
 				p.Past = append(p.Past, disk.Sighting{Node: d.Node, Host: d.Host, Name: d.Name,
 					Device: d.Device, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen})
 			}
+		}
+		if !p.Disk.FirstSeen.Equal(ds[0].FirstSeen) {
+			p.Since = ds[0].FirstSeen // its current place is newer than the disk
 		}
 		out[p.Disk.Row] = p
 	}
@@ -285,8 +290,14 @@ func (s *Store) Load(db *DB) error {
 				return nil // its node record is gone: an interrupted eviction
 			}
 			r := &row{d: rec.Disk, since: rec.Since, past: rec.Past, hidx: -1}
-			r.d.Row = disk.Key(k)
+			if r.since.IsZero() {
+				r.since = r.d.FirstSeen
+			}
 			r.d.ID = disk.Identity(&r.d) // derived, whatever the record says
+			r.d.Row = disk.Key(k)
+			if string(k) == r.d.ID {
+				r.d.Row = disk.Key(r.d.ID) // share the string: most rows are primaries
+			}
 			r.d.Mounts = cloneMounts(r.d.Mounts)
 			if !e.node.Local {
 				r.d.Present = false
@@ -352,8 +363,14 @@ func (s *Store) Flush(db *DB) error {
 	if len(nodes)+len(rows)+len(forgetNodes)+len(forgetRows) == 0 {
 		return nil
 	}
+	// In key order, with pages packed: a big first save (or a migration)
+	// then fills bbolt's pages instead of leaving each split half empty.
+	slices.SortFunc(rows, func(a, b rowRecord) int { return cmp.Compare(a.Disk.Row, b.Disk.Row) })
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		nb, rb := tx.Bucket(bucketNodes), tx.Bucket(bucketRows)
+		if len(rows) > 64 {
+			rb.FillPercent = 0.9
+		}
 		for _, n := range nodes {
 			v, err := json.Marshal(n)
 			if err != nil {
@@ -476,6 +493,9 @@ func (s *Store) takeDirty() (nodes []disk.Node, rows []rowRecord, forgetNodes []
 		}
 		if r, ok := s.rows[k]; ok {
 			rec := rowRecord{Disk: s.diskCopy(s.nodes[r.d.Node], r), Since: r.since, Past: slices.Clone(r.past)}
+			if rec.Since.Equal(rec.Disk.FirstSeen) {
+				rec.Since = time.Time{}
+			}
 			rows = append(rows, rec)
 		}
 	}

@@ -455,6 +455,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 		t.Fatalf("OLDPHOTOS history = %+v", h)
 	}
 	if sg := h[0].Sightings; sg[0].Host != "laptop" || sg[0].Name != "loop0" || sg[1].Host != "nas" || sg[1].Name != "sdb1" ||
+		!sg[0].FirstSeen.Equal(time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)) ||
 		!sg[1].FirstSeen.Equal(time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)) {
 		t.Errorf("OLDPHOTOS sightings = %+v", sg)
 	}
