@@ -95,6 +95,9 @@ func WriteHistory(w io.Writer, q string, hs []disk.History) {
 		}
 		tw.Flush()
 	}
+	if len(hs) >= disk.MaxHistoryDisks {
+		fmt.Fprintf(w, "\n(only the first %d disks that match are shown; a UUID names one disk)\n", disk.MaxHistoryDisks)
+	}
 }
 
 // WriteNodes prints the peer table.

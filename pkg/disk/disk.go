@@ -115,6 +115,12 @@ type Sighting struct {
 	LastSeen  time.Time `json:"last_seen"`
 }
 
+// MaxHistoryDisks bounds one history answer: the first this many disks a
+// query names (present first, then the most recently seen). A label shared
+// by thousands of disks (a flood of made-up ones) still gets a bounded
+// reply; a UUID names one disk.
+const MaxHistoryDisks = 100
+
 // History is one disk (a row of the table) with its sightings, newest
 // first. The first sighting is the disk's current place when it is present.
 type History struct {

@@ -243,6 +243,24 @@ func TestHistoryIsBoundedNewestFirst(t *testing.T) {
 	}
 }
 
+// TestHistoryAnswerIsBounded: a label shared by more disks than
+// disk.MaxHistoryDisks gets that many, present first.
+func TestHistoryAnswerIsBounded(t *testing.T) {
+	s, _ := newTestStore(t)
+	s.opts.MaxDisksPerNode = 1000
+	var ds []disk.Disk
+	for i := range disk.MaxHistoryDisks + 50 {
+		ds = append(ds, stick(fmt.Sprintf("sd%d", i), "SAME", fmt.Sprintf("u%d", i)))
+	}
+	s.ApplyPeer(disk.Node{ID: peerID, Name: "there"}, ds)
+	if n := len(s.Where("SAME")); n != disk.MaxHistoryDisks+50 {
+		t.Fatalf("Where = %d disks", n)
+	}
+	if h := s.History("SAME"); len(h) != disk.MaxHistoryDisks {
+		t.Errorf("History answered %d disks, want the bound %d", len(h), disk.MaxHistoryDisks)
+	}
+}
+
 // TestEvictionOrder: the MaxDisks bound evicts the row absent the longest;
 // with every row present it evicts the peer heard least recently; with
 // nothing to evict it refuses, and each is counted.

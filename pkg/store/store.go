@@ -851,10 +851,14 @@ func SortWhere(ds []disk.Disk) {
 	})
 }
 
-// History returns the disks q names, as Where orders them, each with its
-// sightings newest first; the first is the current placement.
+// History returns the disks q names, as Where orders them but at most
+// disk.MaxHistoryDisks, each with its sightings newest first; the first is
+// the current placement.
 func (s *Store) History(q string) []disk.History {
 	ds := s.Where(q)
+	if len(ds) > disk.MaxHistoryDisks {
+		ds = ds[:disk.MaxHistoryDisks]
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]disk.History, 0, len(ds))
