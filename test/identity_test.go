@@ -333,3 +333,33 @@ func TestStateFileMigratesFromSchema1(t *testing.T) {
 		t.Errorf("%d disks after migration, want the 6 rows of the 7 old records", n)
 	}
 }
+
+// TestHeartbeatsDoNotWriteTheStateFile: two hosts heartbeating every
+// second; once they know each other, heartbeats change nothing, so the
+// state file sees no transaction (status: state_writes) for 5 s.
+func TestHeartbeatsDoNotWriteTheStateFile(t *testing.T) {
+	hosts := testutil.Hosts(t, 2)
+	h1 := startOn(t, hosts[0], nil)
+	h2 := startOn(t, hosts[1], nil)
+	testutil.Eventually(t, peerWait, "h1 online on h2", func() bool { return onlineOn(t, h2, "dkd-h1") })
+	testutil.Eventually(t, peerWait, "h2 online on h1", func() bool { return onlineOn(t, h1, "dkd-h2") })
+	// Let the writes of meeting (nodes, addresses) land: the state file
+	// is written a second after a change.
+	writes := func() uint64 { return status(t, h2).StoreCounters["state_writes"] }
+	var before uint64
+	testutil.Eventually(t, 20*time.Second, "h2's state writes to settle", func() bool {
+		w := writes()
+		time.Sleep(1500 * time.Millisecond)
+		before = writes()
+		return w == before && before > 0
+	})
+	heard := func() time.Time { n, _ := peerNamed(t, h2, "dkd-h1"); return n.LastSeen }
+	t0 := heard()
+	time.Sleep(5 * time.Second)
+	if t1 := heard(); !t1.After(t0) {
+		t.Fatalf("h1 not heard during the window (last seen %v, then %v): no heartbeats to test", t0, t1)
+	}
+	if after := writes(); after != before {
+		t.Errorf("5 s of heartbeats cost %d state file transactions on h2, want 0", after-before)
+	}
+}

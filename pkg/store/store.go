@@ -132,6 +132,7 @@ type Stats struct {
 	NodeHistoryEvicted   uint64 // absent rows of a node forgotten to stay under MaxDisksPerNode
 	HistoryTrimmed       uint64 // sightings dropped to stay under HistoryPerDisk
 	DroppedSubs          uint64 // subscribers closed for falling behind
+	StateWrites          uint64 // state file transactions committed (Flushes)
 }
 
 // Map returns the counters by the names status shows.
@@ -145,6 +146,7 @@ func (st Stats) Map() map[string]uint64 {
 		"node_history_evicted":    st.NodeHistoryEvicted,
 		"history_trimmed":         st.HistoryTrimmed,
 		"dropped_subscribers":     st.DroppedSubs,
+		"state_writes":            st.StateWrites,
 	}
 }
 
@@ -933,7 +935,9 @@ func (s *Store) Counts() Counts {
 func (s *Store) Stats() Stats {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.stats
+	st := s.stats
+	st.StateWrites = s.flushes.Load()
+	return st
 }
 
 func (s *Store) nodeCopy(e *nodeEntry) disk.Node {
