@@ -438,9 +438,14 @@ func TestPersistRowsWithHistoryAndClones(t *testing.T) {
 }
 
 // TestMigrateFromSchema1: a state file written by diskd before identities
-// (testdata/state-v1.db, made by that code) loads with everything it held:
-// records of one UUID on two machines become one row with both in its
-// history, clones stay two rows, peers are offline.
+// loads with everything it held: records of one UUID on two machines
+// become one row with both in its history, clones stay two rows, peers are
+// offline. testdata/state-v1.db was written by this package at commit
+// d97a302 (schema 1), driven through its API with a fake clock from
+// 2026-11-20 10:00 UTC: OLDPHOTOS on peer nas as sdb1 (10:00-11:00),
+// then here (laptop, node ...01) as loop0 (12:00-13:00, UUID in lower
+// case), DATA on loop1, CLONE on loop2 and loop3 at once, and peer desk
+// with a partition-UUID-only sdc1 and a bare sdd, gone offline.
 func TestMigrateFromSchema1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	copyFile(t, filepath.Join("testdata", "state-v1.db"), path)
