@@ -50,10 +50,26 @@ func MachinePath(id disk.NodeID) godbus.ObjectPath {
 	return godbus.ObjectPath(MachinesPath + "/" + EscapePathElement(string(id)))
 }
 
-// BlockPath is the object path of a block device: NODE_KERNELNAME, each
-// part escaped. Node IDs are hex, so the first '_' separates the parts.
+// BlockPath is the object path of a block device: its row key (see
+// disk.Key: the disk's identity, such as "uuid:1a2b-3c4d", or for a clone
+// the identity, "@", node ID, "/", kernel name), escaped as one element. It
+// follows the disk, not the device name: the same disk keeps its path
+// across reattaching, another disk taking its kernel name, and restarts.
 func BlockPath(k disk.Key) godbus.ObjectPath {
-	return godbus.ObjectPath(BlockDevicesPath + "/" + EscapePathElement(string(k.Node)) + "_" + EscapePathElement(k.Name))
+	return godbus.ObjectPath(BlockDevicesPath + "/" + EscapePathElement(string(k)))
+}
+
+// KeyFromBlockPath returns the row key a block device path names.
+func KeyFromBlockPath(p godbus.ObjectPath) (disk.Key, error) {
+	rest, ok := strings.CutPrefix(string(p), BlockDevicesPath+"/")
+	if !ok || rest == "" || strings.Contains(rest, "/") {
+		return "", fmt.Errorf("%q is not a block device object path", p)
+	}
+	k, err := UnescapePathElement(rest)
+	if err != nil {
+		return "", err
+	}
+	return disk.Key(k), nil
 }
 
 // NodeFromMachinePath returns the node ID a machine path names.

@@ -69,8 +69,9 @@ func TestObjectPaths(t *testing.T) {
 		want string
 	}{
 		{MachinePath(node), "/org/diskd/Diskd1/machines/0123456789abcdef0123456789abcdef"},
-		{BlockPath(disk.Key{Node: node, Name: "loop3"}), "/org/diskd/Diskd1/block_devices/0123456789abcdef0123456789abcdef_loop3"},
-		{BlockPath(disk.Key{Node: node, Name: "dm-1"}), "/org/diskd/Diskd1/block_devices/0123456789abcdef0123456789abcdef_dm_2d1"},
+		{BlockPath("uuid:1a2b-3c4d"), "/org/diskd/Diskd1/block_devices/uuid_3a1a2b_2d3c4d"},
+		{BlockPath(disk.CloneKey("uuid:1a2b", node, "dm-1")), "/org/diskd/Diskd1/block_devices/uuid_3a1a2b_400123456789abcdef0123456789abcdef_2fdm_2d1"},
+		{BlockPath("weak:" + disk.Key(node) + "/sdd/1024"), "/org/diskd/Diskd1/block_devices/weak_3a0123456789abcdef0123456789abcdef_2fsdd_2f1024"},
 	} {
 		if string(tc.got) != tc.want {
 			t.Errorf("got %s, want %s", tc.got, tc.want)
@@ -88,17 +89,27 @@ func TestObjectPaths(t *testing.T) {
 			t.Errorf("NodeFromMachinePath(%q) succeeded", bad)
 		}
 	}
-	// Distinct keys never share a path, even when names look like escapes.
+	// Distinct keys never share a path, even when names look like escapes,
+	// and every path gives its key back.
 	seen := map[godbus.ObjectPath]disk.Key{}
 	for _, name := range []string{"a_5fb", "a_b", "a-b", "a_2db", "loop0", "loop_0"} {
-		k := disk.Key{Node: node, Name: name}
-		p := BlockPath(k)
-		if prev, dup := seen[p]; dup {
-			t.Errorf("%v and %v share %s", prev, k, p)
+		for _, k := range []disk.Key{disk.Key("uuid:" + name), disk.CloneKey("uuid:x", node, name)} {
+			p := BlockPath(k)
+			if prev, dup := seen[p]; dup {
+				t.Errorf("%v and %v share %s", prev, k, p)
+			}
+			seen[p] = k
+			if !strings.HasPrefix(string(p), BlockDevicesPath+"/") || !p.IsValid() {
+				t.Errorf("bad path %s", p)
+			}
+			if back, err := KeyFromBlockPath(p); err != nil || back != k {
+				t.Errorf("KeyFromBlockPath(%s) = %q, %v; want %q", p, back, err, k)
+			}
 		}
-		seen[p] = k
-		if !strings.HasPrefix(string(p), BlockDevicesPath+"/") || !p.IsValid() {
-			t.Errorf("bad path %s", p)
+	}
+	for _, bad := range []godbus.ObjectPath{BlockDevicesPath, BlockDevicesPath + "/", BlockDevicesPath + "/a/b", MachinesPath + "/x", BlockDevicesPath + "/a-b"} {
+		if _, err := KeyFromBlockPath(bad); err == nil {
+			t.Errorf("KeyFromBlockPath(%q) succeeded", bad)
 		}
 	}
 }

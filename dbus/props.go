@@ -46,6 +46,8 @@ func HasFilesystem(d *disk.Disk) bool {
 // BlockInterfaces returns a block device object's interfaces.
 func BlockInterfaces(d *disk.Disk) Ifaces {
 	out := Ifaces{BlockInterface: Props{
+		"Id":           godbus.MakeVariant(d.ID),
+		"NotUnique":    godbus.MakeVariant(d.NotUnique),
 		"Machine":      godbus.MakeVariant(MachinePath(d.Node)),
 		"HostName":     godbus.MakeVariant(d.Host),
 		"KernelName":   godbus.MakeVariant(d.Name),
@@ -118,6 +120,8 @@ func DiskFromInterfaces(ifs Ifaces) (disk.Disk, error) {
 		}
 		d.Node = id
 	}
+	d.ID = getProp[string](&r, "Id")
+	d.NotUnique = getProp[bool](&r, "NotUnique")
 	d.Host = getProp[string](&r, "HostName")
 	d.Name = getProp[string](&r, "KernelName")
 	d.Device = fromCBytes(getProp[[]byte](&r, "Device"))
@@ -203,7 +207,12 @@ func FromUsec(us uint64) time.Time {
 	return time.UnixMicro(int64(us))
 }
 
-// cBytes is s NUL-terminated, as UDisks2 encodes paths.
+// CBytes is s NUL-terminated, as UDisks2 encodes paths.
+func CBytes(s string) []byte { return cBytes(s) }
+
+// FromCBytes reverses CBytes.
+func FromCBytes(b []byte) string { return fromCBytes(b) }
+
 func cBytes(s string) []byte {
 	b := make([]byte, len(s)+1)
 	copy(b, s)

@@ -23,7 +23,7 @@ const testNode = disk.NodeID("0123456789abcdef0123456789abcdef")
 
 func fixtureDisks() []disk.Disk {
 	t0 := time.Date(2025, 3, 1, 12, 0, 0, 123456000, time.UTC).Local() // decoding gives local times
-	return []disk.Disk{
+	ds := []disk.Disk{
 		{Node: testNode, Host: "alpha", Name: "loop3", Device: "/dev/loop3", MajMin: "7:3",
 			UUID: "6f1c2f1e-7a43-4d65-9f0e-3d6a1e2b9c11", Label: "BACKUP", Type: "ext4", Usage: "filesystem",
 			Size: 64 << 20, Mounts: []string{"/mnt/backup", "/srv/b ck"}, Present: true,
@@ -37,6 +37,11 @@ func fixtureDisks() []disk.Disk {
 			Type: "xfs", Label: "tab\there", Present: true, FirstSeen: t0, LastSeen: t0},
 		{Node: testNode, Name: "loop9", Device: "/dev/loop9"},
 	}
+	for i := range ds {
+		ds[i].ID = disk.Identity(&ds[i])
+	}
+	ds[3].NotUnique = true
+	return ds
 }
 
 func TestDiskRoundTrip(t *testing.T) {

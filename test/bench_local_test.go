@@ -150,6 +150,26 @@ func BenchmarkList100k(b *testing.B) {
 	// File-backed pages are the state file bbolt maps; the kernel can drop them.
 	b.ReportMetric(float64(rssKiB(b, d.Cmd.Process.Pid, "RssFile:"))/1024, "rss-file-MiB")
 	b.ReportMetric(float64(rssKiB(b, empty.Cmd.Process.Pid, "VmRSS:"))/1024, "baseline-empty-rss-MiB")
+	// Disks remembered per MiB: of state file, and of the daemon's RSS
+	// above an empty daemon's (all of it, and the anonymous part alone:
+	// the rest is the mapped state file).
+	const perMiB = 100_000 * 1024.0
+	if fi, err := os.Stat(filepath.Join(stateDir, "state.db")); err == nil {
+		b.ReportMetric(perMiB*1024/float64(fi.Size()), "disks-per-MiB-state-file")
+	}
+	b.ReportMetric(perMiB/float64(rssKiB(b, d.Cmd.Process.Pid, "VmRSS:")-rssKiB(b, empty.Cmd.Process.Pid, "VmRSS:")), "disks-per-MiB-rss")
+	b.ReportMetric(perMiB/float64(rssKiB(b, d.Cmd.Process.Pid, "RssAnon:")-rssKiB(b, empty.Cmd.Process.Pid, "RssAnon:")), "disks-per-MiB-rss-anon")
+	// `where` among them: one label, through the real diskctl.
+	var whereT []time.Duration
+	for range 11 {
+		t0 := time.Now()
+		out, err := exec.Command(diskctl, "--socket", d.Socket, "where", "LABEL-54321").Output()
+		if err != nil || !strings.HasPrefix(string(out), "LABEL-54321 ") {
+			b.Fatalf("where: %v %q", err, out)
+		}
+		whereT = append(whereT, time.Since(t0))
+	}
+	b.ReportMetric(ms(percentile(whereT, 50)), "where-100k-p50-ms")
 
 	idle := 60 * time.Second
 	if v := os.Getenv("DISKD_BENCH_IDLE"); v != "" {

@@ -14,7 +14,6 @@ import (
 
 	contract "github.com/diskd/diskd/dbus"
 	"github.com/diskd/diskd/pkg/api"
-	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -24,7 +23,8 @@ func TestDBusEndToEnd(t *testing.T) {
 	testutil.RequiresRoot(t)
 	testutil.RequiresTool(t, "losetup", "mkfs.ext4", "blkid", "runuser")
 	bus := startPolicyBus(t)
-	loop1 := testutil.AttachLoop(t, testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSE2E1"))
+	img1 := testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSE2E1")
+	loop1 := testutil.AttachLoop(t, img1)
 	img2 := testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "DBUSE2E2")
 	loop2 := newLoopDev(t) // where img2 will be attached, so --devices can allow it now
 
@@ -35,8 +35,8 @@ func TestDBusEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(d.MustCtl("localhost", "--json")), &lh); err != nil {
 		t.Fatal(err)
 	}
-	p1 := string(contract.BlockPath(disk.Key{Node: lh.NodeID, Name: strings.TrimPrefix(loop1, "/dev/")}))
-	p2 := string(contract.BlockPath(disk.Key{Node: lh.NodeID, Name: strings.TrimPrefix(loop2, "/dev/")}))
+	p1 := string(imagePath(t, img1))
+	p2 := string(imagePath(t, img2))
 	machine := string(contract.MachinePath(lh.NodeID))
 	testutil.Eventually(t, 20*time.Second, loop1+" on the bus", func() bool {
 		out, err := busctlErr(bus, "tree", "--list", contract.BusName)

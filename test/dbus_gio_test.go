@@ -1,7 +1,6 @@
 package test
 
 import (
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -9,8 +8,6 @@ import (
 	"time"
 
 	contract "github.com/diskd/diskd/dbus"
-	"github.com/diskd/diskd/pkg/api"
-	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -36,13 +33,13 @@ func TestGioClientsDuringAttachBurst(t *testing.T) {
 	}
 	d := testutil.StartDaemon(t, testutil.DaemonOptions{Args: args})
 	waitBusName(t, bus)
-	var lh api.Localhost
-	if err := json.Unmarshal([]byte(d.MustCtl("localhost", "--json")), &lh); err != nil {
-		t.Fatal(err)
-	}
+	// Object paths follow the disks' identities (their UUIDs).
 	paths := make([]string, n)
 	for i := range n {
-		paths[i] = string(contract.BlockPath(disk.Key{Node: lh.NodeID, Name: strings.TrimPrefix(devs[i], "/dev/")}))
+		label := fmt.Sprintf("GIOBURST%d", i)
+		testutil.Eventually(t, 20*time.Second, label+" listed", func() bool { return find(listJSON(t, d), label) != nil })
+		g := find(listJSON(t, d), label)
+		paths[i] = string(contract.BlockPath(g.Key()))
 	}
 	testutil.Eventually(t, 20*time.Second, "the devices on the bus", func() bool {
 		out, err := busctlErr(bus, "tree", "--list", contract.BusName)

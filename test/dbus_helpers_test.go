@@ -11,6 +11,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	contract "github.com/diskd/diskd/dbus"
+	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -64,6 +65,23 @@ type cmdError struct {
 }
 
 func (e *cmdError) Error() string { return e.err.Error() + ": " + strings.TrimSpace(e.stderr) }
+
+// imageUUID is the filesystem UUID in an image file, as blkid reads it.
+func imageUUID(t testing.TB, img string) string {
+	t.Helper()
+	out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", img).Output()
+	if err != nil || len(bytes.TrimSpace(out)) == 0 {
+		t.Fatalf("blkid UUID of %s: %v %q", img, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// imagePath is the D-Bus object path of the disk made from img: its
+// identity, whatever kernel name it gets.
+func imagePath(t testing.TB, img string) dbus.ObjectPath {
+	t.Helper()
+	return contract.BlockPath(disk.Key(disk.IdentityUUID + strings.ToLower(imageUUID(t, img))))
+}
 
 // monitorBus starts dbus-monitor for diskd's signals.
 func monitorBus(t testing.TB, bus *testutil.DBus) *testutil.Monitor {

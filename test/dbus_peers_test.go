@@ -41,7 +41,7 @@ func TestDBusPeerDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	machine := string(contract.MachinePath(h1.NodeID))
-	block := string(contract.BlockPath(disk.Key{Node: h1.NodeID, Name: strings.TrimPrefix(loop, "/dev/")}))
+	block := string(imagePath(t, img))
 	om := "path=/org/diskd/Diskd1; interface=org.freedesktop.DBus.ObjectManager; member=InterfacesAdded"
 	m.Wait(t, "InterfacesAdded for h1's machine", om, `object path "`+machine+`"`, `string "`+h1.Name+`"`)
 	m.Wait(t, "InterfacesAdded for h1's disk", om, `object path "`+block+`"`, `string "DBUSPEER"`)

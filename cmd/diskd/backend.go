@@ -43,8 +43,9 @@ func (b *backend) Status() api.Status {
 		Scan:      b.scanner.Status(),
 		Counts: api.Counts{Nodes: c.Nodes, NodesOnline: c.NodesOnline, Disks: c.Disks,
 			DisksPresent: c.DisksPresent, LocalPresent: c.LocalPresent},
-		DBus:     "off",
-		Problems: append([]string(nil), b.problems...),
+		StoreCounters: b.store.Stats().Map(),
+		DBus:          "off",
+		Problems:      append([]string(nil), b.problems...),
 	}
 	if b.bus != nil {
 		s.DBus = b.bus.State()

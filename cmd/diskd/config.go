@@ -13,11 +13,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/diskd/diskd/pkg/api"
-	"github.com/diskd/diskd/pkg/legacy"
-	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/control"
+	"github.com/diskd/diskd/pkg/legacy"
+	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/peer"
+	"github.com/diskd/diskd/pkg/store"
 )
 
 // DefaultConfigFile is read when --config is not given; a missing default
@@ -56,6 +57,9 @@ type Config struct {
 	LegacyGroup    string   `toml:"legacy_group"`
 	LegacyPort     int      `toml:"legacy_port"`
 	LegacyInterval Duration `toml:"legacy_interval"`
+	// MaxDisks and HistoryPerDisk bound the remembered table (store.Options).
+	MaxDisks       int `toml:"max_disks"`
+	HistoryPerDisk int `toml:"history_per_disk"`
 	// Network is the peer network ([network] in the file). Both families
 	// off means this node neither announces nor listens.
 	Network peer.Config `toml:"network"`
@@ -96,6 +100,9 @@ func defaultConfig() Config {
 		LegacyGroup:    legacy.DefaultGroup,
 		LegacyPort:     legacy.DefaultPort,
 		LegacyInterval: Duration{legacy.DefaultPeerInterval},
+
+		MaxDisks:       store.DefaultMaxDisks,
+		HistoryPerDisk: store.DefaultHistoryPerDisk,
 		// Empty rather than nil, so --print-config shows every key.
 		Devices:      []string{},
 		Exclude:      []string{},
@@ -165,6 +172,8 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.MountDir, "mount-dir", c.MountDir, "directory that diskctl mount puts mount points in")
 	fs.StringArrayVar(&c.MountAllow, "mount-allow", c.MountAllow, "allow mounting (read-only) disks whose label or UUID matches this glob, on request (repeatable)")
 	fs.StringArrayVar(&c.MountAllowRW, "mount-allow-rw", c.MountAllowRW, "allow mounting read-write, when asked with --rw, disks whose label or UUID matches this glob (repeatable)")
+	fs.IntVar(&c.MaxDisks, "max-disks", c.MaxDisks, "disks remembered at most, present or not, on every machine; the longest gone is forgotten first")
+	fs.IntVar(&c.HistoryPerDisk, "history-per-disk", c.HistoryPerDisk, "places a disk remembers (its current one included); the oldest is dropped first")
 	c.Network.AddFlags(fs)
 	fs.BoolVar(&c.Legacy, "legacy", c.Legacy, "bridge to the original Perl diskd (App::Diskd 0.01): list its peers' disks, announce ours in its format (unauthenticated)")
 	fs.StringVar(&c.LegacyGroup, "legacy-group", c.LegacyGroup, "the original's IPv4 multicast group")
@@ -174,12 +183,27 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 }
 
 // check refuses values outside the bounds the daemon is built for.
-func (c *Config) check() error {
+
+// Bounds of the table options: beyond them memory (about 1.5 KiB per
+// remembered disk, more per sighting) outgrows any real network.
+const (
+	maxMaxDisks       = 10_000_000
+	maxHistoryPerDisk = 1024
+)
+
+// validate refuses option values outside their bounds.
+func (c *Config) validate() error {
 	if limit := control.DefaultMaxSessions - control.DefaultRootReserve; c.MaxSessionsPerUser < 1 || c.MaxSessionsPerUser > limit {
 		return fmt.Errorf("max_sessions_per_user %d: want 1-%d (the sessions not kept for root)", c.MaxSessionsPerUser, limit)
 	}
 	if w := c.WriteTimeout.Duration; w < 100*time.Millisecond || w > 10*time.Minute {
 		return fmt.Errorf("session_write_timeout %v: want 100ms to 10m", w)
+	}
+	if c.MaxDisks < 1 || c.MaxDisks > maxMaxDisks {
+		return fmt.Errorf("max_disks %d: want 1 to %d", c.MaxDisks, maxMaxDisks)
+	}
+	if c.HistoryPerDisk < 1 || c.HistoryPerDisk > maxHistoryPerDisk {
+		return fmt.Errorf("history_per_disk %d: want 1 to %d", c.HistoryPerDisk, maxHistoryPerDisk)
 	}
 	return nil
 }

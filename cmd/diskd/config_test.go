@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -28,6 +30,37 @@ func TestSessionBounds(t *testing.T) {
 		}
 		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
 			t.Errorf("%v: %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+// TestTableBoundsRefused: max_disks and history_per_disk outside their
+// bounds, from a flag or the config file, are refused with the bound.
+func TestTableBoundsRefused(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "diskd.conf")
+	if err := os.WriteFile(conf, []byte("max_disks = 20000000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string // "" for accepted
+	}{
+		{[]string{"--config", "/dev/null"}, ""},
+		{[]string{"--config", "/dev/null", "--max-disks", "1", "--history-per-disk", "1024"}, ""},
+		{[]string{"--config", "/dev/null", "--max-disks", "0"}, "max_disks 0: want 1 to 10000000"},
+		{[]string{"--config", "/dev/null", "--max-disks", "-5"}, "max_disks -5: want 1 to 10000000"},
+		{[]string{"--config", conf}, "max_disks 20000000: want 1 to 10000000"},
+		{[]string{"--config", "/dev/null", "--history-per-disk", "0"}, "history_per_disk 0: want 1 to 1024"},
+		{[]string{"--config", "/dev/null", "--history-per-disk", "1025"}, "history_per_disk 1025: want 1 to 1024"},
+	} {
+		c, err := parseArgs(tc.args)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v refused: %v", tc.args, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)
+		case tc.want == "" && (c.MaxDisks < 1 || c.HistoryPerDisk < 1):
+			t.Errorf("%v: %+v", tc.args, c.Config)
 		}
 	}
 }

@@ -92,7 +92,7 @@ func parseArgs(args []string) (c cliConfig, err error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q (diskd takes only flags)", fs.Arg(0))
 	}
-	return c, c.check()
+	return c, c.Config.validate()
 }
 
 type discard struct{}

@@ -65,8 +65,11 @@ func run(ctx context.Context, cfg Config) error {
 		problems = append(problems, msg)
 	}
 	st := store.New(store.Options{
-		Local:  disk.Node{ID: id, Name: cfg.NodeName},
-		Logger: log.With("component", "store"),
+		Local:          disk.Node{ID: id, Name: cfg.NodeName},
+		MaxPeers:       cfg.Network.MaxPeers,
+		MaxDisks:       cfg.MaxDisks,
+		HistoryPerDisk: cfg.HistoryPerDisk,
+		Logger:         log.With("component", "store"),
 	})
 	if err := st.Load(db); err != nil {
 		return fmt.Errorf("load state: %w", err)

@@ -22,9 +22,12 @@ type Status struct {
 	Socket    string      `json:"socket"`
 	Scan      ScanStatus  `json:"scan"`
 	Counts    Counts      `json:"counts"`
-	Network   *NetStatus  `json:"network,omitempty"`
-	DBus      string      `json:"dbus"`               // "connected to system bus", "off", or the error
-	Problems  []string    `json:"problems,omitempty"` // one line each: things an admin should fix
+	// StoreCounters: what the table's bounds did (evictions, truncations,
+	// refusals; see store.Stats), by name.
+	StoreCounters map[string]uint64 `json:"store_counters,omitempty"`
+	Network       *NetStatus        `json:"network,omitempty"`
+	DBus          string            `json:"dbus"`               // "connected to system bus", "off", or the error
+	Problems      []string          `json:"problems,omitempty"` // one line each: things an admin should fix
 
 	// Legacy is the bridge to the original Perl diskd, when it is on.
 	Legacy *LegacyStatus `json:"legacy,omitempty"`

@@ -42,11 +42,62 @@ func WriteWhere(w io.Writer, q string, ds []disk.Disk) {
 			if len(d.Mounts) > 0 {
 				at = ", mounted on " + Escape(strings.Join(d.Mounts, ", "))
 			}
-			fmt.Fprintf(w, "%s is on %s as %s%s\n", Escape(q), Escape(d.Host), Escape(d.Device), at)
+			fmt.Fprintf(w, "%s is on %s as %s%s%s\n", Escape(q), Escape(d.Host), Escape(d.Device), at, notUnique(&d))
 		} else {
-			fmt.Fprintf(w, "%s was last seen on %s as %s at %s (not present)\n",
-				Escape(q), Escape(d.Host), Escape(d.Device), d.LastSeen.Local().Format(time.RFC3339))
+			fmt.Fprintf(w, "%s was last seen on %s as %s at %s (not present)%s\n",
+				Escape(q), Escape(d.Host), Escape(d.Device), d.LastSeen.Local().Format(time.RFC3339), notUnique(&d))
 		}
+	}
+}
+
+// notUnique is where's note for a disk whose identity is carried by
+// another present device too (a cloned filesystem).
+func notUnique(d *disk.Disk) string {
+	if !d.NotUnique {
+		return ""
+	}
+	what := "UUID"
+	if strings.HasPrefix(d.ID, disk.IdentityPartUUID) {
+		what = "partition UUID"
+	}
+	return "; its " + what + " is not unique: another device carries it too"
+}
+
+// WriteHistory answers "history Q" for a person: each disk Q names, then
+// where and when it was seen, newest first.
+func WriteHistory(w io.Writer, q string, hs []disk.History) {
+	if len(hs) == 0 {
+		fmt.Fprintf(w, "%s: not known on this network\n", Escape(q))
+		return
+	}
+	for i, h := range hs {
+		d := &h.Disk
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		name := d.Label
+		if name == "" {
+			name = q
+		}
+		state := "not present"
+		if d.Present {
+			state = "present"
+		}
+		fmt.Fprintf(w, "%s (%s), %s%s\n", Escape(name), Escape(d.ID), state, notUnique(d))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  HOST\tDEVICE\tFIRST SEEN\tLAST SEEN")
+		for j, s := range h.Sightings {
+			last := s.LastSeen.Local().Format(time.DateTime)
+			if j == 0 && d.Present {
+				last = "now"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", cell(s.Host), cell(s.Device),
+				s.FirstSeen.Local().Format(time.DateTime), last)
+		}
+		tw.Flush()
+	}
+	if len(hs) >= disk.MaxHistoryDisks {
+		fmt.Fprintf(w, "\n(only the first %d disks that match are shown; a UUID names one disk)\n", disk.MaxHistoryDisks)
 	}
 }
 
@@ -89,6 +140,9 @@ func WriteStatus(w io.Writer, s Status) {
 	c := s.Counts
 	fmt.Fprintf(w, "disks: %d present here, %d present on the network, %d known; nodes: %d online of %d\n",
 		c.LocalPresent, c.DisksPresent, c.Disks, c.NodesOnline, c.Nodes)
+	if line := counterLine(s.StoreCounters); line != "" {
+		fmt.Fprintf(w, "table counters: %s\n", line)
+	}
 	if n := s.Network; n != nil {
 		auth := "authenticated (shared key)"
 		if !n.Authenticated {
@@ -96,15 +150,8 @@ func WriteStatus(w io.Writer, s Status) {
 		}
 		fmt.Fprintf(w, "network: %s; groups %s; interfaces %s\n", auth,
 			Escape(strings.Join(n.Groups, " ")), cell(strings.Join(n.Interfaces, " ")))
-		keys := make([]string, 0, len(n.Counters))
-		for k, v := range n.Counters {
-			if v != 0 {
-				keys = append(keys, fmt.Sprintf("%s=%d", Escape(k), v))
-			}
-		}
-		slices.Sort(keys)
-		if len(keys) > 0 {
-			fmt.Fprintf(w, "network counters: %s\n", strings.Join(keys, " "))
+		if line := counterLine(n.Counters); line != "" {
+			fmt.Fprintf(w, "network counters: %s\n", line)
 		}
 	}
 	if l := s.Legacy; l != nil {
@@ -119,16 +166,21 @@ func WriteStatus(w io.Writer, s Status) {
 
 // writeCounters prints the non-zero counters on one line.
 func writeCounters(w io.Writer, title string, m map[string]uint64) {
+	if line := counterLine(m); line != "" {
+		fmt.Fprintf(w, "%s: %s\n", title, line)
+	}
+}
+
+// counterLine is "name=value ..." for the non-zero counters, by name.
+func counterLine(m map[string]uint64) string {
 	keys := make([]string, 0, len(m))
 	for k, v := range m {
 		if v != 0 {
-			keys = append(keys, fmt.Sprintf("%s=%d", k, v))
+			keys = append(keys, fmt.Sprintf("%s=%d", Escape(k), v))
 		}
 	}
 	slices.Sort(keys)
-	if len(keys) > 0 {
-		fmt.Fprintf(w, "%s: %s\n", title, strings.Join(keys, " "))
-	}
+	return strings.Join(keys, " ")
 }
 
 // WriteEvent prints one watch event as a line.

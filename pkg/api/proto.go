@@ -29,7 +29,7 @@ const GreetingPrefix = "diskd "
 // Request is the JSON form of a command.
 type Request struct {
 	Cmd   string `json:"cmd"`
-	Arg   string `json:"arg,omitempty"`   // where, mount, unmount: the label or UUID
+	Arg   string `json:"arg,omitempty"`   // where, history, mount, unmount: the label or UUID
 	Host  string `json:"host,omitempty"`  // list: only this host (node name or ID)
 	RW    bool   `json:"rw,omitempty"`    // mount: read-write (the owner must allow it)
 	Force bool   `json:"force,omitempty"` // unmount: a mount diskd did not make (root on the owner only)
@@ -57,6 +57,7 @@ var Commands = []struct{ Name, Args, Help string }{
 	{"help", "", "this list"},
 	{"list", "[HOST]", "every disk known on the network (or on HOST), present or remembered"},
 	{"where", "LABEL|UUID", "which machine has that disk now, or where it was last seen"},
+	{"history", "LABEL|UUID", "where and when that disk was seen, newest first"},
 	{"peers", "", "the machines running diskd, online or not"},
 	{"localhost", "", "this machine's node name, ID and addresses"},
 	{"status", "", "version, uptime, last scan, network and errors"},

@@ -498,6 +498,14 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 		ds := st.Where(req.Arg)
 		result = ds
 		text = func(w io.Writer) { api.WriteWhere(w, req.Arg, ds) }
+	case "history":
+		if req.Arg == "" {
+			err = errors.New("usage: history LABEL|UUID")
+			break
+		}
+		hs := st.History(req.Arg)
+		result = hs
+		text = func(w io.Writer) { api.WriteHistory(w, req.Arg, hs) }
 	case "peers":
 		ns := st.Nodes()
 		result = ns

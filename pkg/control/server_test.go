@@ -362,3 +362,37 @@ func TestMountCommands(t *testing.T) {
 		t.Errorf("backend saw %q, want %q", be.mounts, want)
 	}
 }
+
+// TestHistory: the history command in both forms, after the local disk
+// moved to the peer (one disk, two places, newest first), and the answer
+// for nothing.
+func TestHistory(t *testing.T) {
+	path, st := serve(t, time.Minute)
+	st.SetLocal(nil)
+	st.ApplyPeer(disk.Node{ID: peerID, Name: "there"}, []disk.Disk{
+		{Name: "sdb1", Device: "/dev/sdb1", Label: "BACKUP"},
+		{Name: "sdc1", Device: "/dev/sdc1", Label: "My Disk", UUID: "u0", Size: 1 << 30},
+	})
+	got := text(t, path, "history My Disk", "history nothing", "history")
+	for i, want := range [][]string{
+		{"My Disk (uuid:u0), present", "HOST", "there  /dev/sdc1", "now", "here   /dev/loop0"},
+		{"nothing: not known"},
+		{"error: usage: history LABEL|UUID"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(got[i+1], w) {
+				t.Errorf("reply %d = %q, want it to contain %q", i+1, got[i+1], w)
+			}
+		}
+	}
+	hs, err := dial(t, path).History(context.Background(), "U0")
+	if err != nil || len(hs) != 1 || len(hs[0].Sightings) != 2 {
+		t.Fatalf("History(U0) = %+v, %v", hs, err)
+	}
+	if s := hs[0].Sightings; s[0].Host != "there" || s[1].Host != "here" || s[1].Device != "/dev/loop0" {
+		t.Errorf("sightings = %+v, want there then here", s)
+	}
+	if hs, err := dial(t, path).History(context.Background(), "nothing"); err != nil || hs == nil || len(hs) != 0 {
+		t.Errorf("History(nothing) = %#v, %v; want an empty list", hs, err)
+	}
+}

@@ -133,6 +133,19 @@ func (c *Client) Where(ctx context.Context, q string) ([]disk.Disk, error) {
 	return ds, c.Do(ctx, api.Request{Cmd: "where", Arg: q}, &ds)
 }
 
+// History returns the disks that q names, each with where and when it
+// was seen, newest first.
+func (c *Client) History(ctx context.Context, q string) ([]disk.History, error) {
+	var hs []disk.History
+	if err := c.Do(ctx, api.Request{Cmd: "history", Arg: q}, &hs); err != nil {
+		return nil, err
+	}
+	if hs == nil {
+		hs = []disk.History{} // as "[]" on the wire
+	}
+	return hs, nil
+}
+
 // Peers returns the known nodes.
 func (c *Client) Peers(ctx context.Context) ([]disk.Node, error) {
 	var ns []disk.Node

@@ -11,7 +11,6 @@ import (
 	contract "github.com/diskd/diskd/dbus"
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/authz"
-	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -136,11 +135,11 @@ func dbusErr(t *testing.T, err error) (name, msg string) {
 func TestErrors(t *testing.T) {
 	e := startEnv(t, Config{})
 	e.fixture()
-	e.waitPublished(string(contract.BlockPath(disk.Key{Node: peerID, Name: "sdb1"})))
+	e.waitPublished(string(uuidPath("3333-4444")))
 	c := e.client()
 	mgr := c.Object(contract.BusName, contract.ManagerPath)
 	none := map[string]dbus.Variant{}
-	loop3 := contract.BlockPath(disk.Key{Node: localID, Name: "loop3"})
+	loop3 := uuidPath("1111-2222")
 	for _, tc := range []struct {
 		name       string
 		call       *dbus.Call
@@ -234,7 +233,7 @@ func TestMountAuthorization(t *testing.T) {
 func TestUnknownOptionsIgnored(t *testing.T) {
 	e := startEnv(t, Config{})
 	e.fixture()
-	e.waitPublished(string(contract.BlockPath(disk.Key{Node: peerID, Name: "sdb1"})))
+	e.waitPublished(string(uuidPath("3333-4444")))
 	mgr := e.client().Object(contract.BusName, contract.ManagerPath)
 	gnome := map[string]dbus.Variant{"auth.no_user_interaction": dbus.MakeVariant(true), "colour": dbus.MakeVariant("red")}
 	for _, m := range contractInterfaces(t)[contract.ManagerInterface].Methods {
@@ -270,7 +269,7 @@ func TestUnknownOptionsIgnored(t *testing.T) {
 func TestHugeInputGivesShortErrors(t *testing.T) {
 	e := startEnv(t, Config{})
 	e.fixture()
-	loop3 := contract.BlockPath(disk.Key{Node: localID, Name: "loop3"})
+	loop3 := uuidPath("1111-2222")
 	e.waitPublished(string(loop3))
 	c := e.client()
 	mgr := c.Object(contract.BusName, contract.ManagerPath)

@@ -9,7 +9,6 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	contract "github.com/diskd/diskd/dbus"
-	"github.com/diskd/diskd/pkg/disk"
 )
 
 // TestExportMatchesContract checks, through the bus, that what the daemon
@@ -22,7 +21,7 @@ func TestExportMatchesContract(t *testing.T) {
 	e.fixture()
 	c := e.client()
 	want := contractInterfaces(t)
-	loop3 := contract.BlockPath(disk.Key{Node: localID, Name: "loop3"})
+	loop3 := uuidPath("1111-2222")
 	e.waitPublished(string(loop3))
 
 	objects := map[dbus.ObjectPath][]string{
@@ -79,6 +78,7 @@ func TestExportMatchesContract(t *testing.T) {
 		"GetBlockDevices": {map[string]dbus.Variant{}},
 		"ResolveDevice":   {map[string]dbus.Variant{"label": dbus.MakeVariant("BACKUP")}, map[string]dbus.Variant{}},
 		"Where":           {"BACKUP", map[string]dbus.Variant{}},
+		"History":         {"BACKUP", map[string]dbus.Variant{}},
 		"Refresh":         {map[string]dbus.Variant{}},
 		"Ping":            {map[string]dbus.Variant{}},
 		"GetStatus":       {map[string]dbus.Variant{}},
@@ -96,7 +96,10 @@ func TestExportMatchesContract(t *testing.T) {
 			t.Errorf("%s: %v", m.Name, call.Err)
 			continue
 		}
-		if got := dbus.SignatureOf(call.Body...).String(); got != contract.Signatures(m, "out") {
+		// godbus decodes structs as []any, so a reply holding structs is
+		// checked by the server before sending (method.Call) and decoded
+		// into its Go type in TestQueries, not here.
+		if got := dbus.SignatureOf(call.Body...).String(); got != contract.Signatures(m, "out") && !strings.Contains(contract.Signatures(m, "out"), "(") {
 			t.Errorf("%s replied (%s), contract says (%s)", m.Name, got, contract.Signatures(m, "out"))
 		}
 	}

@@ -206,6 +206,16 @@ func runErr(name string, args ...string) (string, error) {
 	return o.String(), nil
 }
 
+// blockAt is the object path the store gives a disk reported as d on node
+// when nothing else carries its identity: the identity itself.
+func blockAt(node disk.NodeID, d disk.Disk) dbus.ObjectPath {
+	d.Node = node
+	return contract.BlockPath(disk.Key(disk.Identity(&d)))
+}
+
+// uuidPath is the object path of the disk with filesystem UUID u.
+func uuidPath(u string) dbus.ObjectPath { return blockAt("", disk.Disk{UUID: u}) }
+
 // fixture fills the store: two local disks and a peer with one.
 func (e *env) fixture() {
 	e.st.SetLocal([]disk.Disk{

@@ -83,7 +83,7 @@ func TestReconnect(t *testing.T) {
 	}
 	ch := e.signals()
 	e.st.SetLocal([]disk.Disk{{Name: "loop7", Device: "/dev/loop7"}})
-	p := contract.BlockPath(disk.Key{Node: localID, Name: "loop7"})
+	p := blockAt(localID, disk.Disk{Name: "loop7"})
 	if s := next(t, ch, p); s.Name != contract.ObjectManagerInterface+".InterfacesAdded" {
 		t.Errorf("after reconnecting, first signal for loop7 is %s", s.Name)
 	}

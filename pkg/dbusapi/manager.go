@@ -1,7 +1,6 @@
 package dbusapi
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -15,6 +14,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/store"
 )
 
 // managerImpl maps each Manager method of the contract to its
@@ -25,6 +25,7 @@ func (s *Service) managerImpl(srv *server) map[string]func(*call) ([]any, error)
 		"GetBlockDevices": srv.getBlockDevices,
 		"ResolveDevice":   srv.resolveDevice,
 		"Where":           srv.where,
+		"History":         srv.history,
 		"Refresh":         srv.refresh,
 		"Ping":            srv.ping,
 		"GetStatus":       srv.getStatus,
@@ -211,38 +212,74 @@ func (srv *server) resolveDevice(c *call) ([]any, error) {
 		}
 		return true
 	})
-	sortWhere(ds)
+	store.SortWhere(ds)
 	return []any{blockPaths(ds)}, nil
 }
 
-// sortWhere orders disks as the store's Where does: present first, then
-// the most recently seen.
-func sortWhere(ds []disk.Disk) {
-	slices.SortStableFunc(ds, func(a, b disk.Disk) int {
-		if a.Present != b.Present {
-			if a.Present {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Compare(b.LastSeen.UnixNano(), a.LastSeen.UnixNano())
-	})
+// lookupArg checks the arguments Where and History share: a non-empty
+// label_or_uuid and no options.
+func (srv *server) lookupArg(c *call) (string, error) {
+	q := c.args[0].(string)
+	if _, err := srv.parseOptions(c.args[1].(map[string]dbus.Variant)); err != nil {
+		return "", err
+	}
+	if q == "" {
+		return "", errorf(contract.ErrorInvalidArgs, "label_or_uuid is empty")
+	}
+	return q, nil
+}
+
+// notKnown is the NotFound answer of Where and History.
+func notKnown(q string) error {
+	return errorf(contract.ErrorNotFound, "%s: not known on this network", api.Quote(q))
 }
 
 func (srv *server) where(c *call) ([]any, error) {
-	q := c.args[0].(string)
-	if _, err := srv.parseOptions(c.args[1].(map[string]dbus.Variant)); err != nil {
+	q, err := srv.lookupArg(c)
+	if err != nil {
 		return nil, err
-	}
-	if q == "" {
-		return nil, errorf(contract.ErrorInvalidArgs, "label_or_uuid is empty")
 	}
 	ds := srv.svc.store.Where(q)
 	if len(ds) == 0 {
-		return nil, errorf(contract.ErrorNotFound, "%s: not known on this network", api.Quote(q))
+		return nil, notKnown(q)
 	}
 	d := ds[0]
 	return []any{contract.MachinePath(d.Node), contract.BlockPath(d.Key()), d.Present, contract.Usec(d.LastSeen)}, nil
+}
+
+// historySighting and historyDisk are History's reply elements:
+// (sssaytt) and (oa(sssaytt)).
+type (
+	historySighting struct {
+		NodeID, HostName, KernelName string
+		Device                       []byte
+		FirstSeen, LastSeen          uint64
+	}
+	historyDisk struct {
+		Block     dbus.ObjectPath
+		Sightings []historySighting
+	}
+)
+
+func (srv *server) history(c *call) ([]any, error) {
+	q, err := srv.lookupArg(c)
+	if err != nil {
+		return nil, err
+	}
+	hs := srv.svc.store.History(q)
+	if len(hs) == 0 {
+		return nil, notKnown(q)
+	}
+	out := make([]historyDisk, len(hs))
+	for i, h := range hs {
+		out[i].Block = contract.BlockPath(h.Disk.Key())
+		out[i].Sightings = make([]historySighting, len(h.Sightings))
+		for j, sg := range h.Sightings {
+			out[i].Sightings[j] = historySighting{NodeID: string(sg.Node), HostName: sg.Host, KernelName: sg.Name,
+				Device: contract.CBytes(sg.Device), FirstSeen: contract.Usec(sg.FirstSeen), LastSeen: contract.Usec(sg.LastSeen)}
+		}
+	}
+	return []any{out}, nil
 }
 
 func (srv *server) refresh(c *call) ([]any, error) {

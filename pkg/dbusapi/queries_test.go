@@ -19,7 +19,8 @@ func TestManagerQueries(t *testing.T) {
 	var tick atomic.Int64
 	clock := func() time.Time { return time.UnixMilli(1_700_000_000_000 + tick.Add(1)) }
 	e := startEnvStore(t, Config{}, store.Options{Now: clock})
-	// BACKUP is on the peer now, and was on this machine before (history).
+	// A disk labelled BACKUP is on the peer now; another BACKUP was on this
+	// machine before (history): two disks, one label.
 	e.st.SetLocal([]disk.Disk{
 		{Name: "loop3", Device: "/dev/loop3", UUID: "AAAA-1111", Label: "BACKUP", Type: "ext4"},
 		{Name: "loop4", Device: "/dev/loop4", UUID: "cccc-3333", Label: "SCRATCH", PartUUID: "PU-1", PartLabel: "scratch"},
@@ -28,7 +29,7 @@ func TestManagerQueries(t *testing.T) {
 		{Name: "loop4", Device: "/dev/loop4", UUID: "cccc-3333", Label: "SCRATCH", PartUUID: "PU-1", PartLabel: "scratch"},
 	})
 	e.st.ApplyPeer(disk.Node{ID: peerID, Name: "beta"}, []disk.Disk{
-		{Name: "sdb1", Device: "/dev/sdb1", UUID: "aaaa-1111", Label: "BACKUP", Type: "ext4"},
+		{Name: "sdb1", Device: "/dev/sdb1", UUID: "dddd-4444", Label: "BACKUP", Type: "ext4"},
 	})
 	c := e.client()
 	mgr := c.Object(contract.BusName, contract.ManagerPath)
@@ -51,9 +52,7 @@ func TestManagerQueries(t *testing.T) {
 		}
 		return m
 	}
-	loop3 := contract.BlockPath(disk.Key{Node: localID, Name: "loop3"})
-	loop4 := contract.BlockPath(disk.Key{Node: localID, Name: "loop4"})
-	sdb1 := contract.BlockPath(disk.Key{Node: peerID, Name: "sdb1"})
+	loop3, loop4, sdb1 := uuidPath("aaaa-1111"), uuidPath("cccc-3333"), uuidPath("dddd-4444")
 
 	if got, want := paths("GetMachines", opts()), []dbus.ObjectPath{contract.MachinePath(localID), contract.MachinePath(peerID)}; !slices.Equal(got, want) {
 		t.Errorf("GetMachines = %v, want %v (local first)", got, want)
@@ -70,7 +69,7 @@ func TestManagerQueries(t *testing.T) {
 		{"present only", paths("GetBlockDevices", opts("present", true)), []dbus.ObjectPath{loop4, sdb1}},
 		{"history only", paths("GetBlockDevices", opts("present", false)), []dbus.ObjectPath{loop3}},
 		{"label: present first", paths("ResolveDevice", opts("label", "BACKUP"), opts()), []dbus.ObjectPath{sdb1, loop3}},
-		{"uuid ignores case", paths("ResolveDevice", opts("uuid", "AAAA-1111"), opts()), []dbus.ObjectPath{sdb1, loop3}},
+		{"uuid ignores case", paths("ResolveDevice", opts("uuid", "aaaa-1111"), opts()), []dbus.ObjectPath{loop3}},
 		{"all keys must match", paths("ResolveDevice", opts("label", "BACKUP", "path", "/dev/loop3"), opts()), []dbus.ObjectPath{loop3}},
 		{"no match is empty", paths("ResolveDevice", opts("label", "BACKUP", "path", "/dev/loop4"), opts()), []dbus.ObjectPath{}},
 		{"partuuid", paths("ResolveDevice", opts("partuuid", "pu-1"), opts()), []dbus.ObjectPath{loop4}},
@@ -94,9 +93,41 @@ func TestManagerQueries(t *testing.T) {
 	}
 	// Gone from the peer, it is found in history: the most recent sighting.
 	e.st.ApplyPeer(disk.Node{ID: peerID, Name: "beta"}, nil)
-	r = call("Where", "aaaa-1111", opts())
+	r = call("Where", "BACKUP", opts())
 	if r[1] != sdb1 || r[2] != false {
 		t.Errorf("Where after detach = %v, want sdb1 not present (seen last)", r)
+	}
+
+	// History: both BACKUPs, each with where it was seen; the local one,
+	// attached again under another name, keeps its object path and has two
+	// sightings, newest first.
+	e.st.SetLocal([]disk.Disk{
+		{Name: "loop9", Device: "/dev/loop9", UUID: "AAAA-1111", Label: "BACKUP", Type: "ext4"},
+	})
+	type sighting struct {
+		NodeID, HostName, KernelName string
+		Device                       []byte
+		FirstSeen, LastSeen          uint64
+	}
+	var hist []struct {
+		Block     dbus.ObjectPath
+		Sightings []sighting
+	}
+	if err := dbus.Store(call("History", "BACKUP", opts()), &hist); err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 2 || hist[0].Block != loop3 || hist[1].Block != sdb1 {
+		t.Fatalf("History BACKUP = %+v, want loop3's disk (present) then sdb1's", hist)
+	}
+	var where []string
+	for _, sg := range hist[0].Sightings {
+		where = append(where, sg.HostName+":"+sg.KernelName+":"+string(sg.Device))
+	}
+	if !slices.Equal(where, []string{"alpha:loop9:/dev/loop9\x00", "alpha:loop3:/dev/loop3\x00"}) {
+		t.Errorf("sightings of the moved disk = %q", where)
+	}
+	if len(hist[1].Sightings) != 1 || hist[1].Sightings[0].NodeID != string(peerID) || hist[1].Sightings[0].HostName != "beta" {
+		t.Errorf("sightings of the peer's disk = %+v", hist[1].Sightings)
 	}
 
 	// GetStatus is the backend's status as JSON.

@@ -119,25 +119,14 @@ func (srv *server) current(p dbus.ObjectPath) (object, bool) {
 	return srv.om.get(p)
 }
 
-// blockKey finds the disk a block path names: node IDs are hex, so the
-// path element is NODE_ESCAPEDNAME; anything else is looked up among the
-// published objects.
+// blockKey finds the row a block path names: the path is the escaped row
+// key (see contract.BlockPath).
 func (srv *server) blockKey(p dbus.ObjectPath) (disk.Key, bool) {
-	el := strings.TrimPrefix(string(p), contract.BlockDevicesPath+"/")
-	if node, esc, ok := strings.Cut(el, "_"); ok {
-		if name, err := contract.UnescapePathElement(esc); err == nil {
-			k := disk.Key{Node: disk.NodeID(node), Name: name}
-			if contract.BlockPath(k) == p {
-				return k, true
-			}
-		}
+	k, err := contract.KeyFromBlockPath(p)
+	if err != nil || contract.BlockPath(k) != p {
+		return "", false
 	}
-	if o, ok := srv.om.get(p); ok {
-		if b, ok := o.(blockObj); ok {
-			return b.d.Key(), true
-		}
-	}
-	return disk.Key{}, false
+	return k, true
 }
 
 // LookupObject implements dbus.Handler. Every path resolves; calls on

@@ -22,7 +22,7 @@ func (e *env) monitor(match string) *testutil.Monitor {
 func TestMonitorSeesChanges(t *testing.T) {
 	e := startEnvStore(t, Config{}, store.Options{MaxPeers: 1})
 	m := e.monitor("type='signal',path_namespace='/org/diskd/Diskd1'")
-	loop3 := string(contract.BlockPath(disk.Key{Node: localID, Name: "loop3"}))
+	loop3 := string(blockAt(localID, disk.Disk{Name: "loop3"}))
 	om := "path=/org/diskd/Diskd1; interface=org.freedesktop.DBus.ObjectManager; member="
 
 	// Attached: InterfacesAdded with the object path and both interfaces.
@@ -38,7 +38,7 @@ func TestMonitorSeesChanges(t *testing.T) {
 		`string "org.diskd.Diskd1.Block"`, `string "Present"`, "boolean false")
 
 	// A peer's disk appears on this bus.
-	peerDisk := string(contract.BlockPath(disk.Key{Node: peerID, Name: "sdb1"}))
+	peerDisk := string(blockAt(peerID, disk.Disk{Name: "sdb1"}))
 	e.st.ApplyPeer(disk.Node{ID: peerID, Name: "beta"}, []disk.Disk{{Name: "sdb1", Device: "/dev/sdb1", Label: "PHOTOS"}})
 	m.Wait(t, "InterfacesAdded for the peer's machine", om+"InterfacesAdded",
 		`object path "`+string(contract.MachinePath(peerID))+`"`, `string "beta"`)
@@ -98,7 +98,7 @@ func TestSignalsBatched(t *testing.T) {
 	}
 	e.st.SetLocal(mk("a", "b", "c"))
 	for _, n := range []string{"loop1", "loop2", "loop3"} {
-		s := next(t, ch, contract.BlockPath(disk.Key{Node: localID, Name: n}))
+		s := next(t, ch, blockAt(localID, disk.Disk{Name: n}))
 		if s.Name != contract.ObjectManagerInterface+".InterfacesAdded" {
 			t.Fatalf("first signal for %s is %s", n, s.Name)
 		}
@@ -110,9 +110,9 @@ func TestSignalsBatched(t *testing.T) {
 	// A sentinel change after the batch: any extra signal for loop1 or
 	// loop2 would arrive before the sentinel's.
 	got := map[dbus.ObjectPath][]string{}
-	l1 := contract.BlockPath(disk.Key{Node: localID, Name: "loop1"})
-	l2 := contract.BlockPath(disk.Key{Node: localID, Name: "loop2"})
-	sentinel := contract.BlockPath(disk.Key{Node: localID, Name: "loop3"})
+	l1 := blockAt(localID, disk.Disk{Name: "loop1"})
+	l2 := blockAt(localID, disk.Disk{Name: "loop2"})
+	sentinel := blockAt(localID, disk.Disk{Name: "loop3"})
 	sentSentinel := false
 	timeout := time.After(10 * time.Second)
 	for done := false; !done; {

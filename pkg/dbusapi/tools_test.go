@@ -31,9 +31,9 @@ func TestBusctlAndGdbus(t *testing.T) {
 	testutil.RequiresTool(t, "busctl", "gdbus")
 	e := startEnv(t, Config{})
 	e.fixture()
-	loop3 := string(contract.BlockPath(disk.Key{Node: localID, Name: "loop3"}))
-	dm0 := string(contract.BlockPath(disk.Key{Node: localID, Name: "dm-0"}))
-	sdb1 := string(contract.BlockPath(disk.Key{Node: peerID, Name: "sdb1"}))
+	loop3 := string(uuidPath("1111-2222"))
+	dm0 := string(blockAt(localID, disk.Disk{Name: "dm-0", Size: 1 << 30}))
+	sdb1 := string(uuidPath("3333-4444"))
 	e.waitPublished(sdb1)
 
 	t.Run("tree", func(t *testing.T) {

@@ -269,7 +269,7 @@ func TestServedIsWhatWasSignalled(t *testing.T) {
 func TestFlipInsideOneBatch(t *testing.T) {
 	o := newOffline(t, store.Options{})
 	d := disk.Disk{Name: "loop3", Device: "/dev/loop3", Label: "FLIP", Type: "ext4"}
-	p := contract.BlockPath(disk.Key{Node: localID, Name: "loop3"})
+	p := blockAt(localID, d)
 	present := func() bool {
 		t.Helper()
 		props, err := o.srv.propsOf(p, contract.BlockInterface)
@@ -386,7 +386,7 @@ func TestOrderedMethodsReplyOnce(t *testing.T) {
 	e.fixture()
 	e.runService(Config{}, func(s *Service) { s.connOptions = []dbus.ConnOption{count} })
 	e.waitConnected()
-	loop3 := contract.BlockPath(disk.Key{Node: localID, Name: "loop3"})
+	loop3 := uuidPath("1111-2222")
 	e.waitPublished(string(loop3))
 	c := e.client()
 	obj := c.Object(contract.BusName, loop3)
@@ -440,7 +440,7 @@ func TestGioClientsDuringFlips(t *testing.T) {
 		all[i] = final(i)
 	}
 	e.st.SetLocal(all)
-	e.waitPublished(string(contract.BlockPath(disk.Key{Node: localID, Name: "loop5"})))
+	e.waitPublished(string(blockAt(localID, final(4))))
 
 	g := testutil.StartGioClients(t, e.bus.Address)
 	stop := make(chan struct{})
@@ -490,7 +490,7 @@ func TestGioClientsDuringFlips(t *testing.T) {
 			return false
 		}
 		for i := range names {
-			p := string(contract.BlockPath(disk.Key{Node: localID, Name: names[i]}))
+			p := string(blockAt(localID, final(i)))
 			b := dump.After[p][contract.BlockInterface]
 			if b["Present"] != "true" || b["IdLabel"] != fmt.Sprintf("'GIO%d'", i) {
 				return false

@@ -113,6 +113,55 @@ func (c *Client) Where(ctx context.Context, q string) ([]disk.Disk, error) {
 	return c.disks(ctx, paths)
 }
 
+// History returns the disks that q names, each with where and when it was
+// seen, newest first, as `history` does. NotFound is an empty answer, as
+// on the socket.
+func (c *Client) History(ctx context.Context, q string) ([]disk.History, error) {
+	if q == "" {
+		return nil, errors.New("usage: history LABEL|UUID")
+	}
+	var reply []struct {
+		Block     dbus.ObjectPath
+		Sightings []struct {
+			NodeID, HostName, KernelName string
+			Device                       []byte
+			FirstSeen, LastSeen          uint64
+		}
+	}
+	body, err := c.call(ctx, "History", q, noOptions())
+	var de dbus.Error
+	if errors.As(err, &de) && de.Name == contract.ErrorNotFound {
+		return []disk.History{}, nil
+	}
+	if err == nil {
+		err = dbus.Store(body, &reply)
+	}
+	if err != nil {
+		return nil, err
+	}
+	paths := make([]dbus.ObjectPath, len(reply))
+	for i, r := range reply {
+		paths[i] = r.Block
+	}
+	ds, err := c.disksAt(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]disk.History, 0, len(reply))
+	for i, r := range reply {
+		if ds[i] == nil {
+			continue // forgotten between the calls
+		}
+		h := disk.History{Disk: *ds[i], Sightings: make([]disk.Sighting, len(r.Sightings))}
+		for j, sg := range r.Sightings {
+			h.Sightings[j] = disk.Sighting{Node: disk.NodeID(sg.NodeID), Host: sg.HostName, Name: sg.KernelName,
+				Device: contract.FromCBytes(sg.Device), FirstSeen: contract.FromUsec(sg.FirstSeen), LastSeen: contract.FromUsec(sg.LastSeen)}
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
 // fewObjects is how many objects are fetched one by one (GetAll) before
 // it is cheaper to fetch everything (GetManagedObjects) in one call.
 const fewObjects = 16
@@ -120,7 +169,23 @@ const fewObjects = 16
 // disks fetches the block device objects at paths, keeping their order.
 // Objects that went away between the calls are skipped.
 func (c *Client) disks(ctx context.Context, paths []dbus.ObjectPath) ([]disk.Disk, error) {
+	at, err := c.disksAt(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]disk.Disk, 0, len(paths)) // never nil, as the socket's "[]"
+	for _, d := range at {
+		if d != nil {
+			out = append(out, *d)
+		}
+	}
+	return out, nil
+}
+
+// disksAt fetches the block device objects at paths: one entry per path,
+// nil for an object that went away between the calls.
+func (c *Client) disksAt(ctx context.Context, paths []dbus.ObjectPath) ([]*disk.Disk, error) {
+	out := make([]*disk.Disk, len(paths))
 	if len(paths) == 0 {
 		return out, nil
 	}
@@ -136,7 +201,7 @@ func (c *Client) disks(ctx context.Context, paths []dbus.ObjectPath) ([]disk.Dis
 		}
 		get = func(p dbus.ObjectPath) (contract.Ifaces, error) { return objs[p], nil }
 	}
-	for _, p := range paths {
+	for i, p := range paths {
 		ifs, err := get(p)
 		if err != nil {
 			return nil, err
@@ -148,7 +213,7 @@ func (c *Client) disks(ctx context.Context, paths []dbus.ObjectPath) ([]disk.Dis
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
-		out = append(out, d)
+		out[i] = &d
 	}
 	return out, nil
 }

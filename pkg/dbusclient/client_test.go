@@ -387,3 +387,34 @@ func TestLinksNothingOfTheDaemon(t *testing.T) {
 	}
 	_ = contract.BusName
 }
+
+// TestHistorySameAsSocket: history gives the same values and output over
+// D-Bus as over the socket, for a disk that moved (two places), two disks
+// with one label, nothing, and no argument.
+func TestHistorySameAsSocket(t *testing.T) {
+	b := start(t, dbusapi.Config{})
+	fixture(b.st)
+	// BACKUP (1111-2222) moves from loop3 to loop5.
+	b.st.SetLocal(nil)
+	b.st.SetLocal([]disk.Disk{{Name: "loop5", Device: "/dev/loop5", MajMin: "7:5", UUID: "1111-2222", Label: "BACKUP",
+		Type: "ext4", Usage: "filesystem", Size: 64 << 20}})
+	ctx := context.Background()
+	// The bus is a batch behind the store: wait for the move to be signalled.
+	testutil.Eventually(t, 10*time.Second, "the move on the bus", func() bool {
+		d, err := b.dbus.List(ctx, "alpha")
+		for _, x := range d {
+			if x.Name == "loop5" && x.Present {
+				return err == nil
+			}
+		}
+		return false
+	})
+	for _, q := range []string{"BACKUP", "1111-2222", "pu-1", "NOSUCH", ""} {
+		s, serr := b.sock.History(ctx, q)
+		d, derr := b.dbus.History(ctx, q)
+		same(t, "history "+q, s, d, serr, derr, func(w *bytes.Buffer, hs []disk.History) { api.WriteHistory(w, q, hs) })
+		if q == "1111-2222" && (len(s) != 1 || len(s[0].Sightings) != 2 || s[0].Sightings[0].Name != "loop5") {
+			t.Errorf("history of the moved disk = %+v", s)
+		}
+	}
+}

@@ -6,6 +6,7 @@ package disk
 import (
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -14,18 +15,55 @@ import (
 // start and kept in the state directory: 32 lower-case hex digits.
 type NodeID string
 
-// Key identifies one disk in the network-wide table: a kernel device name
-// on a node. The same filesystem moved to another machine is a new key with
-// the same UUID, which is how "where" finds it.
-type Key struct {
-	Node NodeID
-	Name string // kernel name, e.g. "loop3", "sda1"
+// Key identifies one row of the network-wide table: one disk, wherever it
+// is attached. The primary row of an identity is keyed by the identity
+// itself (see Identity); a second placement of the same identity present
+// at the same time (a cloned filesystem after dd) gets its own row, keyed
+// CloneKey(id, node, name), so neither overwrites the other. Kernel names,
+// device paths and nodes are attributes of a row, not its key.
+type Key string
+
+// CloneKey is the key of the row for a second, simultaneous placement of
+// identity id: "ID@NODE/KERNELNAME".
+func CloneKey(id string, node NodeID, name string) Key {
+	return Key(id + "@" + string(node) + "/" + name)
 }
 
-func (k Key) String() string { return string(k.Node) + "/" + k.Name }
+// IsClone reports whether k is a clone row's key.
+func (k Key) IsClone() bool { return strings.Contains(string(k), "@") }
+
+// Identity prefixes. An identity is what a disk carries, not where it sits.
+const (
+	IdentityUUID     = "uuid:"
+	IdentityPartUUID = "partuuid:"
+	IdentityWeak     = "weak:"
+)
+
+// Identity returns d's identity: "uuid:" and the filesystem UUID in lower
+// case; else "partuuid:" and the partition UUID in lower case; else, for a
+// device that carries neither (an unformatted disk, a whole disk with a
+// partition table), the weak "weak:NODE/KERNELNAME/SIZE", which is only
+// as stable as the device's place. UUIDs are lowered because blkid prints
+// them in either case depending on the filesystem. It is a pure function of
+// reported fields, so every node (and a peer running older code) derives
+// the same identity from the same report.
+func Identity(d *Disk) string {
+	switch {
+	case d.UUID != "":
+		return IdentityUUID + strings.ToLower(d.UUID)
+	case d.PartUUID != "":
+		return IdentityPartUUID + strings.ToLower(d.PartUUID)
+	}
+	return IdentityWeak + string(d.Node) + "/" + d.Name + "/" + strconv.FormatUint(d.Size, 10)
+}
+
+// Weak reports whether d's identity is the weak, place-bound form.
+func (d *Disk) Weak() bool { return strings.HasPrefix(d.ID, IdentityWeak) }
 
 // Disk is one block device as seen by the node that has it attached.
 type Disk struct {
+	// ID is the disk's identity (see Identity), filled in by the store.
+	ID        string   `json:"id"`
 	Node      NodeID   `json:"node_id"`
 	Host      string   `json:"host"`   // node name at the time it was seen
 	Name      string   `json:"name"`   // kernel name
@@ -46,14 +84,54 @@ type Disk struct {
 	Present   bool      `json:"present"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
+	// NotUnique: two or more devices carrying this identity are present at
+	// once (a cloned filesystem); each has a row of its own.
+	NotUnique bool `json:"not_unique,omitempty"`
+	// Row is the key of the store's row that holds this disk; set by the
+	// store, not sent anywhere as JSON (D-Bus object paths are built from it).
+	Row Key `json:"-"`
 }
 
-// Key returns the disk's table key.
-func (d *Disk) Key() Key { return Key{Node: d.Node, Name: d.Name} }
+// Key returns the key of the disk's row: Row when the store set it, else
+// the identity (the key of a primary row).
+func (d *Disk) Key() Key {
+	if d.Row != "" {
+		return d.Row
+	}
+	if d.ID != "" {
+		return Key(d.ID)
+	}
+	return Key(Identity(d))
+}
+
+// Sighting is one placement of a disk in its history: on which node, under
+// which kernel name and device path, from when until when.
+type Sighting struct {
+	Node      NodeID    `json:"node_id"`
+	Host      string    `json:"host"`
+	Name      string    `json:"name"`
+	Device    string    `json:"device"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// MaxHistoryDisks bounds one history answer: the first this many disks a
+// query names (present first, then the most recently seen). A label shared
+// by thousands of disks (a flood of made-up ones) still gets a bounded
+// reply; a UUID names one disk.
+const MaxHistoryDisks = 100
+
+// History is one disk (a row of the table) with its sightings, newest
+// first. The first sighting is the disk's current place when it is present.
+type History struct {
+	Disk      Disk       `json:"disk"`
+	Sightings []Sighting `json:"sightings"`
+}
 
 // SameDevice reports whether a and b describe the same device state,
-// ignoring the fields the store maintains (presence and times). The store
-// uses it to publish only real changes.
+// ignoring the fields the store maintains (identity, which derives from
+// the fields compared, presence, uniqueness and times). The store uses it
+// to publish only real changes.
 func SameDevice(a, b *Disk) bool {
 	return a.Node == b.Node && a.Host == b.Host && a.Name == b.Name &&
 		a.Device == b.Device && a.MajMin == b.MajMin && a.UUID == b.UUID &&
@@ -64,13 +142,14 @@ func SameDevice(a, b *Disk) bool {
 }
 
 // Matches reports whether q names this disk: its label, UUID, PARTUUID,
-// partition label or device path. UUIDs compare case-insensitively, as
-// blkid prints them in either case depending on the filesystem.
+// partition label, device path or identity. UUIDs compare
+// case-insensitively, as blkid prints them in either case depending on the
+// filesystem.
 func (d *Disk) Matches(q string) bool {
 	if q == "" {
 		return false
 	}
-	return d.Label == q || d.PartLabel == q || d.Device == q ||
+	return d.Label == q || d.PartLabel == q || d.Device == q || d.ID == q ||
 		(d.UUID != "" && strings.EqualFold(d.UUID, q)) ||
 		(d.PartUUID != "" && strings.EqualFold(d.PartUUID, q))
 }

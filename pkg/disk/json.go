@@ -10,7 +10,9 @@ import (
 // holds the two equal byte for byte), about ten times faster. Listing
 // 100,000 disks is the daemon's largest reply; this keeps it cheap.
 func AppendJSON(b []byte, d *Disk) []byte {
-	b = append(b, `{"node_id":`...)
+	b = append(b, `{"id":`...)
+	b = appendString(b, d.ID)
+	b = append(b, `,"node_id":`...)
 	b = appendString(b, string(d.Node))
 	b = append(b, `,"host":`...)
 	b = appendString(b, d.Host)
@@ -50,6 +52,9 @@ func AppendJSON(b []byte, d *Disk) []byte {
 	b = appendTime(b, d.FirstSeen)
 	b = append(b, `,"last_seen":`...)
 	b = appendTime(b, d.LastSeen)
+	if d.NotUnique {
+		b = append(b, `,"not_unique":true`...)
+	}
 	return append(b, '}')
 }
 

@@ -15,6 +15,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		{Label: "a \"quoted\" \\ label <&> \n\t\r\b\f\x01\x7f é \xc3\x28 \u2028\u2029 日本", UUID: "u",
 			PartUUID: "p", PartLabel: "pl", Type: "ext4", Usage: "filesystem", MajMin: "7:0",
 			ReadOnly: true, Removable: true, Present: true, Mounts: []string{"/a b", "/c"},
+			ID: "uuid:u", NotUnique: true, Row: "uuid:u@n/loop0",
 			FirstSeen: ts, LastSeen: ts.UTC()},
 	}
 	for _, d := range cases {

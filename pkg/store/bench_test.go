@@ -3,10 +3,13 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/testutil"
 )
 
 // bigStore holds n disks spread over peers of 4000 disks each.
@@ -72,4 +75,95 @@ func BenchmarkListAll(b *testing.B) {
 			b.Fatal("short")
 		}
 	}
+}
+
+// BenchmarkWhere100k: `where` with 100,000 remembered disks (25 peers of
+// 4000, testutil.FillPeers), for one label and for one UUID, against
+// listing the whole table (what `where` walks) as the baseline.
+func BenchmarkWhere100k(b *testing.B) {
+	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
+	testutil.FillPeers(s, 100_000)
+	if c := s.Counts(); c.Disks != 100_000 {
+		b.Fatalf("filled %d disks", c.Disks)
+	}
+	for _, q := range []string{"LABEL-54321", fmt.Sprintf("%08x-0000-4000-8000-000000000000", 54321)} {
+		name := "label"
+		if len(q) > 20 {
+			name = "uuid"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if len(s.Where(q)) != 1 {
+					b.Fatal("not found")
+				}
+			}
+		})
+	}
+	b.Run("baseline-list-all", func(b *testing.B) {
+		for b.Loop() {
+			s.Disks(nil)
+		}
+	})
+}
+
+// BenchmarkRememberedPerMiB: how many disks one MiB of state file and of
+// memory holds, with one sighting each (never moved) and with a full
+// history (DefaultHistoryPerDisk sightings each). Reported as metrics;
+// the loop itself only re-reads the counts.
+func BenchmarkRememberedPerMiB(b *testing.B) {
+	const n = 100_000
+	for _, tc := range []struct {
+		name      string
+		sightings int
+	}{{"one-place", 1}, {"full-history", DefaultHistoryPerDisk}} {
+		b.Run(tc.name, func(b *testing.B) {
+			heap0, rss0 := memNow()
+			s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
+			testutil.FillPeers(s, n)
+			s.mu.Lock()
+			for _, r := range s.rows {
+				for i := 1; i < tc.sightings; i++ {
+					r.past = append(r.past, disk.Sighting{Node: r.d.Node, Host: r.d.Host, Name: fmt.Sprintf("sdx%d", i),
+						Device: fmt.Sprintf("/dev/sdx%d", i), FirstSeen: r.d.FirstSeen, LastSeen: r.d.LastSeen})
+				}
+				s.dirty.rows[r.d.Row] = true
+			}
+			s.mu.Unlock()
+			heap1, rss1 := memNow()
+			path := filepath.Join(b.TempDir(), "state.db")
+			db, _, err := OpenDB(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			if err := s.Flush(db); err != nil {
+				b.Fatal(err)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				s.Counts()
+			}
+			const mib = 1 << 20
+			b.ReportMetric(float64(n)/(float64(fi.Size())/mib), "disks/MiB-file")
+			b.ReportMetric(float64(n)/(float64(heap1-heap0)/mib), "disks/MiB-heap")
+			if rss1 > rss0 {
+				b.ReportMetric(float64(n)/(float64(rss1-rss0)/mib), "disks/MiB-RSS")
+			}
+			runtime.KeepAlive(s)
+		})
+	}
+}
+
+// memNow returns the live heap after a collection and the process RSS.
+func memNow() (heap, rss uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b, _ := os.ReadFile("/proc/self/statm")
+	var size, res uint64
+	fmt.Sscan(string(b), &size, &res)
+	return ms.HeapAlloc, res * uint64(os.Getpagesize())
 }

@@ -1,11 +1,15 @@
 package store
 
 import (
+	"cmp"
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -13,14 +17,44 @@ import (
 	"github.com/diskd/diskd/pkg/disk"
 )
 
-// The state file is a bbolt database: one record per node and per disk, so
-// saving a change writes that record, not the table. Writes are batched: a
-// change marks its record dirty, and RunPersist writes all dirty records in
-// one transaction a short delay later.
+// The state file is a bbolt database: one record per node and per row (a
+// disk with its history), so saving a change writes that record, not the
+// table. Writes are batched: a change marks its record dirty, and
+// RunPersist writes all dirty records in one transaction a short delay
+// later.
+//
+// Layout (schema 2):
+//
+//	meta   "schema" -> "2"
+//	nodes  NODEID   -> disk.Node as JSON
+//	rows   ROWKEY   -> rowRecord as JSON (the disk, since, past sightings)
+//
+// Schema 1 (diskd before disk identities) had no meta bucket and a "disks"
+// bucket keyed "NODEID/KERNELNAME"; opening such a file migrates it in one
+// transaction (see migrateV1), so a crash leaves either layout, whole.
 var (
+	bucketMeta  = []byte("meta")
 	bucketNodes = []byte("nodes")
-	bucketDisks = []byte("disks")
+	bucketRows  = []byte("rows")
+	bucketDisks = []byte("disks") // schema 1
+	keySchema   = []byte("schema")
 )
+
+// Schema is the state file layout this code writes.
+const Schema = 2
+
+// ErrNewerSchema is OpenDB's error for a state file written by a newer
+// diskd: it is left untouched rather than moved aside.
+var ErrNewerSchema = errors.New("state file written by a newer diskd")
+
+// rowRecord is one row as stored.
+type rowRecord struct {
+	Disk disk.Disk `json:"disk"`
+	// Since is when the current placement began; omitted when it is the
+	// disk's FirstSeen (a disk never moved), which is most of them.
+	Since time.Time       `json:"since,omitzero"`
+	Past  []disk.Sighting `json:"past,omitempty"`
+}
 
 // DB is the open state file.
 type DB struct {
@@ -41,6 +75,9 @@ func OpenDB(path string) (db *DB, movedAside string, err error) {
 	}
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, "", fmt.Errorf("state file %s is locked: is another diskd using this state directory?", path)
+	}
+	if errors.Is(err, ErrNewerSchema) {
+		return nil, "", err
 	}
 	aside := fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405Z"))
 	if rerr := os.Rename(path, aside); rerr != nil {
@@ -65,18 +102,130 @@ func openDB(path string) (db *DB, err error) {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
 	err = b.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketNodes, bucketDisks} {
+		if err := checkSchema(tx); err != nil {
+			return err
+		}
+		if tx.Bucket(bucketDisks) != nil {
+			if err := migrateV1(tx); err != nil {
+				return fmt.Errorf("migrate from schema 1: %w", err)
+			}
+		}
+		for _, name := range [][]byte{bucketMeta, bucketNodes, bucketRows} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
-		return nil
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(Schema)))
 	})
 	if err != nil {
 		b.Close()
+		if errors.Is(err, ErrNewerSchema) {
+			return nil, fmt.Errorf("state file %s: %w", path, err)
+		}
 		return nil, fmt.Errorf("init state file %s: %w", path, err)
 	}
 	return &DB{bolt: b, Path: path}, nil
+}
+
+// checkSchema refuses a layout newer than this code's.
+func checkSchema(tx *bolt.Tx) error {
+	m := tx.Bucket(bucketMeta)
+	if m == nil {
+		return nil
+	}
+	v := m.Get(keySchema)
+	n, err := strconv.Atoi(string(v))
+	if err != nil {
+		return fmt.Errorf("schema version %q is not a number", clipBytes(v))
+	}
+	if n > Schema {
+		return fmt.Errorf("%w (schema %d; this diskd reads up to %d): upgrade diskd or move the file aside", ErrNewerSchema, n, Schema)
+	}
+	return nil
+}
+
+func clipBytes(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
+// migrateV1 turns schema 1's per-placement records into rows: records
+// carrying the same identity become one row whose current placement is
+// the most recent record and whose history holds the others, newest
+// first. Records of one identity present at once (clones) keep a row
+// each, as the store would have made them.
+func migrateV1(tx *bolt.Tx) error {
+	var old []disk.Disk
+	err := tx.Bucket(bucketDisks).ForEach(func(k, v []byte) error {
+		var d disk.Disk
+		if err := json.Unmarshal(v, &d); err != nil {
+			return fmt.Errorf("disk record %q: %w", k, err)
+		}
+		if d.Name == "" {
+			return nil
+		}
+		old = append(old, d)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rows, err := tx.CreateBucketIfNotExists(bucketRows)
+	if err != nil {
+		return err
+	}
+	for key, rec := range rowsFromV1(old, DefaultHistoryPerDisk) {
+		v, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		if err := rows.Put([]byte(key), v); err != nil {
+			return err
+		}
+	}
+	return tx.DeleteBucket(bucketDisks)
+}
+
+// rowsFromV1 groups schema 1 records by identity (pure, for tests).
+func rowsFromV1(old []disk.Disk, historyPerDisk int) map[disk.Key]rowRecord {
+	byID := map[string][]disk.Disk{}
+	for _, d := range old {
+		d.ID = disk.Identity(&d)
+		d.Mounts = cloneMounts(d.Mounts)
+		byID[d.ID] = append(byID[d.ID], d)
+	}
+	out := make(map[disk.Key]rowRecord, len(byID))
+	for id, ds := range byID {
+		// Present first, then the most recently seen, then by place.
+		slices.SortFunc(ds, func(a, b disk.Disk) int {
+			return cmp.Or(-cmpBool(a.Present, b.Present), b.LastSeen.Compare(a.LastSeen),
+				cmp.Compare(a.Node, b.Node), cmp.Compare(a.Name, b.Name))
+		})
+		p := rowRecord{Disk: ds[0]}
+		p.Disk.Row = disk.Key(id)
+		for _, d := range ds[1:] {
+			if d.Present {
+				c := rowRecord{Disk: d}
+				c.Disk.Row = disk.CloneKey(id, d.Node, d.Name)
+				out[c.Disk.Row] = c
+				continue
+			}
+			if d.FirstSeen.Before(p.Disk.FirstSeen) {
+				p.Disk.FirstSeen = d.FirstSeen
+			}
+			if len(p.Past) < historyPerDisk-1 {
+				p.Past = append(p.Past, disk.Sighting{Node: d.Node, Host: d.Host, Name: d.Name,
+					Device: d.Device, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen})
+			}
+		}
+		if !p.Disk.FirstSeen.Equal(ds[0].FirstSeen) {
+			p.Since = ds[0].FirstSeen // its current place is newer than the disk
+		}
+		out[p.Disk.Row] = p
+	}
+	return out
 }
 
 // check reads every record once, so damage shows at open rather than later.
@@ -93,10 +242,10 @@ func (db *DB) check() (err error) {
 		}); err != nil {
 			return fmt.Errorf("state file %s: node record: %w", db.Path, err)
 		}
-		return tx.Bucket(bucketDisks).ForEach(func(k, v []byte) error {
-			var d disk.Disk
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("state file %s: disk record %q: %w", db.Path, k, err)
+		return tx.Bucket(bucketRows).ForEach(func(k, v []byte) error {
+			var r rowRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("state file %s: row record %q: %w", db.Path, k, err)
 			}
 			return nil
 		})
@@ -109,11 +258,13 @@ func (db *DB) Close() error { return db.bolt.Close() }
 // Load fills an empty store from db. Peers start offline (they have not
 // been heard since the restart) and their disks not present; local disks
 // keep their saved state until the first scan replaces it, so a daemon
-// whose blkid fails still answers from its last good inventory.
+// whose blkid fails still answers from its last good inventory. Rows
+// beyond the store's bounds (lowered since they were saved) are dropped,
+// the longest gone first.
 func (s *Store) Load(db *DB) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.bolt.View(func(tx *bolt.Tx) error {
 		err := tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
 			var n disk.Node
 			if err := json.Unmarshal(v, &n); err != nil {
@@ -123,38 +274,103 @@ func (s *Store) Load(db *DB) error {
 				return nil // the local node's name and addresses come from this start
 			}
 			n.Local, n.Online, n.Disks = false, false, 0
-			s.nodes[n.ID] = &nodeEntry{node: n, disks: make(map[string]*disk.Disk)}
+			s.nodes[n.ID] = newNodeEntry(n)
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(bucketDisks).ForEach(func(k, v []byte) error {
-			d := new(disk.Disk)
-			if err := json.Unmarshal(v, d); err != nil {
-				return fmt.Errorf("load disk %q: %w", k, err)
+		return tx.Bucket(bucketRows).ForEach(func(k, v []byte) error {
+			var rec rowRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("load row %q: %w", k, err)
 			}
-			e, ok := s.nodes[d.Node]
-			if !ok {
+			e, ok := s.nodes[rec.Disk.Node]
+			if !ok || rec.Disk.Name == "" {
 				return nil // its node record is gone: an interrupted eviction
 			}
-			if !e.node.Local {
-				d.Present = false
+			r := &row{d: rec.Disk, since: rec.Since, past: rec.Past, hidx: -1}
+			if r.since.IsZero() {
+				r.since = r.d.FirstSeen
 			}
-			e.disks[d.Name] = d
+			r.d.ID = disk.Identity(&r.d) // derived, whatever the record says
+			r.d.Row = disk.Key(k)
+			if string(k) == r.d.ID {
+				r.d.Row = disk.Key(r.d.ID) // share the string: most rows are primaries
+			}
+			r.d.Mounts = cloneMounts(r.d.Mounts)
+			if !e.node.Local {
+				r.d.Present = false
+			}
+			if max := s.opts.HistoryPerDisk - 1; len(r.past) > max {
+				r.past = r.past[:max]
+			}
+			if prev := e.present[r.d.Name]; r.d.Present && prev != nil {
+				// Two present rows at one place cannot both be true; the
+				// first scan decides. Keep the later one present.
+				if olderRow(r, prev) {
+					r.d.Present = false
+				} else {
+					prev.d.Present = false
+					delete(e.present, prev.d.Name)
+					heap.Push(&s.absent, prev)
+				}
+			}
+			s.rows[r.d.Row] = r
+			if r.d.Row.IsClone() {
+				s.clones[r.d.ID] = append(s.clones[r.d.ID], r)
+			}
+			s.placeLocked(r, e)
+			if !r.d.Present {
+				heap.Push(&s.absent, r)
+			}
 			return nil
 		})
 	})
+	if err != nil {
+		return err
+	}
+	for len(s.rows) > s.opts.MaxDisks && len(s.absent) > 0 {
+		s.forgetRowLocked(s.absent[0])
+	}
+	for id, cs := range s.clones {
+		slices.SortFunc(cs, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
+		s.uniqueQuietLocked(id)
+	}
+	return nil
+}
+
+// uniqueQuietLocked sets NotUnique on identity id's rows without events
+// (at load, before anyone subscribes).
+func (s *Store) uniqueQuietLocked(id string) {
+	rs := append([]*row{s.rows[disk.Key(id)]}, s.clones[id]...)
+	n := 0
+	for _, r := range rs {
+		if r != nil && r.d.Present {
+			n++
+		}
+	}
+	for _, r := range rs {
+		if r != nil {
+			r.d.NotUnique = n >= 2
+		}
+	}
 }
 
 // Flush writes every dirty record in one transaction.
 func (s *Store) Flush(db *DB) error {
-	nodes, disks, forgetNodes, forgetDisks := s.takeDirty()
-	if len(nodes)+len(disks)+len(forgetNodes)+len(forgetDisks) == 0 {
+	nodes, rows, forgetNodes, forgetRows := s.takeDirty()
+	if len(nodes)+len(rows)+len(forgetNodes)+len(forgetRows) == 0 {
 		return nil
 	}
+	// In key order, with pages packed: a big first save (or a migration)
+	// then fills bbolt's pages instead of leaving each split half empty.
+	slices.SortFunc(rows, func(a, b rowRecord) int { return cmp.Compare(a.Disk.Row, b.Disk.Row) })
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		nb, db := tx.Bucket(bucketNodes), tx.Bucket(bucketDisks)
+		nb, rb := tx.Bucket(bucketNodes), tx.Bucket(bucketRows)
+		if len(rows) > 64 {
+			rb.FillPercent = 0.9
+		}
 		for _, n := range nodes {
 			v, err := json.Marshal(n)
 			if err != nil {
@@ -164,12 +380,12 @@ func (s *Store) Flush(db *DB) error {
 				return err
 			}
 		}
-		for _, d := range disks {
-			v, err := json.Marshal(d)
+		for _, r := range rows {
+			v, err := json.Marshal(r)
 			if err != nil {
 				return err
 			}
-			if err := db.Put([]byte(d.Key().String()), v); err != nil {
+			if err := rb.Put([]byte(r.Disk.Row), v); err != nil {
 				return err
 			}
 		}
@@ -178,17 +394,18 @@ func (s *Store) Flush(db *DB) error {
 				return err
 			}
 		}
-		for _, k := range forgetDisks {
-			if err := db.Delete([]byte(k.String())); err != nil {
+		for _, k := range forgetRows {
+			if err := rb.Delete([]byte(k)); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		s.requeueDirty(nodes, disks, forgetNodes, forgetDisks)
+		s.requeueDirty(nodes, rows, forgetNodes, forgetRows)
 		return fmt.Errorf("save state to %s: %w", db.Path, err)
 	}
+	s.flushes.Add(1)
 	return nil
 }
 
@@ -220,10 +437,8 @@ func (s *Store) markAllPresentDirty() {
 	defer s.mu.Unlock()
 	for _, e := range s.nodes {
 		s.dirty.nodes[e.node.ID] = true
-		for _, d := range e.disks {
-			if d.Present {
-				s.dirty.disks[d.Key()] = true
-			}
+		for _, r := range e.present {
+			s.dirty.rows[r.d.Row] = true
 		}
 	}
 }
@@ -232,18 +447,18 @@ func (s *Store) markAllPresentDirty() {
 // deleted (false).
 type dirtySet struct {
 	nodes map[disk.NodeID]bool
-	disks map[disk.Key]bool
+	rows  map[disk.Key]bool
 }
 
 func newDirtySet() dirtySet {
-	return dirtySet{nodes: make(map[disk.NodeID]bool), disks: make(map[disk.Key]bool)}
+	return dirtySet{nodes: make(map[disk.NodeID]bool), rows: make(map[disk.Key]bool)}
 }
 
-func (d dirtySet) forgetDisk(k disk.Key)     { d.disks[k] = false }
+func (d dirtySet) forgetRow(k disk.Key)      { d.rows[k] = false }
 func (d dirtySet) forgetNode(id disk.NodeID) { d.nodes[id] = false }
 
-func (s *Store) markDisk(d *disk.Disk) {
-	s.dirty.disks[d.Key()] = true
+func (s *Store) markRow(r *row) {
+	s.dirty.rows[r.d.Row] = true
 	s.signalDirty()
 }
 
@@ -261,7 +476,7 @@ func (s *Store) signalDirty() {
 
 // takeDirty copies the dirty records out under the lock, so encoding and
 // disk I/O happen without holding it.
-func (s *Store) takeDirty() (nodes []disk.Node, disks []disk.Disk, forgetNodes []disk.NodeID, forgetDisks []disk.Key) {
+func (s *Store) takeDirty() (nodes []disk.Node, rows []rowRecord, forgetNodes []disk.NodeID, forgetRows []disk.Key) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, put := range s.dirty.nodes {
@@ -271,22 +486,24 @@ func (s *Store) takeDirty() (nodes []disk.Node, disks []disk.Disk, forgetNodes [
 			forgetNodes = append(forgetNodes, id)
 		}
 	}
-	for k, put := range s.dirty.disks {
+	for k, put := range s.dirty.rows {
 		if !put {
-			forgetDisks = append(forgetDisks, k)
+			forgetRows = append(forgetRows, k)
 			continue
 		}
-		if e, ok := s.nodes[k.Node]; ok {
-			if d, ok := e.disks[k.Name]; ok {
-				disks = append(disks, cloneDisk(d))
+		if r, ok := s.rows[k]; ok {
+			rec := rowRecord{Disk: s.diskCopy(s.nodes[r.d.Node], r), Since: r.since, Past: slices.Clone(r.past)}
+			if rec.Since.Equal(rec.Disk.FirstSeen) {
+				rec.Since = time.Time{}
 			}
+			rows = append(rows, rec)
 		}
 	}
 	s.dirty = newDirtySet()
 	return
 }
 
-func (s *Store) requeueDirty(nodes []disk.Node, disks []disk.Disk, forgetNodes []disk.NodeID, forgetDisks []disk.Key) {
+func (s *Store) requeueDirty(nodes []disk.Node, rows []rowRecord, forgetNodes []disk.NodeID, forgetRows []disk.Key) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, n := range nodes {
@@ -294,9 +511,9 @@ func (s *Store) requeueDirty(nodes []disk.Node, disks []disk.Disk, forgetNodes [
 			s.dirty.nodes[n.ID] = true
 		}
 	}
-	for _, d := range disks {
-		if _, ok := s.dirty.disks[d.Key()]; !ok {
-			s.dirty.disks[d.Key()] = true
+	for _, r := range rows {
+		if _, ok := s.dirty.rows[r.Disk.Row]; !ok {
+			s.dirty.rows[r.Disk.Row] = true
 		}
 	}
 	for _, id := range forgetNodes {
@@ -304,10 +521,14 @@ func (s *Store) requeueDirty(nodes []disk.Node, disks []disk.Disk, forgetNodes [
 			s.dirty.nodes[id] = false
 		}
 	}
-	for _, k := range forgetDisks {
-		if _, ok := s.dirty.disks[k]; !ok {
-			s.dirty.disks[k] = false
+	for _, k := range forgetRows {
+		if _, ok := s.dirty.rows[k]; !ok {
+			s.dirty.rows[k] = false
 		}
 	}
 	s.signalDirty()
 }
+
+// Flushes counts the transactions Flush committed, so tests and status can
+// tell how often the state file is written.
+func (s *Store) Flushes() uint64 { return s.flushes.Load() }

@@ -3,10 +3,39 @@
 // the only place the table changes; scanners and the peer receiver feed it,
 // and readers either query it or subscribe to its typed change events. It
 // also persists the table (see persist.go) so history survives restarts.
+//
+// A disk is a row keyed by its identity (disk.Identity: filesystem UUID,
+// else partition UUID, else the weak node/name/size), not by where it sits:
+// the node and kernel name are its current placement, and earlier
+// placements are its history (bounded, newest first). A report of a device
+// is matched to a row in this order (see matchLocked):
+//
+//  1. the row whose current placement is exactly that node and kernel name
+//     and that carries that identity (the primary row, or a clone row);
+//  2. else the primary row of that identity if it is not present elsewhere
+//     (the disk was moved or reattached: the placement moves, the old one
+//     goes to the history);
+//  3. else a clone row, keyed disk.CloneKey(identity, node, name): the same
+//     identity is present twice at once (a filesystem copied with dd), and
+//     neither overwrites the other. Both rows say NotUnique.
+//
+// When a primary row goes absent while exactly one clone row of it is
+// present, the clone is merged into the primary (promoted): the primary
+// takes the clone's placement, keeping its own history, and the clone row
+// is forgotten. That is one event for each row, and it is what keeps a
+// disk moved between machines one row even when the new machine reports it
+// before the old one is known to have lost it.
+//
+// Bounds: peers (MaxPeers), rows placed on one node (MaxDisksPerNode), rows
+// in total (MaxDisks) and sightings per row (HistoryPerDisk). When a bound
+// is reached, the oldest thing that is not present makes room (the peer
+// heard least recently, offline ones first; the row absent the longest);
+// every such decision is counted in Stats.
 package store
 
 import (
 	"cmp"
+	"container/heap"
 	"errors"
 	"log/slog"
 	"slices"
@@ -17,16 +46,40 @@ import (
 	"github.com/diskd/diskd/pkg/disk"
 )
 
+// Defaults of the bounds.
+const (
+	DefaultMaxPeers        = 4096
+	DefaultMaxDisksPerNode = 4096
+	// DefaultMaxDisks is sized for a network that has seen 100,000 disks,
+	// with room to spare; about 1.5 KiB of memory each (README figures).
+	DefaultMaxDisks = 131072
+	// DefaultHistoryPerDisk is how many placements a disk remembers,
+	// the current one included.
+	DefaultHistoryPerDisk = 16
+)
+
 // Options configures a Store.
 type Options struct {
 	// Local is this node. Its ID must be set.
 	Local disk.Node
-	// MaxPeers bounds the number of peer nodes; when full, the peer offline
-	// the longest is forgotten with its disks. 0 means 4096.
+	// MaxPeers bounds the number of peer nodes; when full, the peer heard
+	// least recently (offline ones first, then online ones) is forgotten
+	// with its disks, so a new machine always finds room. 0 means
+	// DefaultMaxPeers.
 	MaxPeers int
-	// MaxDisksPerNode bounds one node's disks, present and remembered. A
-	// report beyond it is truncated (and counted). 0 means 4096.
+	// MaxDisksPerNode bounds the rows placed on one node, present and
+	// remembered. A report beyond it first displaces that node's oldest
+	// absent rows, then is truncated (and counted). 0 means
+	// DefaultMaxDisksPerNode.
 	MaxDisksPerNode int
+	// MaxDisks bounds the rows in total (local and remote, present and
+	// remembered): the row absent the longest makes room; when every row
+	// is present, the peer heard least recently does. 0 means
+	// DefaultMaxDisks.
+	MaxDisks int
+	// HistoryPerDisk bounds the sightings a row keeps, the current one
+	// included; the oldest are dropped. 0 means DefaultHistoryPerDisk.
+	HistoryPerDisk int
 	// Logger receives the store's few messages. nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. Tests set it.
@@ -41,24 +94,60 @@ type Store struct {
 
 	mu       sync.RWMutex
 	nodes    map[disk.NodeID]*nodeEntry
+	rows     map[disk.Key]*row
+	clones   map[string][]*row // clone rows by identity; only identities that have any
+	absent   absentHeap        // rows not present, the longest gone first
 	localGen uint64
 	subs     map[*Subscription]struct{}
 	dirty    dirtySet
 	dirtyC   chan struct{} // signalled (non-blocking) when dirty gains entries
 	stats    Stats
 	version  atomic.Uint64
+	flushes  atomic.Uint64
 }
 
 type nodeEntry struct {
-	node  disk.Node
-	disks map[string]*disk.Disk // by kernel name
+	node    disk.Node
+	rows    map[disk.Key]*row // rows whose current placement is on this node
+	present map[string]*row   // the present row at each kernel name
 }
 
-// Stats counts what the store did that a user may want to know about.
+// row is one disk: d holds its current (or last) placement and state, d.Row
+// its key.
+type row struct {
+	d     disk.Disk
+	since time.Time       // when the current placement began
+	past  []disk.Sighting // earlier placements, newest first
+	hidx  int             // index in Store.absent; -1 while present
+}
+
+// Stats counts what the store did that a user may want to know about:
+// one counter per bound, and subscribers dropped.
 type Stats struct {
-	TruncatedReports uint64 // peer reports cut to MaxDisksPerNode
-	EvictedPeers     uint64 // peers forgotten to stay under MaxPeers
-	DroppedSubs      uint64 // subscribers closed for falling behind
+	TruncatedReports     uint64 // disks of a report beyond MaxDisksPerNode, not kept
+	EvictedPeers         uint64 // peers forgotten to stay under MaxPeers
+	EvictedDisks         uint64 // absent rows forgotten to stay under MaxDisks
+	EvictedPeersForDisks uint64 // peers forgotten to stay under MaxDisks (every row present)
+	RefusedDisks         uint64 // disks not kept: MaxDisks reached and nothing could make room
+	NodeHistoryEvicted   uint64 // absent rows of a node forgotten to stay under MaxDisksPerNode
+	HistoryTrimmed       uint64 // sightings dropped to stay under HistoryPerDisk
+	DroppedSubs          uint64 // subscribers closed for falling behind
+	StateWrites          uint64 // state file transactions committed (Flushes)
+}
+
+// Map returns the counters by the names status shows.
+func (st Stats) Map() map[string]uint64 {
+	return map[string]uint64{
+		"truncated_reports":       st.TruncatedReports,
+		"evicted_peers":           st.EvictedPeers,
+		"evicted_disks":           st.EvictedDisks,
+		"evicted_peers_for_disks": st.EvictedPeersForDisks,
+		"refused_disks":           st.RefusedDisks,
+		"node_history_evicted":    st.NodeHistoryEvicted,
+		"history_trimmed":         st.HistoryTrimmed,
+		"dropped_subscribers":     st.DroppedSubs,
+		"state_writes":            st.StateWrites,
+	}
 }
 
 // ErrOverflow is a Subscription's Err when it fell behind and was closed.
@@ -66,17 +155,22 @@ var ErrOverflow = errors.New("subscriber fell behind; re-read the table and subs
 
 // New returns an empty store holding only the local node.
 func New(opts Options) *Store {
-	if opts.MaxPeers <= 0 {
-		opts.MaxPeers = 4096
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
-	if opts.MaxDisksPerNode <= 0 {
-		opts.MaxDisksPerNode = 4096
-	}
+	def(&opts.MaxPeers, DefaultMaxPeers)
+	def(&opts.MaxDisksPerNode, DefaultMaxDisksPerNode)
+	def(&opts.MaxDisks, DefaultMaxDisks)
+	def(&opts.HistoryPerDisk, DefaultHistoryPerDisk)
 	s := &Store{
 		opts:   opts,
 		log:    opts.Logger,
 		now:    opts.Now,
 		nodes:  make(map[disk.NodeID]*nodeEntry),
+		rows:   make(map[disk.Key]*row),
+		clones: make(map[string][]*row),
 		subs:   make(map[*Subscription]struct{}),
 		dirty:  newDirtySet(),
 		dirtyC: make(chan struct{}, 1),
@@ -96,8 +190,12 @@ func New(opts Options) *Store {
 	local.Local = true
 	local.Online = true
 	local.LastSeen = s.now()
-	s.nodes[local.ID] = &nodeEntry{node: local, disks: make(map[string]*disk.Disk)}
+	s.nodes[local.ID] = newNodeEntry(local)
 	return s
+}
+
+func newNodeEntry(n disk.Node) *nodeEntry {
+	return &nodeEntry{node: n, rows: make(map[disk.Key]*row), present: make(map[string]*row)}
 }
 
 // LocalNode returns this node.
@@ -125,10 +223,8 @@ func (s *Store) SetLocalAddresses(addrs []string) {
 func (s *Store) LocalDisks() (gen uint64, disks []disk.Disk) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, d := range s.nodes[s.opts.Local.ID].disks {
-		if d.Present {
-			disks = append(disks, cloneDisk(d))
-		}
+	for _, r := range s.nodes[s.opts.Local.ID].present {
+		disks = append(disks, cloneDisk(&r.d))
 	}
 	sortDisks(disks)
 	return s.localGen, disks
@@ -136,7 +232,7 @@ func (s *Store) LocalDisks() (gen uint64, disks []disk.Disk) {
 
 // SetLocal replaces the local inventory with a full scan's result: listed
 // disks are present, local disks not listed become not present (history).
-// Fields the store maintains (Node, Host, Present, times) are filled in.
+// Fields the store maintains (ID, Node, Host, Present, times) are filled in.
 func (s *Store) SetLocal(disks []disk.Disk) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -157,13 +253,15 @@ func (s *Store) ApplyPeer(n disk.Node, disks []disk.Disk) {
 	defer s.mu.Unlock()
 	e := s.touchLocked(n)
 	if len(disks) > s.opts.MaxDisksPerNode {
-		s.stats.TruncatedReports++
+		s.stats.TruncatedReports += uint64(len(disks) - s.opts.MaxDisksPerNode)
 		disks = disks[:s.opts.MaxDisksPerNode]
 	}
 	s.replaceLocked(e, disks)
 }
 
 // TouchPeer records that a peer was heard (a heartbeat): it is online now.
+// A heartbeat that changes nothing but the time is not written to the
+// state file; the time is, with the next real change or at a clean stop.
 func (s *Store) TouchPeer(n disk.Node) {
 	if n.ID == s.opts.Local.ID {
 		return
@@ -188,13 +286,10 @@ func (s *Store) SetPeerOffline(id disk.NodeID) {
 	e.node.Online = false
 	s.markNode(e)
 	s.publish(disk.Event{Kind: disk.NodeChanged, Node: ptr(s.nodeCopy(e))})
-	for _, d := range e.disks {
-		if d.Present {
-			d.Present = false
-			d.LastSeen = e.node.LastSeen
-			s.markDisk(d)
-			s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(d))})
-		}
+	leaving := sortedRows(e.present)
+	set := rowSet(leaving)
+	for _, r := range leaving {
+		s.goneLocked(r, e.node.LastSeen, set)
 	}
 }
 
@@ -204,57 +299,71 @@ func (s *Store) touchLocked(n disk.Node) *nodeEntry {
 	e, ok := s.nodes[n.ID]
 	if !ok {
 		s.evictForNewPeerLocked()
-		e = &nodeEntry{node: disk.Node{ID: n.ID}, disks: make(map[string]*disk.Disk)}
+		e = newNodeEntry(disk.Node{ID: n.ID})
 		s.nodes[n.ID] = e
 	}
-	changed := !ok || !e.node.Online || e.node.Name != n.Name ||
+	changed := !ok || !e.node.Online || e.node.Name != n.Name || e.node.Via != n.Via ||
 		(n.Addresses != nil && !slices.Equal(e.node.Addresses, n.Addresses))
 	e.node.Name = n.Name
 	e.node.Via = n.Via
-	if n.Addresses != nil {
+	if n.Addresses != nil && !slices.Equal(e.node.Addresses, n.Addresses) {
 		e.node.Addresses = slices.Clone(n.Addresses)
 	}
 	e.node.Online = true
 	e.node.LastSeen = now
-	s.markNode(e)
 	if changed {
+		s.markNode(e)
 		s.publish(disk.Event{Kind: disk.NodeChanged, Node: ptr(s.nodeCopy(e))})
 	}
 	return e
 }
 
 // evictForNewPeerLocked makes room for one more peer by forgetting the
-// peer offline the longest. If every peer is online the table grows past
-// the bound by one rather than forget a live machine.
+// peer heard least recently: offline ones first, then online ones. A
+// flood of made-up nodes then displaces itself, while a real machine,
+// heard every heartbeat, stays and a new one always gets in.
 func (s *Store) evictForNewPeerLocked() {
 	if len(s.nodes)-1 < s.opts.MaxPeers {
 		return
 	}
-	var oldest *nodeEntry
+	if e := s.leastRecentPeerLocked(""); e != nil {
+		s.stats.EvictedPeers++
+		s.forgetNodeLocked(e)
+	}
+}
+
+// leastRecentPeerLocked returns the peer (not the local node, nor spare)
+// heard least recently, offline ones before online ones; nil if none.
+func (s *Store) leastRecentPeerLocked(spare disk.NodeID) *nodeEntry {
+	var best *nodeEntry
 	for _, e := range s.nodes {
-		if e.node.Local || e.node.Online {
+		if e.node.Local || e.node.ID == spare {
 			continue
 		}
-		if oldest == nil || e.node.LastSeen.Before(oldest.node.LastSeen) {
-			oldest = e
+		if best == nil || e.node.Online != best.node.Online && !e.node.Online ||
+			e.node.Online == best.node.Online && (e.node.LastSeen.Before(best.node.LastSeen) ||
+				e.node.LastSeen.Equal(best.node.LastSeen) && e.node.ID < best.node.ID) {
+			best = e
 		}
 	}
-	if oldest == nil {
-		return
-	}
-	s.stats.EvictedPeers++
-	s.forgetNodeLocked(oldest)
+	return best
 }
 
 func (s *Store) forgetNodeLocked(e *nodeEntry) {
-	for _, d := range e.disks {
-		s.dirty.forgetDisk(d.Key())
-		s.publish(disk.Event{Kind: disk.DiskForgotten, Disk: ptr(cloneDisk(d))})
+	var ids []string // identities that may have lost a present copy
+	for _, r := range sortedRows(e.rows) {
+		if r.d.Present {
+			ids = append(ids, r.d.ID)
+		}
+		s.forgetRowLocked(r)
 	}
 	delete(s.nodes, e.node.ID)
 	s.dirty.forgetNode(e.node.ID)
 	s.signalDirty()
 	s.publish(disk.Event{Kind: disk.NodeForgotten, Node: ptr(s.nodeCopy(e))})
+	for _, id := range ids {
+		s.uniqueLocked(id, nil)
+	}
 }
 
 // replaceLocked makes e's present set exactly disks and reports whether
@@ -262,71 +371,391 @@ func (s *Store) forgetNodeLocked(e *nodeEntry) {
 func (s *Store) replaceLocked(e *nodeEntry, disks []disk.Disk) bool {
 	now := s.now()
 	changed := false
-	seen := make(map[string]bool, len(disks))
+	// What was present before this report: whatever of it the report does
+	// not name goes absent at the end.
+	before := sortedRows(e.present)
+	in := make([]disk.Disk, 0, len(disks))
+	names := make(map[string]bool, len(disks))
 	for i := range disks {
-		in := disks[i]
-		if in.Name == "" || seen[in.Name] {
+		d := disks[i]
+		if d.Name == "" || names[d.Name] {
 			continue
 		}
-		seen[in.Name] = true
-		in.Node = e.node.ID
-		in.Host = e.node.Name
-		in.Mounts = cloneMounts(in.Mounts)
-		old, ok := e.disks[in.Name]
+		names[d.Name] = true
+		d.Node = e.node.ID
+		d.Host = e.node.Name
+		d.Mounts = cloneMounts(d.Mounts)
+		d.ID = disk.Identity(&d)
+		d.Row, d.NotUnique = "", false
+		in = append(in, d)
+	}
+	// Pass 1: devices still where they were, so that the order of a report
+	// never decides which of two clones is which.
+	matched := make(map[*row]bool, len(in))
+	var rest []*disk.Disk
+	for i := range in {
+		d := &in[i]
+		r := s.atPlaceLocked(d.ID, d.Node, d.Name)
+		if r == nil || matched[r] {
+			rest = append(rest, d)
+			continue
+		}
+		matched[r] = true
+		changed = s.updateLocked(r, d, now) || changed
+	}
+	// Pass 2: moved, reattached, new, or a clone.
+	for _, d := range rest {
+		p := s.rows[disk.Key(d.ID)]
 		switch {
-		case !ok:
-			if len(e.disks) >= s.opts.MaxDisksPerNode && !s.dropOldestHistoryLocked(e) {
-				s.stats.TruncatedReports++
-				continue
+		case p != nil && !matched[p] && (!p.d.Present || p.d.Node == e.node.ID):
+			// Absent, or present on this very node but not in this full
+			// report: it moved (here, or from elsewhere on this node).
+			matched[p] = true
+			s.moveLocked(p, e, d, now)
+			changed = true
+		case p == nil:
+			if r := s.addLocked(e, disk.Key(d.ID), d, now); r != nil {
+				matched[r] = true
+				changed = true
 			}
-			in.Present, in.FirstSeen, in.LastSeen = true, now, now
-			d := &in
-			e.disks[in.Name] = d
-			s.markDisk(d)
-			s.publish(disk.Event{Kind: disk.DiskAdded, Disk: ptr(cloneDisk(d))})
-			changed = true
-		case !old.Present || !disk.SameDevice(old, &in):
-			in.Present, in.FirstSeen, in.LastSeen = true, old.FirstSeen, now
-			*old = in
-			s.markDisk(old)
-			s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(old))})
-			changed = true
 		default:
-			// Unchanged: refresh last-seen without an event or a write.
-			// Persisted last-seen is refreshed when something else changes
-			// or at a clean stop (see Flush), which is what "last seen"
-			// needs: the peer's offline time bounds it from below.
-			old.LastSeen = now
+			if r := s.addLocked(e, disk.CloneKey(d.ID, d.Node, d.Name), d, now); r != nil {
+				matched[r] = true
+				changed = true
+			}
 		}
 	}
-	for name, d := range e.disks {
-		if !seen[name] && d.Present {
-			d.Present = false
-			d.LastSeen = now
-			s.markDisk(d)
-			s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(d))})
-			changed = true
+	var leaving []*row
+	for _, r := range before {
+		if !matched[r] && r.d.Present && s.rows[r.d.Row] == r {
+			leaving = append(leaving, r)
 		}
+	}
+	set := rowSet(leaving)
+	for _, r := range leaving {
+		s.goneLocked(r, now, set)
+		changed = true
 	}
 	return changed
 }
 
-// dropOldestHistoryLocked forgets e's longest-gone absent disk to make room.
-func (s *Store) dropOldestHistoryLocked(e *nodeEntry) bool {
-	var oldest *disk.Disk
-	for _, d := range e.disks {
-		if !d.Present && (oldest == nil || d.LastSeen.Before(oldest.LastSeen)) {
-			oldest = d
+// atPlaceLocked returns the row of identity id whose current placement is
+// node/name, primary or clone.
+func (s *Store) atPlaceLocked(id string, node disk.NodeID, name string) *row {
+	if r := s.rows[disk.Key(id)]; r != nil && r.d.Node == node && r.d.Name == name {
+		return r
+	}
+	return s.rows[disk.CloneKey(id, node, name)]
+}
+
+// updateLocked applies a report to the row placed where it was reported.
+func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
+	if r.d.Present && disk.SameDevice(&r.d, in) {
+		// Unchanged: refresh last-seen without an event or a write.
+		// Persisted last-seen is refreshed when something else changes or
+		// at a clean stop (see Flush), which is what "last seen" needs:
+		// the peer's offline time bounds it from below.
+		r.d.LastSeen = now
+		return false
+	}
+	wasPresent := r.d.Present
+	s.fill(r, in, now)
+	if !wasPresent {
+		s.setPresentLocked(r)
+	}
+	s.uniqueLocked(r.d.ID, r)
+	s.markRow(r)
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
+	return true
+}
+
+// fill copies a report into r, keeping what the store maintains.
+func (s *Store) fill(r *row, in *disk.Disk, now time.Time) {
+	first, key, nu := r.d.FirstSeen, r.d.Row, r.d.NotUnique
+	r.d = *in
+	r.d.Row, r.d.FirstSeen, r.d.LastSeen, r.d.Present, r.d.NotUnique = key, first, now, true, nu
+}
+
+// moveLocked gives p (the primary row of in's identity) in's placement on
+// e; its old placement goes to its history.
+func (s *Store) moveLocked(p *row, e *nodeEntry, in *disk.Disk, now time.Time) {
+	if p.d.Node != in.Node || p.d.Name != in.Name {
+		if p.d.Node != e.node.ID && !s.roomOnNodeLocked(e, p) {
+			// No room on e: the row stays where it was, absent; the
+			// report is counted as truncated.
+			s.stats.TruncatedReports++
+			if p.d.Present {
+				s.goneLocked(p, now, nil)
+			}
+			return
+		}
+		s.pushPastLocked(p, s.sighting(p))
+		s.unplaceLocked(p)
+		p.since = now
+		s.fill(p, in, now)
+		s.placeLocked(p, e)
+	} else {
+		s.fill(p, in, now)
+	}
+	s.setPresentLocked(p)
+	s.uniqueLocked(p.d.ID, p)
+	s.markRow(p)
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&p.d))})
+}
+
+// addLocked creates a row under key for a report on e; nil when no room
+// could be made.
+func (s *Store) addLocked(e *nodeEntry, key disk.Key, in *disk.Disk, now time.Time) *row {
+	if !s.roomOnNodeLocked(e, nil) {
+		s.stats.TruncatedReports++
+		return nil
+	}
+	if !s.roomInTableLocked(e) {
+		s.stats.RefusedDisks++
+		return nil
+	}
+	r := &row{hidx: -1, since: now}
+	s.fill(r, in, now)
+	r.d.Row, r.d.FirstSeen = key, now
+	s.rows[key] = r
+	if key.IsClone() {
+		s.clones[r.d.ID] = append(s.clones[r.d.ID], r)
+	}
+	s.placeLocked(r, e)
+	s.setPresentLocked(r)
+	s.uniqueLocked(r.d.ID, r)
+	s.markRow(r)
+	s.publish(disk.Event{Kind: disk.DiskAdded, Disk: ptr(cloneDisk(&r.d))})
+	return r
+}
+
+// roomOnNodeLocked makes room for one more row on e (not counting keep,
+// which is already there or arriving) by forgetting e's longest-absent row.
+func (s *Store) roomOnNodeLocked(e *nodeEntry, keep *row) bool {
+	if len(e.rows) < s.opts.MaxDisksPerNode {
+		return true
+	}
+	var oldest *row
+	for _, r := range e.rows {
+		if r != keep && !r.d.Present && (oldest == nil || olderRow(r, oldest)) {
+			oldest = r
 		}
 	}
 	if oldest == nil {
 		return false
 	}
-	delete(e.disks, oldest.Name)
-	s.dirty.forgetDisk(oldest.Key())
-	s.signalDirty()
-	s.publish(disk.Event{Kind: disk.DiskForgotten, Disk: ptr(cloneDisk(oldest))})
+	s.stats.NodeHistoryEvicted++
+	s.forgetRowLocked(oldest)
 	return true
+}
+
+// roomInTableLocked makes room for one more row in the table: the row
+// absent the longest goes; when every row is present, the peer heard
+// least recently (never e itself) goes with its rows.
+func (s *Store) roomInTableLocked(e *nodeEntry) bool {
+	for len(s.rows) >= s.opts.MaxDisks {
+		if len(s.absent) > 0 {
+			s.stats.EvictedDisks++
+			s.forgetRowLocked(s.absent[0])
+			continue
+		}
+		victim := s.leastRecentPeerLocked(e.node.ID)
+		if victim == nil || len(victim.rows) == 0 {
+			return false
+		}
+		s.stats.EvictedPeersForDisks++
+		s.forgetNodeLocked(victim)
+	}
+	return true
+}
+
+// goneLocked marks r not present since at. A primary whose only present
+// clone stays (is not in leaving, the rows going with it in this change)
+// becomes that clone (see the package doc).
+func (s *Store) goneLocked(r *row, at time.Time, leaving map[*row]bool) {
+	if c := s.soleCloneLocked(r, leaving); c != nil {
+		s.promoteLocked(r, c)
+		return
+	}
+	r.d.Present = false
+	r.d.LastSeen = at
+	if e := s.nodes[r.d.Node]; e != nil && e.present[r.d.Name] == r {
+		delete(e.present, r.d.Name)
+	}
+	heap.Push(&s.absent, r)
+	s.uniqueLocked(r.d.ID, r, leaving)
+	s.markRow(r)
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
+}
+
+// soleCloneLocked returns the one present clone of primary row p that is
+// not leaving, or nil when p is not a primary or has none or several.
+func (s *Store) soleCloneLocked(p *row, leaving map[*row]bool) *row {
+	if p.d.Row.IsClone() {
+		return nil
+	}
+	var sole *row
+	for _, c := range s.clones[p.d.ID] {
+		if c.d.Present && !leaving[c] {
+			if sole != nil {
+				return nil
+			}
+			sole = c
+		}
+	}
+	return sole
+}
+
+// promoteLocked merges clone c into primary p, which is going absent: p
+// takes c's placement and state, its old placement goes to its history,
+// and c is forgotten. One event each.
+func (s *Store) promoteLocked(p, c *row) {
+	s.pushPastLocked(p, s.sighting(p))
+	for i := len(c.past) - 1; i >= 0; i-- {
+		s.pushPastLocked(p, c.past[i])
+	}
+	first := min64(p.d.FirstSeen, c.d.FirstSeen)
+	e := s.nodes[c.d.Node]
+	s.forgetRowLocked(c)
+	s.unplaceLocked(p)
+	key := p.d.Row
+	p.d = c.d
+	p.d.Row, p.d.FirstSeen = key, first
+	p.since = c.since
+	s.placeLocked(p, e)
+	s.setPresentLocked(p)
+	s.uniqueLocked(p.d.ID, p)
+	s.markRow(p)
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&p.d))})
+}
+
+func rowSet(rs []*row) map[*row]bool {
+	m := make(map[*row]bool, len(rs))
+	for _, r := range rs {
+		m[r] = true
+	}
+	return m
+}
+
+func min64(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// uniqueLocked sets NotUnique on every row of identity id: true while two
+// or more of them are present. Rows other than self that change are
+// published; self is published by the caller. Rows in leaving (going
+// absent in this same change) count as gone and are left to their own
+// turn, so no row gets two events for one change.
+func (s *Store) uniqueLocked(id string, self *row, leaving ...map[*row]bool) {
+	gone := func(r *row) bool {
+		for _, l := range leaving {
+			if l[r] && r != self {
+				return true
+			}
+		}
+		return false
+	}
+	p := s.rows[disk.Key(id)]
+	cs := s.clones[id]
+	n := 0
+	if p != nil && p.d.Present && !gone(p) {
+		n++
+	}
+	for _, c := range cs {
+		if c.d.Present && !gone(c) {
+			n++
+		}
+	}
+	nu := n >= 2
+	set := func(r *row) {
+		if r == nil || r.d.NotUnique == nu || gone(r) {
+			return
+		}
+		r.d.NotUnique = nu
+		if r != self {
+			s.markRow(r)
+			s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
+		}
+	}
+	set(p)
+	for _, c := range cs {
+		set(c)
+	}
+}
+
+// sighting is r's current placement as a history entry.
+func (s *Store) sighting(r *row) disk.Sighting {
+	last := r.d.LastSeen
+	if r.d.Present {
+		if e := s.nodes[r.d.Node]; e != nil && e.node.LastSeen.After(last) {
+			last = e.node.LastSeen
+		}
+	}
+	return disk.Sighting{Node: r.d.Node, Host: r.d.Host, Name: r.d.Name, Device: r.d.Device,
+		FirstSeen: r.since, LastSeen: last}
+}
+
+// pushPastLocked adds a sighting at the front of r's history, dropping
+// the oldest beyond the bound (which counts the current placement).
+func (s *Store) pushPastLocked(r *row, sg disk.Sighting) {
+	r.past = slices.Insert(r.past, 0, sg)
+	if max := s.opts.HistoryPerDisk - 1; len(r.past) > max {
+		s.stats.HistoryTrimmed += uint64(len(r.past) - max)
+		r.past = slices.Clip(r.past[:max])
+	}
+}
+
+func (s *Store) placeLocked(r *row, e *nodeEntry) {
+	e.rows[r.d.Row] = r
+	if r.d.Present {
+		e.present[r.d.Name] = r
+	}
+}
+
+func (s *Store) unplaceLocked(r *row) {
+	e := s.nodes[r.d.Node]
+	if e == nil {
+		return
+	}
+	delete(e.rows, r.d.Row)
+	if e.present[r.d.Name] == r {
+		delete(e.present, r.d.Name)
+	}
+}
+
+// setPresentLocked records that r (whose d.Present is true) is present at
+// its placement.
+func (s *Store) setPresentLocked(r *row) {
+	r.d.Present = true
+	if r.hidx >= 0 {
+		heap.Remove(&s.absent, r.hidx)
+	}
+	if e := s.nodes[r.d.Node]; e != nil {
+		e.present[r.d.Name] = r
+	}
+}
+
+// forgetRowLocked removes r from the table.
+func (s *Store) forgetRowLocked(r *row) {
+	s.unplaceLocked(r)
+	if r.hidx >= 0 {
+		heap.Remove(&s.absent, r.hidx)
+	}
+	delete(s.rows, r.d.Row)
+	if r.d.Row.IsClone() {
+		cs := slices.DeleteFunc(s.clones[r.d.ID], func(c *row) bool { return c == r })
+		if len(cs) == 0 {
+			delete(s.clones, r.d.ID)
+		} else {
+			s.clones[r.d.ID] = cs
+		}
+	}
+	s.dirty.forgetRow(r.d.Row)
+	s.signalDirty()
+	s.publish(disk.Event{Kind: disk.DiskForgotten, Disk: ptr(cloneDisk(&r.d))})
 }
 
 // Disks returns copies of the disks keep accepts (all when keep is nil),
@@ -334,80 +763,118 @@ func (s *Store) dropOldestHistoryLocked(e *nodeEntry) bool {
 func (s *Store) Disks(keep func(*disk.Disk) bool) []disk.Disk {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	// Sort nodes, then pointers within each node: swapping pointers rather
-	// than whole disks keeps a 100,000-disk list cheap.
-	nodes := make([]*nodeEntry, 0, len(s.nodes))
-	total := 0
-	for _, e := range s.nodes {
-		nodes = append(nodes, e)
-		total += len(e.disks)
-	}
-	slices.SortFunc(nodes, func(a, b *nodeEntry) int {
-		return cmp.Or(cmp.Compare(a.node.Name, b.node.Name), cmp.Compare(a.node.ID, b.node.ID))
-	})
+	nodes := s.sortedNodesLocked()
+	var out []disk.Disk
 	if keep == nil {
-		out := make([]disk.Disk, 0, total)
-		return s.appendDisks(out, nodes, keep)
+		out = make([]disk.Disk, 0, len(s.rows))
 	}
-	return s.appendDisks(nil, nodes, keep)
-}
-
-func (s *Store) appendDisks(out []disk.Disk, nodes []*nodeEntry, keep func(*disk.Disk) bool) []disk.Disk {
-	var ptrs []*disk.Disk
+	var ptrs []*row
 	for _, e := range nodes {
 		ptrs = ptrs[:0]
-		for _, d := range e.disks {
-			if keep == nil || keep(d) {
-				ptrs = append(ptrs, d)
+		for _, r := range e.rows {
+			if keep == nil || keep(&r.d) {
+				ptrs = append(ptrs, r)
 			}
 		}
-		slices.SortFunc(ptrs, func(a, b *disk.Disk) int {
-			return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Name, b.Name))
-		})
-		for _, d := range ptrs {
-			c := cloneDisk(d)
-			// A present disk was seen as recently as its node was heard.
-			if c.Present && e.node.LastSeen.After(c.LastSeen) {
-				c.LastSeen = e.node.LastSeen
-			}
-			out = append(out, c)
+		sortRowPtrs(ptrs)
+		for _, r := range ptrs {
+			out = append(out, s.diskCopy(e, r))
 		}
 	}
 	return out
 }
 
-// Disk returns one disk by key.
+// sortedNodesLocked returns the nodes by name, then ID. Rows are sorted
+// per node afterwards: swapping pointers rather than whole disks keeps a
+// 100,000-disk list cheap.
+func (s *Store) sortedNodesLocked() []*nodeEntry {
+	nodes := make([]*nodeEntry, 0, len(s.nodes))
+	for _, e := range s.nodes {
+		nodes = append(nodes, e)
+	}
+	slices.SortFunc(nodes, func(a, b *nodeEntry) int {
+		return cmp.Or(cmp.Compare(a.node.Name, b.node.Name), cmp.Compare(a.node.ID, b.node.ID))
+	})
+	return nodes
+}
+
+// sortRowPtrs orders one node's rows by device, then kernel name, present
+// before remembered, then key.
+func sortRowPtrs(ptrs []*row) {
+	slices.SortFunc(ptrs, func(a, b *row) int {
+		return cmp.Or(cmp.Compare(a.d.Device, b.d.Device), cmp.Compare(a.d.Name, b.d.Name),
+			-cmpBool(a.d.Present, b.d.Present), cmp.Compare(a.d.Row, b.d.Row))
+	})
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// diskCopy is r's disk as readers see it: a present disk was seen as
+// recently as its node was heard.
+func (s *Store) diskCopy(e *nodeEntry, r *row) disk.Disk {
+	c := cloneDisk(&r.d)
+	if c.Present && e != nil && e.node.LastSeen.After(c.LastSeen) {
+		c.LastSeen = e.node.LastSeen
+	}
+	return c
+}
+
+// Disk returns one disk by its row key.
 func (s *Store) Disk(k disk.Key) (disk.Disk, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.nodes[k.Node]
+	r, ok := s.rows[k]
 	if !ok {
 		return disk.Disk{}, false
 	}
-	d, ok := e.disks[k.Name]
-	if !ok {
-		return disk.Disk{}, false
-	}
-	c := cloneDisk(d)
-	if c.Present && e.node.LastSeen.After(c.LastSeen) {
-		c.LastSeen = e.node.LastSeen
-	}
-	return c, true
+	return s.diskCopy(s.nodes[r.d.Node], r), true
 }
 
-// Where returns the disks q names (label, UUID, PARTUUID, device): present
-// ones first, then history, most recently seen first.
+// Where returns the disks q names (label, UUID, PARTUUID, device, identity):
+// present ones first, then history, most recently seen first.
 func (s *Store) Where(q string) []disk.Disk {
 	out := s.Disks(func(d *disk.Disk) bool { return d.Matches(q) })
-	slices.SortStableFunc(out, func(a, b disk.Disk) int {
-		if a.Present != b.Present {
-			if a.Present {
-				return -1
-			}
-			return 1
-		}
-		return b.LastSeen.Compare(a.LastSeen)
+	SortWhere(out)
+	return out
+}
+
+// SortWhere orders disks as Where does: present first, then the most
+// recently seen, then by row key (so equal times keep one order).
+func SortWhere(ds []disk.Disk) {
+	slices.SortStableFunc(ds, func(a, b disk.Disk) int {
+		return cmp.Or(-cmpBool(a.Present, b.Present), b.LastSeen.Compare(a.LastSeen), cmp.Compare(a.Row, b.Row))
 	})
+}
+
+// History returns the disks q names, as Where orders them but at most
+// disk.MaxHistoryDisks, each with its sightings newest first; the first is
+// the current placement.
+func (s *Store) History(q string) []disk.History {
+	ds := s.Where(q)
+	if len(ds) > disk.MaxHistoryDisks {
+		ds = ds[:disk.MaxHistoryDisks]
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]disk.History, 0, len(ds))
+	for _, d := range ds {
+		r, ok := s.rows[d.Row]
+		if !ok {
+			continue // forgotten between the two locks
+		}
+		h := disk.History{Disk: s.diskCopy(s.nodes[r.d.Node], r)}
+		h.Sightings = append(make([]disk.Sighting, 0, 1+len(r.past)), s.sighting(r))
+		h.Sightings = append(h.Sightings, r.past...)
+		out = append(out, h)
+	}
 	return out
 }
 
@@ -451,20 +918,15 @@ type Counts struct {
 func (s *Store) Counts() Counts {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var c Counts
+	c := Counts{Disks: len(s.rows)}
 	for _, e := range s.nodes {
 		c.Nodes++
 		if e.node.Online {
 			c.NodesOnline++
 		}
-		for _, d := range e.disks {
-			c.Disks++
-			if d.Present {
-				c.DisksPresent++
-				if e.node.Local {
-					c.LocalPresent++
-				}
-			}
+		c.DisksPresent += len(e.present)
+		if e.node.Local {
+			c.LocalPresent += len(e.present)
 		}
 	}
 	return c
@@ -474,18 +936,15 @@ func (s *Store) Counts() Counts {
 func (s *Store) Stats() Stats {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.stats
+	st := s.stats
+	st.StateWrites = s.flushes.Load()
+	return st
 }
 
 func (s *Store) nodeCopy(e *nodeEntry) disk.Node {
 	n := e.node
 	n.Addresses = slices.Clone(n.Addresses)
-	n.Disks = 0
-	for _, d := range e.disks {
-		if d.Present {
-			n.Disks++
-		}
-	}
+	n.Disks = len(e.present)
 	return n
 }
 
@@ -507,8 +966,51 @@ func cloneMounts(m []string) []string {
 func sortDisks(ds []disk.Disk) {
 	slices.SortFunc(ds, func(a, b disk.Disk) int {
 		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.Node, b.Node),
-			cmp.Compare(a.Device, b.Device), cmp.Compare(a.Name, b.Name))
+			cmp.Compare(a.Device, b.Device), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Row, b.Row))
 	})
+}
+
+// sortedRows returns a map's rows in key order, so that what a change does
+// (events, promotions) never depends on map iteration order.
+func sortedRows[K comparable](m map[K]*row) []*row {
+	out := make([]*row, 0, len(m))
+	for _, r := range m {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
+	return out
+}
+
+// olderRow orders absent rows for eviction: the longest gone first.
+func olderRow(a, b *row) bool {
+	if c := a.d.LastSeen.Compare(b.d.LastSeen); c != 0 {
+		return c < 0
+	}
+	return a.d.Row < b.d.Row
+}
+
+// absentHeap holds the rows that are not present, the longest gone at
+// the top, so the MaxDisks bound finds its victim in O(log n).
+type absentHeap []*row
+
+func (h absentHeap) Len() int           { return len(h) }
+func (h absentHeap) Less(i, j int) bool { return olderRow(h[i], h[j]) }
+func (h absentHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx, h[j].hidx = i, j
+}
+func (h *absentHeap) Push(x any) {
+	r := x.(*row)
+	r.hidx = len(*h)
+	*h = append(*h, r)
+}
+func (h *absentHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	r.hidx = -1
+	*h = old[:len(old)-1]
+	return r
 }
 
 func ptr[T any](v T) *T { return &v }

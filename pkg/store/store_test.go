@@ -230,7 +230,7 @@ func TestFlushWritesOnlyDirtyRecords(t *testing.T) {
 	}
 	s.SetLocal([]disk.Disk{d("loop0", "A2"), d("loop1", "B")})
 	nodes, disks, fn, fd := s.takeDirty()
-	if len(nodes) != 0 || len(disks) != 1 || disks[0].Name != "loop0" || len(fn)+len(fd) != 0 {
+	if len(nodes) != 0 || len(disks) != 1 || disks[0].Disk.Name != "loop0" || len(fn)+len(fd) != 0 {
 		t.Errorf("dirty after one change: nodes=%v disks=%v", nodes, disks)
 	}
 }

@@ -32,6 +32,7 @@ const (
 type Conn interface {
 	List(ctx context.Context, host string) ([]disk.Disk, error)
 	Where(ctx context.Context, q string) ([]disk.Disk, error)
+	History(ctx context.Context, q string) ([]disk.History, error)
 	Peers(ctx context.Context) ([]disk.Node, error)
 	Localhost(ctx context.Context) (api.Localhost, error)
 	Status(ctx context.Context) (api.Status, error)
@@ -114,7 +115,7 @@ func (e *env) rootCmd(top bool) *cobra.Command {
 		pf.DurationVar(&e.timeout, "timeout", 30*time.Second, "give up on the daemon after this long")
 	}
 	pf.BoolVar(&e.json, "json", false, "print JSON for scripts")
-	root.AddCommand(e.listCmd(), e.whereCmd(), e.statusCmd(), e.refreshCmd(), e.localhostCmd(),
+	root.AddCommand(e.listCmd(), e.whereCmd(), e.historyCmd(), e.statusCmd(), e.refreshCmd(), e.localhostCmd(),
 		e.watchCmd(), e.peersCmd(), e.pingCmd(), e.announceCmd(), e.mountCmd(), e.unmountCmd())
 	if top {
 		root.AddCommand(e.shellCmd())

@@ -3,33 +3,45 @@ package cli
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/disk"
 )
 
 func (e *env) whereCmd() *cobra.Command {
+	return lookupCmd(e, "where LABEL|UUID", "Say which machine has a disk, or where it was last seen",
+		func(ctx context.Context, c Conn, q string) ([]disk.Disk, error) { return c.Where(ctx, q) },
+		e.printDisks, api.WriteWhere)
+}
+
+// lookupCmd builds a command that looks disks up by LABEL|UUID (the words
+// joined: labels may hold spaces), prints the answer as JSON or for a
+// person, and exits 1 when nothing matches.
+func lookupCmd[T any](e *env, use, short string, fetch func(context.Context, Conn, string) ([]T, error),
+	asJSON func([]T) error, human func(io.Writer, string, []T)) *cobra.Command {
 	return &cobra.Command{
-		Use:   "where LABEL|UUID",
-		Short: "Say which machine has a disk, or where it was last seen",
+		Use:   use,
+		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := strings.Join(args, " ") // labels may hold spaces
+			q := strings.Join(args, " ")
 			return e.call(cmd, func(ctx context.Context, c Conn) error {
-				ds, err := c.Where(ctx, q)
+				vs, err := fetch(ctx, c, q)
 				if err != nil {
 					return err
 				}
 				if e.json {
-					if err := e.printDisks(ds); err != nil {
+					if err := asJSON(vs); err != nil {
 						return err
 					}
 				} else {
-					api.WriteWhere(e.stdout, q, ds)
+					human(e.stdout, q, vs)
 				}
-				if len(ds) == 0 {
+				if len(vs) == 0 {
 					return errNotFound
 				}
 				return nil
@@ -38,6 +50,6 @@ func (e *env) whereCmd() *cobra.Command {
 	}
 }
 
-// errNotFound makes `diskctl where` exit 1 for scripts; the output already
-// said so.
+// errNotFound makes `diskctl where` and `history` exit 1 for scripts; the
+// output already said so.
 var errNotFound = errors.New("not found")
