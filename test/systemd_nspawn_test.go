@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	contract "github.com/diskd/diskd/dbus"
+	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -211,13 +213,19 @@ func TestSystemdTwoHosts(t *testing.T) {
 		if d.Node != id {
 			t.Errorf("host 2 lists %s from node %s, want host 1's %s", label, d.Node, id)
 		}
-		path := "/org/diskd/Diskd1/block_devices/" + id + "_" + kname
+		// The object is named after the disk's identity (its UUID), and
+		// says which kernel name it has now.
+		path := string(contract.BlockPath(disk.Key(d.ID)))
 		tree, err := h2.exec("busctl", "--timeout=20", "tree", "--list", "org.diskd.Diskd1")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(tree, path+"\n") {
 			t.Errorf("busctl tree on host 2 lacks %s:\n%s", path, tree)
+		}
+		if kn, err := h2.exec("busctl", "--timeout=20", "get-property", "org.diskd.Diskd1", path,
+			"org.diskd.Diskd1.Block", "KernelName"); err != nil || strings.TrimSpace(kn) != fmt.Sprintf("s %q", kname) {
+			t.Errorf("KernelName of %s on host 2: %q, %v; want %s", path, kn, err, kname)
 		}
 	})
 
@@ -423,6 +431,7 @@ func expectUnits(t *testing.T, c *container, enabled, active string) {
 
 // listed is the part of `diskctl list --json` the test reads.
 type listed struct {
+	ID      string   `json:"id"`
 	Host    string   `json:"host"`
 	Node    string   `json:"node_id"`
 	Device  string   `json:"device"`
