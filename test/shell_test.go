@@ -98,6 +98,10 @@ func TestInteractiveShell(t *testing.T) {
 	expect("shellhost (node")
 	m.Write([]byte("frobnicate\r"))
 	expect("unknown command")
+	// ^D only once the shell reads again: sent while the command still
+	// ran, the terminal was not yet the line editor's.
+	screen.Reset()
+	expect("diskd> ")
 	m.Write([]byte{4}) // ^D
 	select {
 	case err := <-done:
