@@ -65,6 +65,7 @@ type Scanner struct {
 	log *slog.Logger
 
 	refreshC  chan chan error
+	callC     chan func() // run on the event loop (Alive)
 	firstDone chan struct{}
 
 	mu     sync.Mutex // guards status, read by Status from other goroutines
@@ -95,6 +96,7 @@ func New(cfg Config) *Scanner {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		refreshC:  make(chan chan error),
+		callC:     make(chan func()),
 		firstDone: make(chan struct{}),
 		status: api.ScanStatus{
 			Blkid:        cfg.BlkidPath,
@@ -119,6 +121,29 @@ func (s *Scanner) Refresh(ctx context.Context) error {
 	select {
 	case err := <-reply:
 		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Alive returns nil once the event loop has answered: a cheap liveness
+// probe for the service manager's watchdog. It runs no blkid (that runs
+// off the loop, under its own timeout).
+func (s *Scanner) Alive(ctx context.Context) error {
+	return s.onLoop(ctx, func() {})
+}
+
+// onLoop runs fn on the event loop and waits for it.
+func (s *Scanner) onLoop(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case s.callC <- func() { fn(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -316,6 +341,8 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		case w := <-s.refreshC:
 			fullWanted = true
 			waiters = append(waiters, w)
+		case fn := <-s.callC:
+			fn()
 		case <-gapC:
 			gapC = nil
 		}
