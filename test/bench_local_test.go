@@ -163,7 +163,7 @@ func BenchmarkList100k(b *testing.B) {
 	b.ReportMetric(idle.Seconds(), "idle-window-s")
 }
 
-func rssKiB(b *testing.B, pid int, field string) int {
+func rssKiB(b testing.TB, pid int, field string) int {
 	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
