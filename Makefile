@@ -62,7 +62,7 @@ bench: build
 
 # The reliability suite's long form (issue 10; `make test` runs a short
 # form of each case): real daemons on namespace hosts attacked or broken,
-# each case printing "figure:" lines, gathered at the end. ~15 minutes.
+# each case printing "figure:" lines, gathered at the end. ~7 minutes.
 # DISKD_RELIABILITY_DISKD=PATH runs the targets from another diskd build.
 reliability: build
 	@rc=0; $(GO) test -count=1 -timeout 60m -v -run '^TestReliability|^TestBlkidHangsFailsOrPrintsGarbage$$|^TestWatchdogStopsWhenALoopIsWedged$$' \
