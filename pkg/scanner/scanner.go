@@ -70,6 +70,11 @@ type Scanner struct {
 
 	mu     sync.Mutex // guards status, read by Status from other goroutines
 	status api.ScanStatus
+	// Error lines: what a device's content makes blkid say is not ours to
+	// choose, so a new message is logged at most once per errorLogEvery
+	// while errors go on (the rest counted), not once per message.
+	lastErrLog    time.Time
+	errSuppressed int
 }
 
 // New returns a Scanner; Run starts it.
@@ -446,23 +451,33 @@ func (s *Scanner) finishProbes(r result) {
 	}
 }
 
-// noteErrorLocked records err for status and logs it once per distinct
-// message, and once when it clears, so a broken blkid does not flood the log.
+// errorLogEvery spaces the log lines of a run of changing scan errors.
+const errorLogEvery = time.Minute
+
+// noteErrorLocked records err for status and logs it when the message
+// changes (at most once per errorLogEvery while errors go on), and once
+// when it clears, so a broken blkid or hostile media cannot flood the log.
 func (s *Scanner) noteErrorLocked(err error, at time.Time) {
 	if err == nil {
 		if s.status.LastError != "" {
-			s.log.Info("blkid works again", "previous_error", s.status.LastError)
+			s.log.Info("blkid works again", "previous_error", s.status.LastError, "suppressed_errors", s.errSuppressed)
 		}
 		s.status.LastError = ""
+		s.lastErrLog, s.errSuppressed = time.Time{}, 0
 		return
 	}
 	msg := err.Error()
 	if msg != s.status.LastError {
-		level := slog.LevelError
-		if errors.Is(err, context.Canceled) {
-			level = slog.LevelDebug
+		if !s.lastErrLog.IsZero() && time.Since(s.lastErrLog) < errorLogEvery {
+			s.errSuppressed++
+		} else {
+			level := slog.LevelError
+			if errors.Is(err, context.Canceled) {
+				level = slog.LevelDebug
+			}
+			s.log.Log(context.Background(), level, "scan failed; serving the last good inventory", "err", err, "suppressed_since_last", s.errSuppressed)
+			s.lastErrLog, s.errSuppressed = time.Now(), 0
 		}
-		s.log.Log(context.Background(), level, "scan failed; serving the last good inventory", "err", err)
 	}
 	s.status.LastError = msg
 	s.status.LastErrorTime = at
