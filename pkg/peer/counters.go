@@ -210,6 +210,7 @@ const (
 	logBadDatagram
 	logAnnounceDropped
 	logPeerOffline
+	logPeerGoodbye
 	logPeerEvicted
 	logIntervalClamped
 	logSendFailed
@@ -239,6 +240,7 @@ var logBudgets = [numLogKinds]logBudget{
 	logBadDatagram:     {1, time.Minute},
 	logAnnounceDropped: {1, time.Minute},
 	logPeerOffline:     {10, 6 * time.Second},
+	logPeerGoodbye:     {10, 6 * time.Second},
 	logPeerEvicted:     {1, time.Minute},
 	logIntervalClamped: {1, time.Hour},
 	logSendFailed:      {1, time.Minute},

@@ -484,7 +484,7 @@ func (l *loop) handle(in inbound) {
 		l.asm.Forget(ps.id)
 		l.s.st.SetPeerOffline(ps.did)
 		l.ended(ps)
-		l.s.log.Debug("peer said goodbye", "peer", ps.did, "name", ps.name)
+		l.s.logLimited(logPeerGoodbye, slog.LevelDebug, "peer said goodbye", "peer", ps.did, "name", ps.name)
 	}
 }
 
