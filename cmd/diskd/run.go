@@ -201,7 +201,9 @@ func run(ctx context.Context, cfg Config) error {
 	if be.bus != nil {
 		g.Go(func() error { return be.bus.Run(gctx) })
 	}
-	g.Go(func() error { return notifySystemd(gctx, log, sc, st, be) })
+	live := probes(st, sc, be.net)
+	g.Go(func() error { return notifySystemd(gctx, log, sc, st, be, live) })
+	startDebugHooks(gctx, log, sc, be.net)
 
 	err = g.Wait()
 	stopPersist()

@@ -34,13 +34,18 @@ const (
 	goodbyesReceived
 	localSkipped
 	localTrimmed
+	datagramsAccepted
+	datagramsDropped
+	peersEvicted
+	intervalsClamped
+	logLinesSuppressed
 	dropOwn
 	dropNodeConflict
 	dropNotGroup
 	dropRateLimited
+	dropSourcesFull
 	dropQueueFull
 	dropStaleInstance
-	dropPeersFull
 	dropQueryLimited
 	dropPendingEvicted
 	dropPendingExpired
@@ -74,13 +79,21 @@ var counterNames = [numCounters]string{
 	goodbyesReceived:   "goodbyes_received",
 	localSkipped:       "local_disks_skipped", // over the wire limits, not announced
 	localTrimmed:       "local_disks_trimmed",
-	dropOwn:            "drop_own", // our own datagrams, looped back
+	// Every datagram received ends in exactly one of these two: accepted
+	// (it passed every check and the replay window) or dropped (and then
+	// also counted under its drop_REASON).
+	datagramsAccepted:  "datagrams_accepted",
+	datagramsDropped:   "datagrams_dropped",
+	peersEvicted:       "peers_evicted",        // least recently heard, forgotten to make room for a new one
+	intervalsClamped:   "intervals_clamped",    // heartbeats advertising an interval outside [MinPeerInterval, MaxPeerInterval]
+	logLinesSuppressed: "log_lines_suppressed", // by the per-kind log limits
+	dropOwn:            "drop_own",             // our own datagrams, looped back
 	dropNodeConflict:   "drop_node_conflict",
 	dropNotGroup:       "drop_not_group",
 	dropRateLimited:    "drop_rate_limited",
+	dropSourcesFull:    "drop_sources_full", // a new source while maxSources busy ones are tracked
 	dropQueueFull:      "drop_queue_full",
 	dropStaleInstance:  "drop_stale_instance",
-	dropPeersFull:      "drop_peers_full",
 	dropQueryLimited:   "drop_query_limited",
 	dropPendingEvicted: "drop_pending_evicted",
 	dropPendingExpired: "drop_pending_expired",
@@ -101,6 +114,19 @@ func (c *counters) inc(k counter)           { c.c[k].Add(1) }
 func (c *counters) set(k counter, n uint64) { c.c[k].Store(n) }
 func (c *counters) get(k counter) uint64    { return c.c[k].Load() }
 func (c *counters) drop(r wire.Reason)      { c.reason[r].Add(1) }
+
+// dropDatagram counts a received datagram dropped for reason r.
+func (c *counters) dropDatagram(r wire.Reason) {
+	c.reason[r].Add(1)
+	c.c[datagramsDropped].Add(1)
+}
+
+// dropDatagramAs counts a received datagram dropped by one of the service's
+// own checks (k is a drop_ counter).
+func (c *counters) dropDatagramAs(k counter) {
+	c.c[k].Add(1)
+	c.c[datagramsDropped].Add(1)
+}
 
 func (c *counters) snapshot() map[string]uint64 {
 	m := make(map[string]uint64, int(numCounters)+32)
@@ -151,7 +177,9 @@ func newSourceLimiter(rate, burst float64, max int) *sourceLimiter {
 	return &sourceLimiter{rate: rate, burst: burst, max: max, m: make(map[netip.Addr]*bucket)}
 }
 
-func (l *sourceLimiter) allow(now time.Time, src netip.Addr) bool {
+// allow reports whether a datagram from src may pass: ok, or the counter
+// of the bound it broke (dropRateLimited, dropSourcesFull).
+func (l *sourceLimiter) allow(now time.Time, src netip.Addr) (ok bool, broke counter) {
 	b := l.m[src]
 	if b == nil {
 		if len(l.m) >= l.max {
@@ -163,35 +191,98 @@ func (l *sourceLimiter) allow(now time.Time, src netip.Addr) bool {
 				}
 			}
 			if len(l.m) >= l.max {
-				return false // a flood of distinct sources: refuse newcomers
+				return false, dropSourcesFull // a flood of distinct sources: refuse newcomers
 			}
 		}
 		b = &bucket{}
 		l.m[src] = b
 	}
-	return b.allow(now, l.rate, l.burst)
+	if !b.allow(now, l.rate, l.burst) {
+		return false, dropRateLimited
+	}
+	return true, 0
 }
 
-// logLimiter lets a message through once per interval per key, so a
-// flood of bad datagrams cannot flood the log.
+// logKind names a kind of log line that something outside this machine
+// can cause. Log lines are limited per kind, never per value a datagram
+// carries (a source address, a node ID): a stranger choosing values would
+// otherwise get a fresh allowance for each.
+type logKind uint8
+
+const (
+	logReceiveError logKind = iota
+	logRateLimited
+	logSourcesFull
+	logNodeConflict
+	logUnauthenticated
+	logBadDatagram
+	logAnnounceDropped
+	logPeerOffline
+	logPeerGoodbye
+	logPeerEvicted
+	logIntervalClamped
+	logSendFailed
+	logJoinFailed
+	logScanFailed
+	logNoInterface
+	logLocalSkipped
+	logRequestStale
+	logRequest
+	numLogKinds
+)
+
+// logBudget is how many lines of a kind may go out in a burst, and how
+// often one more is allowed after that.
+type logBudget struct {
+	burst int
+	every time.Duration
+}
+
+// logBudgets: one line a minute for what floods (bad datagrams, rate
+// limits), a few more for events an administrator wants to see one by one
+// on a healthy network (a peer going offline).
+var logBudgets = [numLogKinds]logBudget{
+	logReceiveError:    {1, time.Minute},
+	logRateLimited:     {1, time.Minute},
+	logSourcesFull:     {1, time.Minute},
+	logNodeConflict:    {1, time.Minute},
+	logUnauthenticated: {1, time.Minute},
+	logBadDatagram:     {1, time.Minute},
+	logAnnounceDropped: {1, time.Minute},
+	logPeerOffline:     {10, 6 * time.Second},
+	logPeerGoodbye:     {10, 6 * time.Second},
+	logPeerEvicted:     {1, time.Minute},
+	logIntervalClamped: {1, time.Hour},
+	logSendFailed:      {1, time.Minute},
+	logJoinFailed:      {1, time.Minute},
+	logScanFailed:      {1, time.Minute},
+	logNoInterface:     {1, time.Hour},
+	logLocalSkipped:    {1, time.Hour},
+	logRequestStale:    {1, time.Minute},
+	// Who asked for a mount is the owner's audit trail: generous, but a
+	// keyed peer posing as many nodes still cannot flood the log.
+	logRequest: {20, 200 * time.Millisecond},
+}
+
+// logLimiter is a token bucket per log kind. Its memory is fixed (an
+// array indexed by kind), whatever arrives. The zero value is ready.
 type logLimiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time
+	mu         sync.Mutex
+	b          [numLogKinds]bucket
+	suppressed [numLogKinds]uint64
 }
 
-func (l *logLimiter) allow(key string, every time.Duration) bool {
+// allow reports whether a line of kind k may go out now, and how many of
+// that kind were suppressed since the last one that did (to be logged
+// with it).
+func (l *logLimiter) allow(k logKind, now time.Time) (ok bool, suppressed uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.last == nil {
-		l.last = make(map[string]time.Time)
+	bu := logBudgets[k]
+	if !l.b[k].allow(now, float64(time.Second)/float64(bu.every), float64(bu.burst)) {
+		l.suppressed[k]++
+		return false, 0
 	}
-	now := time.Now()
-	if t, ok := l.last[key]; ok && now.Sub(t) < every {
-		return false
-	}
-	if len(l.last) > 256 {
-		clear(l.last)
-	}
-	l.last[key] = now
-	return true
+	suppressed, l.suppressed[k] = l.suppressed[k], 0
+	return true, suppressed
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -78,6 +79,9 @@ type peerState struct {
 	lastQuery  time.Time
 	answers    bucket // answers we gave it
 	requests   bucket // requests it made of us
+	lruPrev    *peerState
+	lruNext    *peerState
+	lruOff     bool // on the offline list
 }
 
 type pendingAnswer struct {
@@ -95,6 +99,7 @@ type loop struct {
 	conns  map[int]mconn // by family: 4, 6
 	joined map[int]map[int]ifaceInfo
 	peers  map[wire.NodeID]*peerState
+	lru    peerLRU // the same peers, by when last heard
 	nl     *os.File
 	linksC chan struct{}
 	wg     sync.WaitGroup
@@ -359,9 +364,7 @@ func (l *loop) reader(fam int, c mconn) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			if s.logLimit.allow("read", time.Minute) {
-				s.log.Warn("receive", "family", fam, "err", err)
-			}
+			s.logLimited(logReceiveError, slog.LevelWarn, "receive", "family", fam, "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -369,13 +372,16 @@ func (l *loop) reader(fam int, c mconn) {
 		s.ctr.inc(recvD)
 		s.ctr.add(recvB, uint64(n))
 		if !slices.Contains(groups, dst) {
-			s.ctr.inc(dropNotGroup)
+			s.ctr.dropDatagramAs(dropNotGroup)
 			continue
 		}
-		if !lim.allow(now, src) {
-			s.ctr.inc(dropRateLimited)
-			if s.logLimit.allow("rate "+src.String(), time.Minute) {
-				s.log.Warn("source over its datagram rate; dropping", "src", src, "rate", s.cfg.SourceRate)
+		if ok, broke := lim.allow(now, src); !ok {
+			s.ctr.dropDatagramAs(broke)
+			if broke == dropSourcesFull {
+				s.logLimited(logSourcesFull, slog.LevelWarn, "too many sources sending at once; dropping datagrams of new ones",
+					"src", src, "sources", maxSources)
+			} else {
+				s.logLimited(logRateLimited, slog.LevelWarn, "source over its datagram rate; dropping", "src", src, "rate", s.cfg.SourceRate)
 			}
 			continue
 		}
@@ -386,13 +392,11 @@ func (l *loop) reader(fam int, c mconn) {
 		}
 		if h.Node == self {
 			if h.Instance == inst {
-				s.ctr.inc(dropOwn)
+				s.ctr.dropDatagramAs(dropOwn)
 			} else {
-				s.ctr.inc(dropNodeConflict)
-				if s.logLimit.allow("conflict", time.Minute) {
-					s.log.Warn("another daemon uses this node ID (a copied state directory?)", "src", src,
-						"their_instance", fmt.Sprintf("%x", h.Instance))
-				}
+				s.ctr.dropDatagramAs(dropNodeConflict)
+				s.logLimited(logNodeConflict, slog.LevelWarn, "another daemon uses this node ID (a copied state directory?)", "src", src,
+					"their_instance", fmt.Sprintf("%x", h.Instance))
 			}
 			continue
 		}
@@ -411,7 +415,7 @@ func (l *loop) reader(fam int, c mconn) {
 		select {
 		case s.in <- inbound{p: p, src: src, at: now}:
 		default:
-			s.ctr.inc(dropQueueFull)
+			s.ctr.dropDatagramAs(dropQueueFull)
 		}
 	}
 }
@@ -419,16 +423,12 @@ func (l *loop) reader(fam int, c mconn) {
 func (l *loop) dropped(err error, src netip.Addr) {
 	s := l.s
 	r := wire.ReasonOf(err)
-	s.ctr.drop(r)
+	s.ctr.dropDatagram(r)
 	switch r {
 	case wire.ReasonUntagged, wire.ReasonUnexpectedTag, wire.ReasonUnknownKey, wire.ReasonBadTag:
-		if s.logLimit.allow("auth "+src.String(), time.Minute) {
-			s.log.Warn("dropping unauthenticated datagrams", "src", src, "err", err)
-		}
+		s.logLimited(logUnauthenticated, slog.LevelWarn, "dropping unauthenticated datagrams", "src", src, "err", err)
 	default:
-		if s.logLimit.allow("drop "+r.String(), time.Minute) {
-			s.log.Info("dropping bad datagrams", "src", src, "err", err)
-		}
+		s.logLimited(logBadDatagram, slog.LevelInfo, "dropping bad datagrams", "src", src, "err", err)
 	}
 }
 
@@ -437,28 +437,26 @@ func (l *loop) handle(in inbound) {
 	ps := l.peers[p.Node]
 	if ps == nil {
 		if p.Type == wire.TypeGoodbye {
-			return // nothing to forget
-		}
-		if ps = l.newPeer(p.Node); ps == nil {
-			l.s.ctr.inc(dropPeersFull)
+			l.s.ctr.inc(datagramsAccepted) // a goodbye of a node we do not know: nothing to forget
 			return
 		}
+		ps = l.newPeer(now, p.Node)
 	}
 	switch {
 	case ps.instance == 0, p.Instance > ps.instance:
 		l.restart(ps, p.Instance, now)
 	case p.Instance < ps.instance:
 		if !ps.ended {
-			l.s.ctr.inc(dropStaleInstance)
+			l.s.ctr.dropDatagramAs(dropStaleInstance)
 			return
 		}
 		l.restart(ps, p.Instance, now) // a clock gone backwards, or a replay; see docs
 	case ps.goodbye:
-		l.s.ctr.inc(dropStaleInstance) // said goodbye: anything more is a replay
+		l.s.ctr.dropDatagramAs(dropStaleInstance) // said goodbye: anything more is a replay
 		return
 	}
 	if r := ps.win.Accept(p.Seq); r != wire.ReasonNone {
-		l.s.ctr.drop(r)
+		l.s.ctr.dropDatagram(r)
 		if r == wire.ReasonDuplicate && ps.online {
 			// Usually the other family's copy: it tells us the peer's other
 			// address. (A replay would have to come within the window.)
@@ -469,7 +467,9 @@ func (l *loop) handle(in inbound) {
 		}
 		return
 	}
+	l.s.ctr.inc(datagramsAccepted)
 	ps.lastHeard = now
+	l.heard(ps)
 	ps.ended = false
 	l.addAddr(ps, in.src)
 	if !ps.advKnown || p.Generation > ps.advGen {
@@ -479,7 +479,7 @@ func (l *loop) handle(in inbound) {
 	case wire.TypeHeartbeat:
 		hb := p.Heartbeat
 		renamed := ps.name != hb.Name
-		ps.name, ps.interval = hb.Name, hb.Interval
+		ps.name, ps.interval = hb.Name, l.clampInterval(ps, hb.Interval)
 		l.setAdvertised(ps, hb.Addrs)
 		if p.Generation == ps.advGen {
 			d := hb.Digest
@@ -505,27 +505,54 @@ func (l *loop) handle(in inbound) {
 		ps.goodbye, ps.ended, ps.online, ps.wantAt = true, true, false, time.Time{}
 		l.asm.Forget(ps.id)
 		l.s.st.SetPeerOffline(ps.did)
-		l.s.log.Debug("peer said goodbye", "peer", ps.did, "name", ps.name)
+		l.ended(ps)
+		l.s.logLimited(logPeerGoodbye, slog.LevelDebug, "peer said goodbye", "peer", ps.did, "name", ps.name)
 	}
 }
 
-func (l *loop) newPeer(id wire.NodeID) *peerState {
+// newPeer adds a peer to the table. When the table is full the least
+// recently heard peer makes room, offline ones first: a new machine is
+// never refused, and a flood of forged node IDs can only push out nodes
+// heard less recently than its own (which it must keep sending to stay).
+func (l *loop) newPeer(now time.Time, id wire.NodeID) *peerState {
 	if len(l.peers) >= l.cfg.MaxPeers {
-		var old *peerState
-		for _, ps := range l.peers {
-			if !ps.online && (old == nil || ps.lastHeard.Before(old.lastHeard)) {
-				old = ps
-			}
-		}
-		if old == nil {
-			return nil
-		}
+		old := l.lru.oldest()
 		delete(l.peers, old.id)
+		l.lru.remove(old)
 		l.asm.Forget(old.id)
+		if old.online {
+			// Nothing here will tell the store it went silent any more.
+			l.s.st.SetPeerOffline(old.did)
+		}
+		l.s.ctr.inc(peersEvicted)
+		l.s.logLimited(logPeerEvicted, slog.LevelWarn, "peer table full; forgot the peer heard least recently",
+			"peer", old.did, "name", old.name, "online", old.online, "last_heard", old.lastHeard, "max_peers", l.cfg.MaxPeers)
 	}
-	ps := &peerState{id: id, did: id.Domain()}
+	ps := &peerState{id: id, did: id.Domain(), lastHeard: now}
 	l.peers[id] = ps
+	l.lru.push(ps)
 	return ps
+}
+
+// heard moves ps to the recently heard end of its list.
+func (l *loop) heard(ps *peerState) { l.lru.touch(ps) }
+
+// ended moves ps to the offline list, whose peers are evicted first.
+func (l *loop) ended(ps *peerState) { l.lru.setOffline(ps) }
+
+// clampInterval returns the interval the offline timeout uses for a peer
+// that advertises iv: our policy's range, whatever the peer claims, so a
+// node advertising an hour still goes offline within 3 x MaxPeerInterval.
+func (l *loop) clampInterval(ps *peerState, iv time.Duration) time.Duration {
+	c := min(max(iv, MinPeerInterval), MaxPeerInterval)
+	if c != iv {
+		l.s.ctr.inc(intervalsClamped)
+		if iv != ps.interval && ps.interval != c {
+			l.s.logLimited(logIntervalClamped, slog.LevelInfo, "peer advertises a heartbeat interval outside our range; using the nearest bound",
+				"peer", ps.did, "advertised", iv, "used", c)
+		}
+	}
+	return c
 }
 
 // restart makes instance the peer's current one.
@@ -661,8 +688,8 @@ func (l *loop) offer(now time.Time, ps *peerState, p *wire.Packet) {
 	l.assemblerStats()
 	if err != nil {
 		l.s.ctr.drop(wire.ReasonOf(err))
-		if r := wire.ReasonOf(err); r != wire.ReasonHaveGeneration && l.s.logLimit.allow("asm "+r.String(), time.Minute) {
-			l.s.log.Info("announce dropped", "peer", ps.did, "err", err)
+		if r := wire.ReasonOf(err); r != wire.ReasonHaveGeneration {
+			l.s.logLimited(logAnnounceDropped, slog.LevelInfo, "announce dropped", "peer", ps.did, "err", err)
 		}
 	}
 	if c == nil {
@@ -788,8 +815,8 @@ func (l *loop) current() (uint64, *wire.Inventory) {
 		l.inv, l.invGen = wire.NewInventory(disks), gen
 		l.s.ctr.set(localSkipped, uint64(l.inv.Skipped))
 		l.s.ctr.set(localTrimmed, uint64(l.inv.Trimmed))
-		if l.inv.Skipped > 0 && l.s.logLimit.allow("skipped", time.Hour) {
-			l.s.log.Warn("some local disks exceed the protocol's limits and are not announced", "count", l.inv.Skipped)
+		if l.inv.Skipped > 0 {
+			l.s.logLimited(logLocalSkipped, slog.LevelWarn, "some local disks exceed the protocol's limits and are not announced", "count", l.inv.Skipped)
 		}
 	}
 	return l.invGen, l.inv
@@ -897,9 +924,7 @@ func (l *loop) send(dgs [][]byte) {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					p.dead = true
 				}
-				if l.s.logLimit.allow("send "+p.ifi.Name, time.Minute) {
-					l.s.log.Warn("send failed", "interface", p.ifi.Name, "group", p.g, "err", err)
-				}
+				l.s.logLimited(logSendFailed, slog.LevelWarn, "send failed", "interface", p.ifi.Name, "group", p.g, "err", err)
 				continue
 			}
 			if p.fam == 4 {
@@ -928,7 +953,7 @@ func (l *loop) checkOffline(now time.Time) {
 		if !ps.online {
 			continue
 		}
-		iv := ps.interval
+		iv := ps.interval // clamped when heard
 		if iv == 0 {
 			iv = l.cfg.HeartbeatInterval
 		}
@@ -936,8 +961,9 @@ func (l *loop) checkOffline(now time.Time) {
 			ps.online, ps.ended, ps.wantAt = false, true, time.Time{}
 			l.asm.Forget(ps.id) // when it returns, its disks must be fetched again
 			l.s.st.SetPeerOffline(ps.did)
+			l.ended(ps)
 			l.s.ctr.inc(peersWentOffline)
-			l.s.log.Info("peer went silent; offline", "peer", ps.did, "name", ps.name, "last_heard", ps.lastHeard)
+			l.s.logLimited(logPeerOffline, slog.LevelInfo, "peer went silent; offline", "peer", ps.did, "name", ps.name, "last_heard", ps.lastHeard)
 		}
 	}
 }
@@ -951,9 +977,7 @@ func (l *loop) rescan(now time.Time) {
 		return err
 	})
 	if err != nil {
-		if l.s.logLimit.allow("scan", time.Minute) {
-			l.s.log.Warn("interface scan failed", "err", err)
-		}
+		l.s.logLimited(logScanFailed, slog.LevelWarn, "interface scan failed", "err", err)
 		return
 	}
 	grew := false
@@ -988,9 +1012,7 @@ func (l *loop) rescan(now time.Time) {
 				jerr = errors.Join(jerr, c.join(&in.ifi, g))
 			}
 			if jerr != nil {
-				if l.s.logLimit.allow("join "+in.ifi.Name, time.Minute) {
-					l.s.log.Warn("cannot join group", "interface", in.ifi.Name, "family", fam, "err", jerr)
-				}
+				l.s.logLimited(logJoinFailed, slog.LevelWarn, "cannot join group", "interface", in.ifi.Name, "family", fam, "err", jerr)
 				continue
 			}
 			l.joined[fam][idx] = in
@@ -998,8 +1020,8 @@ func (l *loop) rescan(now time.Time) {
 			l.s.log.Info("joined interface", "interface", in.ifi.Name, "family", fam, "groups", groups)
 		}
 	}
-	if len(infos) == 0 && len(l.cfg.Interfaces) > 0 && l.s.logLimit.allow("noiface", time.Hour) {
-		l.s.log.Warn("none of the configured interfaces is usable", "interfaces", l.cfg.Interfaces)
+	if len(infos) == 0 && len(l.cfg.Interfaces) > 0 {
+		l.s.logLimited(logNoInterface, slog.LevelWarn, "none of the configured interfaces is usable", "interfaces", l.cfg.Interfaces)
 	}
 	l.publishInterfaces()
 	if grew && !l.nextHeartbeat.IsZero() {

@@ -1,6 +1,8 @@
 package peer
 
 import (
+	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -275,25 +277,187 @@ func TestConfigFlags(t *testing.T) {
 func TestSourceLimiter(t *testing.T) {
 	l := newSourceLimiter(10, 20, 2)
 	a, b, c := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
+	allow := func(now time.Time, src netip.Addr) bool { ok, _ := l.allow(now, src); return ok }
 	n := 0
 	for range 100 {
-		if l.allow(t0, a) {
+		if allow(t0, a) {
 			n++
 		}
 	}
 	if n != 20 {
 		t.Errorf("burst let %d through, want 20", n)
 	}
-	if !l.allow(t0.Add(time.Second), a) {
+	if _, broke := l.allow(t0, a); broke != dropRateLimited {
+		t.Errorf("over the rate counted as %s", counterNames[broke])
+	}
+	if !allow(t0.Add(time.Second), a) {
 		t.Error("no refill after a second")
 	}
-	if !l.allow(t0, b) {
+	if !allow(t0, b) {
 		t.Error("second source refused")
 	}
-	if l.allow(t0, c) {
-		t.Error("third source accepted beyond the table's bound while the others are busy")
+	if ok, broke := l.allow(t0, c); ok || broke != dropSourcesFull {
+		t.Errorf("third source beyond the table's bound while the others are busy: ok %v, counted as %s", ok, counterNames[broke])
 	}
-	if !l.allow(t0.Add(time.Hour), c) {
+	if !allow(t0.Add(time.Hour), c) {
 		t.Error("third source refused once the others went quiet")
+	}
+}
+
+// packet is what a peer's encoder would send, decoded as the reader does.
+func packet(t *testing.T, b []byte) *wire.Packet {
+	t.Helper()
+	p, err := wire.NewDecoder(nil).Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestAdvertisedIntervalIsClamped: the offline timeout is ours. A node
+// advertising an hour is offline after 3 x MaxPeerInterval of silence; one
+// advertising the minimum the wire allows is not dropped between its
+// heartbeats.
+func TestAdvertisedIntervalIsClamped(t *testing.T) {
+	tests := []struct {
+		name       string
+		advertised time.Duration
+		offlineBy  time.Duration // silent this long: offline
+		onlineAt   time.Duration // silent this long: still online
+		clamped    uint64
+	}{
+		{"an hour", time.Hour, offlineAfter*MaxPeerInterval + time.Second, offlineAfter*MaxPeerInterval - time.Second, 1},
+		{"the wire's minimum", wire.MinInterval, offlineAfter*MinPeerInterval + time.Second, offlineAfter*MinPeerInterval - 100*time.Millisecond, 1},
+		{"in range", 10 * time.Second, 31 * time.Second, 29 * time.Second, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := offline(t)
+			enc := wire.NewEncoder(wire.NodeID{7}, wire.NewInstance(t0), nil)
+			l.handle(inbound{p: packet(t, enc.Heartbeat(0, wire.Heartbeat{Name: "x", Interval: tt.advertised})), at: t0})
+			ps := l.peers[wire.NodeID{7}]
+			if ps == nil || !ps.online {
+				t.Fatal("heartbeat did not make the peer online")
+			}
+			l.checkOffline(t0.Add(tt.onlineAt))
+			if !ps.online {
+				t.Errorf("offline after %v of silence", tt.onlineAt)
+			}
+			l.checkOffline(t0.Add(tt.offlineBy))
+			if ps.online {
+				t.Errorf("still online after %v of silence", tt.offlineBy)
+			}
+			if got := l.s.ctr.get(intervalsClamped); got != tt.clamped {
+				t.Errorf("intervals_clamped %d, want %d", got, tt.clamped)
+			}
+			if n, ok := l.s.st.Node(ps.did); !ok || n.Online {
+				t.Errorf("store: %+v", n)
+			}
+		})
+	}
+}
+
+// TestFullPeerTableEvictsLeastRecentlyHeard: when the table is full a new
+// node is taken, and the node that makes room is the longest offline, else
+// the one heard least recently; each eviction is counted and the evicted
+// node marked offline in the store.
+func TestFullPeerTableEvictsLeastRecentlyHeard(t *testing.T) {
+	l := offline(t)
+	l.cfg.MaxPeers = 3
+	encs := map[byte]*wire.Encoder{}
+	hb := func(id byte, at time.Time) {
+		enc := encs[id]
+		if enc == nil {
+			enc = wire.NewEncoder(wire.NodeID{id}, wire.NewInstance(t0), nil)
+			encs[id] = enc
+		}
+		l.handle(inbound{p: packet(t, enc.Heartbeat(0, wire.Heartbeat{Name: fmt.Sprint(id), Interval: time.Second})), at: at})
+	}
+	ids := func() []byte {
+		var out []byte
+		for id := range l.peers {
+			out = append(out, id[0])
+		}
+		slices.Sort(out)
+		return out
+	}
+	hb(1, ms(0))
+	hb(2, ms(1000))
+	hb(3, ms(2000))
+	hb(1, ms(3000)) // 1 heard again: 2 is now the least recently heard
+	hb(4, ms(3500))
+	if got := ids(); !slices.Equal(got, []byte{1, 3, 4}) {
+		t.Fatalf("peers %v, want [1 3 4]", got)
+	}
+	if n, _ := l.s.st.Node(wire.NodeID{2}.Domain()); n.Online {
+		t.Error("evicted peer still online in the store")
+	}
+	// 3 goes silent (offline at 3 s of silence): it goes before 1, which
+	// was heard earlier but is still online.
+	hb(1, ms(5500))
+	hb(4, ms(5500))
+	l.checkOffline(ms(5500))
+	if l.peers[wire.NodeID{3}].online {
+		t.Fatal("3 not offline")
+	}
+	hb(5, ms(6000))
+	if got := ids(); !slices.Equal(got, []byte{1, 4, 5}) {
+		t.Fatalf("peers %v, want [1 4 5]", got)
+	}
+	if got := l.s.ctr.get(peersEvicted); got != 2 {
+		t.Errorf("peers_evicted %d, want 2", got)
+	}
+	if l.lru.len() != len(l.peers) {
+		t.Errorf("eviction order holds %d peers, table %d", l.lru.len(), len(l.peers))
+	}
+	// A flood of new IDs: the table stays at its bound and the order
+	// list with it.
+	for i := range 1000 {
+		hb(byte(10+i%200), ms(7000+i))
+	}
+	if len(l.peers) != 3 || l.lru.len() != 3 {
+		t.Errorf("after a flood: %d peers, %d in the order list", len(l.peers), l.lru.len())
+	}
+}
+
+// TestLogLimitsArePerKind: a stranger choosing source addresses or node
+// IDs gets no more log lines than one: the limit is per kind, and what it
+// suppresses is counted and reported with the next line.
+func TestLogLimitsArePerKind(t *testing.T) {
+	var buf strings.Builder
+	st := store.New(store.Options{Local: disk.Node{ID: "0123456789abcdef0123456789abcdef", Name: "me"}})
+	s, err := New(DefaultConfig(), st, slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &loop{s: s}
+	buf.Reset()
+	for i := range 10000 {
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		l.dropped(&wire.DropError{Reason: wire.ReasonBadTag}, src)
+		l.dropped(&wire.DropError{Reason: wire.ReasonBadMagic}, src)
+		s.logLimited(logRateLimited, slog.LevelWarn, "source over its datagram rate; dropping", "src", src)
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 3 {
+		t.Errorf("%d log lines for 30000 events of 3 kinds from 10000 sources, want 3:\n%s", n, buf.String())
+	}
+	if got := s.ctr.get(logLinesSuppressed); got != 29997 {
+		t.Errorf("log_lines_suppressed %d, want 29997", got)
+	}
+	// The budget refills: the next line of a kind says what was suppressed.
+	ok, n := s.logLimit.allow(logBadDatagram, time.Now().Add(time.Minute+time.Second))
+	if !ok || n != 9999 {
+		t.Errorf("after a minute: allowed %v, suppressed %d, want 9999", ok, n)
+	}
+	// Peer-offline lines are allowed in a burst, then spaced.
+	var lim logLimiter
+	got := 0
+	for range 100 {
+		if ok, _ := lim.allow(logPeerOffline, t0); ok {
+			got++
+		}
+	}
+	if got != logBudgets[logPeerOffline].burst {
+		t.Errorf("%d offline lines in a burst, want %d", got, logBudgets[logPeerOffline].burst)
 	}
 }

@@ -35,6 +35,17 @@ const (
 	DefaultInterval   = 10 * time.Second
 )
 
+// The range of heartbeat intervals this daemon accepts, for its own
+// --heartbeat-interval and from peers. A peer advertising an interval
+// outside it is treated as if it had advertised the nearest bound (and
+// counted as intervals_clamped): the offline timeout is our policy, so a
+// node claiming an hour still goes offline after 3 x MaxPeerInterval of
+// silence, and one claiming 1 ms is not dropped between its heartbeats.
+const (
+	MinPeerInterval = time.Second
+	MaxPeerInterval = time.Minute
+)
+
 // Config configures the peer network. DefaultConfig fills it in; AddFlags
 // lets the command line change it.
 type Config struct {
@@ -51,7 +62,7 @@ type Config struct {
 	// KeyFile, when set, authenticates the network (see wire.ParseKeys).
 	KeyFile string `toml:"key_file"`
 	// HeartbeatInterval is how often we say we are alive; a peer silent for
-	// three of its intervals is offline.
+	// three of its intervals is offline. MinPeerInterval to MaxPeerInterval.
 	HeartbeatInterval time.Duration `toml:"heartbeat_interval"`
 	// IPv4 and IPv6 switch the families.
 	IPv4 bool `toml:"ipv4"`
@@ -59,8 +70,8 @@ type Config struct {
 	// AnnouncesPerMinute bounds announces caused by local changes
 	// (the first of a burst goes at once).
 	AnnouncesPerMinute int `toml:"announces_per_minute"`
-	// MaxPeers bounds the peers tracked; the peer offline the longest is
-	// forgotten first.
+	// MaxPeers bounds the peers tracked; when full, the peer offline the
+	// longest is forgotten first, else the one heard least recently.
 	MaxPeers int `toml:"max_peers"`
 	// SourceRate and SourceBurst bound the datagrams accepted per source
 	// address (a token bucket), checked before anything else.
@@ -97,7 +108,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&c.Interfaces, "interface", c.Interfaces, "network interface to use (repeatable; default: every multicast-capable one)")
 	fs.IntVar(&c.TTL, "ttl", c.TTL, "multicast TTL / hop limit (1 stays on the link; higher crosses multicast routers)")
 	fs.StringVar(&c.KeyFile, "key-file", c.KeyFile, "file with the network's shared key(s): \"ID SECRET\" lines; authenticates every datagram")
-	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "interval between heartbeats; a peer silent for 3 intervals is offline")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "interval between heartbeats, 1s to 1m; a peer silent for 3 of its intervals (clamped to that range) is offline")
 	fs.BoolVar(&c.IPv4, "ipv4", c.IPv4, "use IPv4 multicast")
 	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "use IPv6 multicast")
 	fs.IntVar(&c.AnnouncesPerMinute, "announce-limit", c.AnnouncesPerMinute, "announces per minute caused by local changes")
@@ -188,8 +199,8 @@ func New(cfg Config, st *store.Store, logger *slog.Logger) (*Service, error) {
 	if cfg.TTL < 1 || cfg.TTL > 255 {
 		return nil, fmt.Errorf("peer: ttl %d: want 1-255", cfg.TTL)
 	}
-	if cfg.HeartbeatInterval < wire.MinInterval || cfg.HeartbeatInterval > wire.MaxInterval {
-		return nil, fmt.Errorf("peer: heartbeat interval %v: want %v to %v", cfg.HeartbeatInterval, wire.MinInterval, wire.MaxInterval)
+	if cfg.HeartbeatInterval < MinPeerInterval || cfg.HeartbeatInterval > MaxPeerInterval {
+		return nil, fmt.Errorf("peer: heartbeat interval %v: want %v to %v", cfg.HeartbeatInterval, MinPeerInterval, MaxPeerInterval)
 	}
 	if !cfg.IPv4 && !cfg.IPv6 {
 		return nil, errors.New("peer: both IPv4 and IPv6 are off")
@@ -270,6 +281,28 @@ func (s *Service) Status() Status {
 	return st
 }
 
+// logLimited logs a line of kind k unless that kind is over its budget
+// (then it only counts it); the first line after a suppressed run says how
+// many were suppressed.
+func (s *Service) logLimited(k logKind, level slog.Level, msg string, args ...any) {
+	ok, suppressed := s.logLimit.allow(k, time.Now())
+	if !ok {
+		s.ctr.inc(logLinesSuppressed)
+		return
+	}
+	if suppressed > 0 {
+		args = append(args, "suppressed_since_last", suppressed)
+	}
+	s.log.Log(context.Background(), level, msg, args...)
+}
+
+// Alive returns nil once the protocol loop has run a request: a cheap
+// liveness probe for the service manager's watchdog. Before Run starts the
+// loop the request waits for it (until ctx ends).
+func (s *Service) Alive(ctx context.Context) error {
+	return s.queue(ctx, func(*loop) {})
+}
+
 // ErrNotRunning is returned by requests made while Run is not running.
 var ErrNotRunning = errors.New("peer network not running")
 
@@ -278,6 +311,12 @@ func (s *Service) do(ctx context.Context, fn func(*loop)) error {
 	if !s.running.Load() {
 		return ErrNotRunning
 	}
+	return s.queue(ctx, fn)
+}
+
+// queue runs fn on the protocol loop, waiting for the loop to start if it
+// has not yet, and waits for fn.
+func (s *Service) queue(ctx context.Context, fn func(*loop)) error {
 	done := make(chan struct{})
 	select {
 	case s.reqs <- func(l *loop) { fn(l); close(done) }:

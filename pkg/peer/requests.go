@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -139,10 +140,8 @@ func (l *loop) onRequest(now time.Time, ps *peerState, r *wire.Request) {
 	}
 	if !r.Fresh(now) {
 		l.s.ctr.inc(dropRequestStale)
-		if l.s.logLimit.allow("request stale", time.Minute) {
-			l.s.log.Warn("refusing a request with a time far from ours (a replay, or a clock off by more than 30 s)",
-				"from", ps.did, "name", ps.name, "sent", r.Sent)
-		}
+		l.s.logLimited(logRequestStale, slog.LevelWarn, "refusing a request with a time far from ours (a replay, or a clock off by more than 30 s)",
+			"from", ps.did, "name", ps.name, "sent", r.Sent)
 		return
 	}
 	if sv, ok := l.served[r.ID]; ok {
@@ -177,7 +176,7 @@ func (l *loop) onRequest(now time.Time, ps *peerState, r *wire.Request) {
 	l.busy++
 	from := l.node(ps)
 	req, id := *r, ps.id
-	l.s.log.Info("request from a peer", "from", from.ID, "name", from.Name, "uid", r.UID,
+	l.s.logLimited(logRequest, slog.LevelInfo, "request from a peer", "from", from.ID, "name", from.Name, "uid", r.UID,
 		"action", r.Action, "disk", r.Query, "rw", r.RW)
 	go func() {
 		ctx, cancel := context.WithTimeout(l.ctx, requestRunFor)

@@ -68,10 +68,16 @@ type Scanner struct {
 	log *slog.Logger
 
 	refreshC  chan chan error
+	callC     chan func() // run on the event loop (Alive)
 	firstDone chan struct{}
 
 	mu     sync.Mutex // guards status, read by Status from other goroutines
 	status api.ScanStatus
+	// Error lines: what a device's content makes blkid say is not ours to
+	// choose, so a new message is logged at most once per errorLogEvery
+	// while errors go on (the rest counted), not once per message.
+	lastErrLog    time.Time
+	errSuppressed int
 }
 
 // New returns a Scanner; Run starts it.
@@ -98,6 +104,7 @@ func New(cfg Config) *Scanner {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		refreshC:  make(chan chan error),
+		callC:     make(chan func()),
 		firstDone: make(chan struct{}),
 		status: api.ScanStatus{
 			Blkid:        cfg.BlkidPath,
@@ -122,6 +129,29 @@ func (s *Scanner) Refresh(ctx context.Context) error {
 	select {
 	case err := <-reply:
 		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Alive returns nil once the event loop has answered: a cheap liveness
+// probe for the service manager's watchdog. It runs no blkid (that runs
+// off the loop, under its own timeout).
+func (s *Scanner) Alive(ctx context.Context) error {
+	return s.onLoop(ctx, func() {})
+}
+
+// onLoop runs fn on the event loop and waits for it.
+func (s *Scanner) onLoop(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case s.callC <- func() { fn(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -318,6 +348,8 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		case w := <-s.refreshC:
 			fullWanted = true
 			waiters = append(waiters, w)
+		case fn := <-s.callC:
+			fn()
 		case <-gapC:
 			gapC = nil
 		}
@@ -466,23 +498,33 @@ func (s *Scanner) finishProbes(r result) {
 	}
 }
 
-// noteErrorLocked records err for status and logs it once per distinct
-// message, and once when it clears, so a broken blkid does not flood the log.
+// errorLogEvery spaces the log lines of a run of changing scan errors.
+const errorLogEvery = time.Minute
+
+// noteErrorLocked records err for status and logs it when the message
+// changes (at most once per errorLogEvery while errors go on), and once
+// when it clears, so a broken blkid or hostile media cannot flood the log.
 func (s *Scanner) noteErrorLocked(err error, at time.Time) {
 	if err == nil {
 		if s.status.LastError != "" {
-			s.log.Info("blkid works again", "previous_error", s.status.LastError)
+			s.log.Info("blkid works again", "previous_error", s.status.LastError, "suppressed_errors", s.errSuppressed)
 		}
 		s.status.LastError = ""
+		s.lastErrLog, s.errSuppressed = time.Time{}, 0
 		return
 	}
 	msg := err.Error()
 	if msg != s.status.LastError {
-		level := slog.LevelError
-		if errors.Is(err, context.Canceled) {
-			level = slog.LevelDebug
+		if !s.lastErrLog.IsZero() && time.Since(s.lastErrLog) < errorLogEvery {
+			s.errSuppressed++
+		} else {
+			level := slog.LevelError
+			if errors.Is(err, context.Canceled) {
+				level = slog.LevelDebug
+			}
+			s.log.Log(context.Background(), level, "scan failed; serving the last good inventory", "err", err, "suppressed_since_last", s.errSuppressed)
+			s.lastErrLog, s.errSuppressed = time.Now(), 0
 		}
-		s.log.Log(context.Background(), level, "scan failed; serving the last good inventory", "err", err)
 	}
 	s.status.LastError = msg
 	s.status.LastErrorTime = at

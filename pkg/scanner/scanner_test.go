@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -431,4 +434,72 @@ func TestMerge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestChangingErrorsAreLoggedOncePerMinute: a device's content shapes what
+// blkid says, so 20 failed scans with 20 different messages give one log
+// line, not 20; the line when blkid works again counts the rest.
+func TestChangingErrorsAreLoggedOncePerMinute(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
+	fake := newFake("loop0")
+	r := start(t, fake, Config{MinFullGap: time.Millisecond, Logger: log})
+	<-r.sc.FirstScanDone()
+	for i := range 20 {
+		fake.mu.Lock()
+		fake.err = fmt.Errorf("blkid export line 1: not KEY=value: %q", strings.Repeat("x", i))
+		fake.mu.Unlock()
+		if err := r.sc.Refresh(context.Background()); err == nil {
+			t.Fatal("refresh succeeded")
+		}
+	}
+	fake.mu.Lock()
+	fake.err = nil
+	fake.mu.Unlock()
+	if err := r.sc.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if n := strings.Count(out, "scan failed"); n != 1 {
+		t.Errorf("%d scan-failed lines for 20 distinct errors, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "blkid works again") || !strings.Contains(out, "suppressed_errors=19") {
+		t.Errorf("recovery line does not count the suppressed errors:\n%s", out)
+	}
+}
+
+// TestAliveAnswersThroughTheLoop: Alive returns once the event loop ran,
+// and times out while the loop is busy elsewhere.
+func TestAliveAnswersThroughTheLoop(t *testing.T) {
+	r := start(t, newFake("loop0"), Config{})
+	<-r.sc.FirstScanDone()
+	if err := r.sc.Alive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	release, blocked := make(chan struct{}), make(chan struct{})
+	go r.sc.onLoop(context.Background(), func() { close(blocked); <-release })
+	<-blocked
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := r.sc.Alive(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Alive with the loop blocked = %v, want the deadline", err)
+	}
+	close(release)
+	if err := r.sc.Alive(context.Background()); err != nil {
+		t.Errorf("Alive after the loop is free again = %v", err)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

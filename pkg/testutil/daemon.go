@@ -43,22 +43,52 @@ func Binaries(t testing.TB) (diskd, diskctl string) {
 			build.err = err
 			return
 		}
-		root := RepoRoot(t)
-		for _, b := range []struct{ out, pkg string }{{"diskd", "./cmd/diskd"}, {"diskctl", "./cmd/diskctl"}} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				build.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-				return
-			}
-		}
 		build.diskd, build.diskctl = filepath.Join(dir, "diskd"), filepath.Join(dir, "diskctl")
+		if build.err = goBuild(t, build.diskd, "./cmd/diskd"); build.err == nil {
+			build.err = goBuild(t, build.diskctl, "./cmd/diskctl")
+		}
 	})
 	if build.err != nil {
 		t.Fatal(build.err)
 	}
 	return build.diskd, build.diskctl
+}
+
+var debugBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// DebugDiskd builds diskd once with -tags diskd_debughooks (test seams
+// that no release has, such as wedging a loop on SIGUSR2) and returns its
+// path, for DaemonOptions.Binary.
+func DebugDiskd(t testing.TB) string {
+	t.Helper()
+	debugBuild.once.Do(func() {
+		dir, err := os.MkdirTemp("", "diskd-test-debugbin-")
+		if err != nil {
+			debugBuild.err = err
+			return
+		}
+		debugBuild.path = filepath.Join(dir, "diskd")
+		debugBuild.err = goBuild(t, debugBuild.path, "./cmd/diskd", "-tags", "diskd_debughooks")
+	})
+	if debugBuild.err != nil {
+		t.Fatal(debugBuild.err)
+	}
+	return debugBuild.path
+}
+
+// goBuild builds pkg (relative to the module root) into out, statically.
+func goBuild(t testing.TB, out, pkg string, flags ...string) error {
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", out, pkg)...)
+	cmd.Dir = RepoRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s %s: %v\n%s", strings.Join(flags, " "), pkg, err, b)
+	}
+	return nil
 }
 
 // RepoRoot is the module root (where go.mod is).
@@ -82,6 +112,8 @@ type DaemonOptions struct {
 	Env []string
 	// NoWait skips waiting for the socket (for tests of failing starts).
 	NoWait bool
+	// Binary is the diskd to run; empty means the one Binaries builds.
+	Binary string
 }
 
 // Daemon is a running diskd under test.
@@ -104,6 +136,9 @@ func StartDaemon(t testing.TB, o DaemonOptions) *Daemon {
 	t.Helper()
 	RequiresRoot(t)
 	diskd, diskctl := Binaries(t)
+	if o.Binary != "" {
+		diskd = o.Binary
+	}
 	dir := t.TempDir()
 	if o.StateDir == "" {
 		o.StateDir = filepath.Join(dir, "state")
