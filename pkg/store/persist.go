@@ -317,6 +317,7 @@ func (s *Store) Load(db *DB) error {
 				}
 			}
 			s.rows[r.d.Row] = r
+			s.where.add(r)
 			if r.d.Row.IsClone() {
 				s.clones[r.d.ID] = append(s.clones[r.d.ID], r)
 			}
@@ -336,6 +337,10 @@ func (s *Store) Load(db *DB) error {
 	for id, cs := range s.clones {
 		slices.SortFunc(cs, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
 		s.uniqueQuietLocked(id)
+	}
+	// Rows changed above without markRow: drop what lists derived.
+	for _, r := range s.rows {
+		s.invalidateLocked(r)
 	}
 	return nil
 }
@@ -458,6 +463,7 @@ func (d dirtySet) forgetRow(k disk.Key)      { d.rows[k] = false }
 func (d dirtySet) forgetNode(id disk.NodeID) { d.nodes[id] = false }
 
 func (s *Store) markRow(r *row) {
+	s.invalidateLocked(r)
 	s.dirty.rows[r.d.Row] = true
 	s.signalDirty()
 }
