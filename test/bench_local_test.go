@@ -170,6 +170,18 @@ func BenchmarkList100k(b *testing.B) {
 		whereT = append(whereT, time.Since(t0))
 	}
 	b.ReportMetric(ms(percentile(whereT, 50)), "where-100k-p50-ms")
+	// Table output: the whole table for a person, decoded and formatted
+	// by diskctl.
+	var tableT []time.Duration
+	for range 5 {
+		t0 := time.Now()
+		out, err := exec.Command(diskctl, "--socket", d.Socket, "list").Output()
+		if err != nil || strings.Count(string(out), "\n") != 100_001 {
+			b.Fatalf("list: %v (%d lines)", err, strings.Count(string(out), "\n"))
+		}
+		tableT = append(tableT, time.Since(t0))
+	}
+	b.ReportMetric(ms(percentile(tableT, 50)), "table-100k-p50-ms")
 
 	idle := 60 * time.Second
 	if v := os.Getenv("DISKD_BENCH_IDLE"); v != "" {

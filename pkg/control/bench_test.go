@@ -2,9 +2,11 @@ package control
 
 import (
 	"context"
+	"io"
 	"path/filepath"
 	"testing"
 
+	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/ctlclient"
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/store"
@@ -31,14 +33,14 @@ func BenchmarkList100k(b *testing.B) {
 	defer c.Close()
 	b.Run("ListJSON", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := c.ListJSON(ctx, ""); err != nil {
+			if err := c.ListJSONTo(ctx, api.ListFilter{}, io.Discard); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("List-decoded", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := c.List(ctx, ""); err != nil {
+			if _, err := c.List(ctx, api.ListFilter{}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -30,6 +30,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	"golang.org/x/sys/unix"
 
@@ -449,7 +450,7 @@ func (ss *session) handle(ctx context.Context, line string) bool {
 	if rest := strings.TrimSpace(line[len(fields[0]):]); rest != "" {
 		switch req.Cmd {
 		case "list":
-			req.Host = rest
+			req.Host, req.Present, req.Label = parseListArgs(rest)
 		case "mount", "unmount":
 			// "mount --rw LABEL", "unmount --force LABEL": the label is
 			// the rest of the line, spaces and all.
@@ -487,9 +488,17 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 			}
 		}
 	case "list":
-		ds, lerr := listDisks(st, req.Host)
-		result, err = ds, lerr
-		text = func(w io.Writer) { api.WriteDisks(w, ds) }
+		keep, ferr := listFilter(st, api.ListFilter{Host: req.Host, Present: req.Present, Label: req.Label})
+		switch {
+		case ferr != nil:
+			err = ferr
+		case asJSON:
+			// Each disk's cached encoding, written as it is.
+			result = st.DisksJSON(keep)
+		default:
+			ds := st.Disks(keep)
+			text = func(w io.Writer) { api.WriteDisks(w, ds) }
+		}
 	case "where":
 		if req.Arg == "" {
 			err = errors.New("usage: where LABEL|UUID")
@@ -589,26 +598,67 @@ func (ss *session) answer(result any, err error, text func(io.Writer), asJSON bo
 	return true
 }
 
-func listDisks(st *store.Store, host string) ([]disk.Disk, error) {
-	if host == "" {
-		return st.Disks(nil), nil
-	}
-	var id disk.NodeID
-	for _, n := range st.Nodes() {
-		if n.Name == host || string(n.ID) == host {
-			id = n.ID
-			break
+// parseListArgs reads the text form's "[--present] [--label GLOB] [HOST]":
+// the options first, in any order; the rest of the line is the host,
+// spaces and all, as before there were options. A glob is one word (a
+// label with a space is matched with ? or *; the JSON form takes any).
+func parseListArgs(rest string) (host string, present bool, label string) {
+	for {
+		word, after := cutWord(rest)
+		switch {
+		case word == "--present":
+			present, rest = true, after
+		case word == "--label" && after != "":
+			label, rest = cutWord(after)
+		default:
+			return rest, present, label
 		}
 	}
-	if id == "" {
-		return nil, fmt.Errorf("no host named %s", api.Quote(host))
+}
+
+// cutWord splits s (trimmed) at its first run of white space.
+func cutWord(s string) (word, rest string) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, unicode.IsSpace)
+	if i < 0 {
+		return s, ""
 	}
-	return st.Disks(func(d *disk.Disk) bool { return d.Node == id }), nil
+	return s[:i], strings.TrimSpace(s[i:])
+}
+
+// listFilter checks f and returns it as a predicate (nil: everything).
+func listFilter(st *store.Store, f api.ListFilter) (func(*disk.Disk) bool, error) {
+	if err := api.CheckLabelGlob(f.Label); err != nil {
+		return nil, err
+	}
+	var id disk.NodeID
+	if f.Host != "" {
+		for _, n := range st.Nodes() {
+			if n.Name == f.Host || string(n.ID) == f.Host {
+				id = n.ID
+				break
+			}
+		}
+		if id == "" {
+			return nil, fmt.Errorf("no host named %s", api.Quote(f.Host))
+		}
+	}
+	return f.Keep(id), nil
 }
 
 func (ss *session) reply(result any, err error) {
 	if ds, ok := result.([]disk.Disk); ok && err == nil {
 		ss.replyDisks(ds)
+		return
+	}
+	if l, ok := result.(*store.JSONList); ok && err == nil {
+		// Framed as replyDisks frames it; the bytes were encoded when
+		// each disk last changed.
+		ss.w.WriteString(`{"ok":true,"result":`)
+		if _, err := l.WriteTo(ss.w); err != nil {
+			return // past the deadline: the session ends
+		}
+		ss.w.WriteString("}\n")
 		return
 	}
 	resp := api.Response{OK: err == nil}
