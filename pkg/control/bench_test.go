@@ -2,7 +2,9 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"strings"
 	"path/filepath"
 	"testing"
 
@@ -45,4 +47,42 @@ func BenchmarkList100k(b *testing.B) {
 			}
 		}
 	})
+}
+
+// worstGlob makes path.Match work hardest on worstGlobStore's labels: one
+// star, then a chunk of MaxGlobBytes-1 bytes that matches almost
+// everywhere and fails at its last byte.
+var worstGlob = "*" + strings.Repeat("a", api.MaxGlobBytes-2) + "b"
+
+// worstGlobStore holds n disks whose labels are as long as the peer
+// protocol lets in (256 bytes).
+func worstGlobStore(n int) *store.Store {
+	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}, MaxPeers: 100})
+	label := strings.Repeat("a", 256)
+	for p := 0; p*4000 < n; p++ {
+		var ds []disk.Disk
+		for k := p * 4000; k < min(n, (p+1)*4000); k++ {
+			ds = append(ds, disk.Disk{Name: fmt.Sprintf("sd%d", k), Device: fmt.Sprintf("/dev/sd%d", k), Label: label,
+				UUID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", k)})
+		}
+		st.ApplyPeer(disk.Node{ID: disk.NodeID(fmt.Sprintf("%032x", p+0x100)), Name: fmt.Sprintf("peer%02d", p)}, ds)
+	}
+	return st
+}
+
+// BenchmarkLabelGlobWorstCase: `list --label` with the costliest glob over
+// 100,000 disks with the longest labels, against a plain --label BACKUP-*
+// over the same table (the baseline).
+func BenchmarkLabelGlobWorstCase(b *testing.B) {
+	st := worstGlobStore(100_000)
+	for _, g := range []struct{ name, glob string }{{"worst-glob", worstGlob}, {"baseline-plain-glob", "BACKUP-*"}} {
+		b.Run(g.name, func(b *testing.B) {
+			byLabel := api.ListFilter{Label: g.glob}.KeepLabel()
+			for b.Loop() {
+				if st.DisksJSON(nil, byLabel).Len() != 0 {
+					b.Fatal("matched")
+				}
+			}
+		})
+	}
 }

@@ -26,6 +26,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -488,15 +489,20 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 			}
 		}
 	case "list":
-		keep, ferr := listFilter(st, api.ListFilter{Host: req.Host, Present: req.Present, Label: req.Label})
+		f := api.ListFilter{Host: req.Host, Present: req.Present, Label: req.Label}
+		keep, ferr := listFilter(st, f)
 		switch {
 		case ferr != nil:
 			err = ferr
 		case asJSON:
 			// Each disk's cached encoding, written as it is.
-			result = st.DisksJSON(keep)
+			result = st.DisksJSON(keep, f.KeepLabel())
 		default:
 			ds := st.Disks(keep)
+			if byLabel := f.KeepLabel(); byLabel != nil {
+				// Outside the table's lock, as DisksJSON does.
+				ds = slices.DeleteFunc(ds, func(d disk.Disk) bool { return !byLabel(d.Label) })
+			}
 			text = func(w io.Writer) { api.WriteDisks(w, ds) }
 		}
 	case "where":
@@ -626,11 +632,9 @@ func cutWord(s string) (word, rest string) {
 	return s[:i], strings.TrimSpace(s[i:])
 }
 
-// listFilter checks f and returns it as a predicate (nil: everything).
+// listFilter checks f and returns its host and presence as a predicate
+// (nil: everything); the label is f.KeepLabel's.
 func listFilter(st *store.Store, f api.ListFilter) (func(*disk.Disk) bool, error) {
-	if err := api.CheckLabelGlob(f.Label); err != nil {
-		return nil, err
-	}
 	var id disk.NodeID
 	if f.Host != "" {
 		for _, n := range st.Nodes() {
@@ -642,6 +646,10 @@ func listFilter(st *store.Store, f api.ListFilter) (func(*disk.Disk) bool, error
 		if id == "" {
 			return nil, fmt.Errorf("no host named %s", api.Quote(f.Host))
 		}
+	}
+	// After the host, as D-Bus checks its options.
+	if err := api.CheckLabelGlob(f.Label); err != nil {
+		return nil, err
 	}
 	return f.Keep(id), nil
 }

@@ -160,9 +160,12 @@ func TestSameAnswersAsSocket(t *testing.T) {
 	writeDisks := func(w *bytes.Buffer, ds []disk.Disk) { api.WriteDisks(w, ds) }
 
 	for _, host := range []string{"", "alpha", "beta", string(peerID), "nosuch"} {
-		s, serr := b.sock.List(ctx, api.ListFilter{Host: host})
-		d, derr := b.dbus.List(ctx, api.ListFilter{Host: host})
-		same(t, "list "+host, s, d, serr, derr, writeDisks)
+		for _, f := range []api.ListFilter{{Host: host}, {Host: host, Present: true}, {Host: host, Label: "B*"},
+			{Host: host, Label: "*", Present: true}, {Host: host, Label: "[B"}} {
+			s, serr := b.sock.List(ctx, f)
+			d, derr := b.dbus.List(ctx, f)
+			same(t, fmt.Sprintf("list %+v", f), s, d, serr, derr, writeDisks)
+		}
 	}
 	for _, q := range []string{"BACKUP", "1111-2222", "pu-1", "/dev/dm-0", "NOSUCH", ""} {
 		s, serr := b.sock.Where(ctx, q)

@@ -61,13 +61,13 @@ func checkDerived(t *testing.T, s *Store, queries []string, step string) {
 	ref := referenceDisks(s)
 	want := disk.AppendJSONArray(nil, ref)
 	for i := range 2 { // the second list is made of cached encodings
-		if got := listBytes(t, s.DisksJSON(nil)); !bytes.Equal(got, want) {
+		if got := listBytes(t, s.DisksJSON(nil, nil)); !bytes.Equal(got, want) {
 			t.Fatalf("%s: list %d differs from the encoded table:\n got %s\nwant %s", step, i, got, want)
 		}
 	}
 	present := func(d *disk.Disk) bool { return d.Present }
 	wantP := disk.AppendJSONArray(nil, slices.DeleteFunc(slices.Clone(ref), func(d disk.Disk) bool { return !d.Present }))
-	if got := listBytes(t, s.DisksJSON(present)); !bytes.Equal(got, wantP) {
+	if got := listBytes(t, s.DisksJSON(present, nil)); !bytes.Equal(got, wantP) {
 		t.Fatalf("%s: present list differs:\n got %s\nwant %s", step, got, wantP)
 	}
 	if got := s.Disks(nil); !slices.EqualFunc(got, ref, sameDisk) {

@@ -113,7 +113,6 @@ func (s *Store) invalidateLocked(r *row) {
 // replaced), so writing it holds no lock.
 type JSONList struct {
 	items []listItem
-	times [][]byte // formatted node times, shared by items
 }
 
 // listItem is one disk: its cached encoding, with last_seen replaced by
@@ -126,14 +125,32 @@ type listItem struct {
 // Len returns the number of disks.
 func (l *JSONList) Len() int { return len(l.items) }
 
-// DisksJSON returns the disks keep accepts (all when keep is nil), as
-// Disks would return them, encoded as disk.AppendJSONArray would encode
-// them. keep sees the row's own disk (LastSeen not yet raised to its
-// node's) and must not keep it.
-func (s *Store) DisksJSON(keep func(*disk.Disk) bool) *JSONList {
+// DisksJSON returns the disks keep accepts (all when keep is nil) and
+// whose label byLabel accepts (all when nil), as Disks would return them,
+// encoded as disk.AppendJSONArray would encode them. keep sees the row's
+// own disk (LastSeen not yet raised to its node's) and must not keep it.
+// byLabel runs after the table's lock is released: a costly predicate
+// (a glob over long labels) holds up no writer.
+func (s *Store) DisksJSON(keep func(*disk.Disk) bool, byLabel func(string) bool) *JSONList {
+	l, labels := s.disksJSON(keep, byLabel != nil)
+	if byLabel != nil {
+		n := 0
+		for i, it := range l.items {
+			if byLabel(labels[i]) {
+				l.items[n] = it
+				n++
+			}
+		}
+		clear(l.items[n:])
+		l.items = l.items[:n]
+	}
+	return l
+}
+
+func (s *Store) disksJSON(keep func(*disk.Disk) bool, withLabels bool) (l *JSONList, labels []string) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	l := &JSONList{}
+	l = &JSONList{}
 	if keep == nil {
 		l.items = make([]listItem, 0, len(s.rows))
 	}
@@ -152,9 +169,12 @@ func (s *Store) DisksJSON(keep func(*disk.Disk) bool) *JSONList {
 				it.ts = nodeTS
 			}
 			l.items = append(l.items, it)
+			if withLabels {
+				labels = append(labels, r.d.Label)
+			}
 		}
 	}
-	return l
+	return l, labels
 }
 
 // WriteTo writes the list as a JSON array ("[]" when empty), in chunks of
