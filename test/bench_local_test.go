@@ -145,6 +145,24 @@ func BenchmarkList100k(b *testing.B) {
 		blkidT = append(blkidT, timeCmd(b, "blkid"))
 	}
 	b.ReportMetric(ms(percentile(rtt, 50)), "list-100k-p50-ms")
+	// The same with diskctl's output going to /dev/null rather than into
+	// this process through a pipe: what the list costs without a reader.
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer devnull.Close()
+	var rttNull []time.Duration
+	for range 11 {
+		cmd := exec.Command(diskctl, "--socket", d.Socket, "list", "--json")
+		cmd.Stdout = devnull
+		t0 := time.Now()
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+		rttNull = append(rttNull, time.Since(t0))
+	}
+	b.ReportMetric(ms(percentile(rttNull, 50)), "list-100k-to-devnull-p50-ms")
 	b.ReportMetric(ms(percentile(blkidT, 50)), "baseline-blkid-p50-ms")
 	b.ReportMetric(float64(rssKiB(b, d.Cmd.Process.Pid, "VmRSS:"))/1024, "rss-MiB")
 	// File-backed pages are the state file bbolt maps; the kernel can drop them.
@@ -170,6 +188,18 @@ func BenchmarkList100k(b *testing.B) {
 		whereT = append(whereT, time.Since(t0))
 	}
 	b.ReportMetric(ms(percentile(whereT, 50)), "where-100k-p50-ms")
+	// Baseline: the same diskctl where against the empty daemon (process
+	// start, connection, one round trip).
+	whereT = whereT[:0]
+	for range 11 {
+		t0 := time.Now()
+		out, err := exec.Command(diskctl, "--socket", empty.Socket, "where", "LABEL-54321").Output()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "not known") {
+			b.Fatalf("where on the empty daemon: %v %q", err, out)
+		}
+		whereT = append(whereT, time.Since(t0))
+	}
+	b.ReportMetric(ms(percentile(whereT, 50)), "baseline-where-empty-daemon-p50-ms")
 	// Table output: the whole table for a person, decoded and formatted
 	// by diskctl.
 	var tableT []time.Duration
