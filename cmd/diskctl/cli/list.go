@@ -28,7 +28,6 @@ func (e *env) listCmd() *cobra.Command {
 				if lj, ok := c.(interface {
 					ListJSONTo(context.Context, api.ListFilter, io.Writer) error
 				}); ok && e.json {
-					widenPipe(e.stdout)
 					w := bufio.NewWriterSize(e.stdout, 64<<10)
 					if err := lj.ListJSONTo(ctx, f, w); err != nil {
 						return err
