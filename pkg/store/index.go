@@ -16,19 +16,21 @@ import (
 // label, device path and identity as they are; UUID and PARTUUID folded,
 // as Matches compares them case-insensitively) to the rows. It only
 // narrows: every candidate is checked with Matches, so a hash collision
-// costs a comparison, never a wrong answer. Hashes rather than strings
-// keep it to a few words per name.
+// costs a comparison, never a wrong answer. Hashes rather than strings,
+// and a name held by one row kept apart from names held by several (one
+// pointer rather than a slice), keep it to a few words per name.
 //
 // The store keeps it in step with the rows: a row is indexed while it is
 // in the table, under the names its disk has now (see fill, promoteLocked,
 // forgetRowLocked, Load); unindex must see the same fields index saw.
 type whereIndex struct {
 	seed maphash.Seed
-	m    map[uint64][]*row
+	one  map[uint64]*row   // names held by one row
+	more map[uint64][]*row // names held by two rows or more
 }
 
 func newWhereIndex() whereIndex {
-	return whereIndex{seed: maphash.MakeSeed(), m: make(map[uint64][]*row)}
+	return whereIndex{seed: maphash.MakeSeed(), one: make(map[uint64]*row), more: make(map[uint64][]*row)}
 }
 
 // keys returns the distinct hashes of the names d answers to.
@@ -55,23 +57,46 @@ func (x *whereIndex) keys(d *disk.Disk, buf *[6]uint64) []uint64 {
 func (x *whereIndex) add(r *row) {
 	var buf [6]uint64
 	for _, h := range x.keys(&r.d, &buf) {
-		x.m[h] = append(x.m[h], r)
+		if rs, ok := x.more[h]; ok {
+			x.more[h] = append(rs, r)
+		} else if o, ok := x.one[h]; ok {
+			delete(x.one, h)
+			x.more[h] = []*row{o, r}
+		} else {
+			x.one[h] = r
+		}
 	}
 }
 
 func (x *whereIndex) remove(r *row) {
 	var buf [6]uint64
 	for _, h := range x.keys(&r.d, &buf) {
-		rs := x.m[h]
+		if x.one[h] == r {
+			delete(x.one, h)
+			continue
+		}
+		rs := x.more[h]
 		if i := slices.Index(rs, r); i >= 0 {
 			rs = slices.Delete(rs, i, i+1)
 		}
-		if len(rs) == 0 {
-			delete(x.m, h)
-		} else {
-			x.m[h] = rs
+		switch len(rs) {
+		case 0:
+			delete(x.more, h)
+		case 1:
+			delete(x.more, h)
+			x.one[h] = rs[0]
+		default:
+			x.more[h] = rs
 		}
 	}
+}
+
+// rows returns the rows indexed under h.
+func (x *whereIndex) rows(h uint64) []*row {
+	if r, ok := x.one[h]; ok {
+		return []*row{r}
+	}
+	return x.more[h]
 }
 
 // lookup returns the rows q names, each once, in no particular order.
@@ -84,7 +109,7 @@ func (x *whereIndex) lookup(q string) []*row {
 		if i == 1 && k == q {
 			break
 		}
-		for _, r := range x.m[maphash.String(x.seed, k)] {
+		for _, r := range x.rows(maphash.String(x.seed, k)) {
 			if !slices.Contains(out, r) && r.d.Matches(q) {
 				out = append(out, r)
 			}

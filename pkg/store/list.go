@@ -2,6 +2,7 @@ package store
 
 import (
 	"io"
+	"slices"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -36,9 +37,11 @@ func sameTime(a, b time.Time) bool { return a.Equal(b) && a.Location() == b.Loca
 
 var lastSeenKey = []byte(`,"last_seen":"`)
 
-// encodeRow encodes d (whose LastSeen is the row's own).
+// encodeRow encodes d (whose LastSeen is the row's own), into a slice of
+// its own length: 100,000 of them are kept.
 func encodeRow(d *disk.Disk) *rowJSON {
-	b := disk.AppendJSON(make([]byte, 0, 512), d)
+	var scratch [1024]byte
+	b := slices.Clip(slices.Clone(disk.AppendJSON(scratch[:0], d)))
 	// last_seen is the last key but not_unique; find it from the end.
 	off := lastIndex(b, lastSeenKey) + len(lastSeenKey)
 	end := off
@@ -59,9 +62,11 @@ func lastIndex(b, sep []byte) int {
 
 // withTime returns c with last_seen changed to t.
 func (c *rowJSON) withTime(t time.Time) *rowJSON {
-	b := make([]byte, 0, len(c.b)+8)
+	var scratch [64]byte
+	ts := t.AppendFormat(scratch[:0], time.RFC3339Nano)
+	b := make([]byte, 0, int(c.tsOff)+len(ts)+len(c.b)-int(c.tsEnd))
 	b = append(b, c.b[:c.tsOff]...)
-	b = t.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, ts...)
 	end := len(b)
 	b = append(b, c.b[c.tsEnd:]...)
 	return &rowJSON{b: b, tsOff: c.tsOff, tsEnd: int32(end), ts: t}
