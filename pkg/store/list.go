@@ -40,6 +40,12 @@ var lastSeenKey = []byte(`,"last_seen":"`)
 // encodeRow encodes d (whose LastSeen is the row's own), into a slice of
 // its own length: 100,000 of them are kept.
 func encodeRow(d *disk.Disk) *rowJSON {
+	if d.Mounts == nil {
+		// As readers see it (cloneMounts): "mountpoints": [], never null.
+		c := *d
+		c.Mounts = []string{}
+		d = &c
+	}
 	var scratch [1024]byte
 	b := slices.Clip(slices.Clone(disk.AppendJSON(scratch[:0], d)))
 	// last_seen is the last key but not_unique; find it from the end.
