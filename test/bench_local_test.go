@@ -163,6 +163,17 @@ func BenchmarkList100k(b *testing.B) {
 		rttNull = append(rttNull, time.Since(t0))
 	}
 	b.ReportMetric(ms(percentile(rttNull, 50)), "list-100k-to-devnull-p50-ms")
+	// And through a pipe to a reader that keeps nothing, as a person's
+	// `diskctl list --json | jq` is (the shell's start included).
+	var rttCat []time.Duration
+	for range 11 {
+		t0 := time.Now()
+		if out, err := exec.Command("sh", "-c", `"$0" --socket "$1" list --json | cat >/dev/null`, diskctl, d.Socket).CombinedOutput(); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+		rttCat = append(rttCat, time.Since(t0))
+	}
+	b.ReportMetric(ms(percentile(rttCat, 50)), "list-100k-piped-to-cat-p50-ms")
 	b.ReportMetric(ms(percentile(blkidT, 50)), "baseline-blkid-p50-ms")
 	b.ReportMetric(float64(rssKiB(b, d.Cmd.Process.Pid, "VmRSS:"))/1024, "rss-MiB")
 	// File-backed pages are the state file bbolt maps; the kernel can drop them.
