@@ -98,6 +98,9 @@ func TestListFilters(t *testing.T) {
 			t.Errorf("text list --label %q = %q", tc.glob, reply)
 		}
 	}
+	if reply := text(t, path, "list --label")[1]; reply != "error: usage: list [--present] [--label GLOB] [HOST]\n" {
+		t.Errorf("list --label without a glob = %q", reply)
+	}
 	// The JSON form of a filtered list is the same bytes as the
 	// corresponding part of the whole list.
 	var all, part []json.RawMessage

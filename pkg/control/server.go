@@ -451,7 +451,12 @@ func (ss *session) handle(ctx context.Context, line string) bool {
 	if rest := strings.TrimSpace(line[len(fields[0]):]); rest != "" {
 		switch req.Cmd {
 		case "list":
-			req.Host, req.Present, req.Label = parseListArgs(rest)
+			var ok bool
+			if req.Host, req.Present, req.Label, ok = parseListArgs(rest); !ok {
+				ss.startReply()
+				fmt.Fprintf(ss.w, "error: usage: %s\n\n", usage("list"))
+				return true
+			}
 		case "mount", "unmount":
 			// "mount --rw LABEL", "unmount --force LABEL": the label is
 			// the rest of the line, spaces and all.
@@ -608,16 +613,20 @@ func (ss *session) answer(result any, err error, text func(io.Writer), asJSON bo
 // the options first, in any order; the rest of the line is the host,
 // spaces and all, as before there were options. A glob is one word (a
 // label with a space is matched with ? or *; the JSON form takes any).
-func parseListArgs(rest string) (host string, present bool, label string) {
+// It is not ok when --label has no glob after it.
+func parseListArgs(rest string) (host string, present bool, label string, ok bool) {
 	for {
 		word, after := cutWord(rest)
 		switch {
 		case word == "--present":
 			present, rest = true, after
-		case word == "--label" && after != "":
+		case word == "--label":
+			if after == "" {
+				return "", false, "", false
+			}
 			label, rest = cutWord(after)
 		default:
-			return rest, present, label
+			return rest, present, label, true
 		}
 	}
 }
