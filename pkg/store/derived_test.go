@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,4 +204,51 @@ func TestFoldKeyAgreesWithEqualFold(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestListsDuringChanges: lists and wheres read the caches while reports
+// change the rows (run under -race, this is what checks the caches'
+// synchronisation); afterwards the views agree with a scan.
+func TestListsDuringChanges(t *testing.T) {
+	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 4})
+	report := func(i int) []disk.Disk {
+		var ds []disk.Disk
+		for k := range 50 {
+			n := fmt.Sprintf("sd%d", (k+i)%60)
+			ds = append(ds, disk.Disk{Name: n, Device: "/dev/" + n, Label: fmt.Sprintf("L%d", (k*i)%7),
+				UUID: fmt.Sprintf("u-%d", (k+i)%70)})
+		}
+		return ds
+	}
+	done := make(chan struct{})
+	var readers sync.WaitGroup
+	for range 2 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				var b bytes.Buffer
+				if _, err := s.DisksJSON(nil, nil).WriteTo(&b); err != nil || b.Len() < 2 {
+					t.Errorf("list: %v", err)
+				}
+				s.Where("L3")
+				s.Disks(nil)
+			}
+		}()
+	}
+	for i := range 300 {
+		if i%2 == 0 {
+			s.SetLocal(report(i))
+		} else {
+			s.ApplyPeer(disk.Node{ID: peerID, Name: "there"}, report(i))
+		}
+	}
+	close(done)
+	readers.Wait()
+	checkDerived(t, s, []string{"L0", "L3", "u-5", "/dev/sd7"}, "after the concurrent run")
 }
