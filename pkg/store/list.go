@@ -139,7 +139,8 @@ func (l *JSONList) Len() int { return len(l.items) }
 // DisksJSON returns the disks keep accepts (all when keep is nil) and
 // whose label byLabel accepts (all when nil), as Disks would return them,
 // encoded as disk.AppendJSONArray would encode them. keep sees the row's
-// own disk (LastSeen not yet raised to its node's) and must not keep it.
+// own disk (LastSeen not yet raised to its node's) and must not hold on
+// to it.
 // byLabel runs after the table's lock is released: a costly predicate
 // (a glob over long labels) holds up no writer.
 func (s *Store) DisksJSON(keep func(*disk.Disk) bool, byLabel func(string) bool) *JSONList {
@@ -171,13 +172,19 @@ func (s *Store) disksJSON(keep func(*disk.Disk) bool, withLabels bool) (l *JSONL
 			if keep != nil && !keep(&r.d) {
 				continue
 			}
-			it := listItem{c: r.encodingLocked()}
+			var it listItem
 			if r.d.Present && e.node.LastSeen.After(r.d.LastSeen) {
-				// Seen as recently as its node was heard (diskCopy).
+				// Seen as recently as its node was heard (diskCopy): any
+				// encoding of the row will do, its own time is not shown.
 				if nodeTS == nil {
 					nodeTS = e.node.LastSeen.AppendFormat(nil, time.RFC3339Nano)
 				}
+				if it.c = r.enc.Load(); it.c == nil {
+					it.c = r.encodingLocked()
+				}
 				it.ts = nodeTS
+			} else {
+				it.c = r.encodingLocked()
 			}
 			l.items = append(l.items, it)
 			if withLabels {
