@@ -31,6 +31,14 @@
 // is reached, the oldest thing that is not present makes room (the peer
 // heard least recently, offline ones first; the row absent the longest);
 // every such decision is counted in Stats.
+//
+// Readers of 100,000 rows do not walk them: each row's JSON encoding and
+// each node's rows in list order are kept until a change (list.go), and
+// `where` looks names up in an index (index.go). Every change of a row
+// goes through markRow (which drops what lists derived from it) and every
+// change of the names it answers to through fill, promoteLocked or
+// forgetRowLocked (which keep the index in step); TestDerivedViewsStayInStep
+// holds both to a scan.
 package store
 
 import (
