@@ -145,6 +145,35 @@ func BenchmarkList100k(b *testing.B) {
 		blkidT = append(blkidT, timeCmd(b, "blkid"))
 	}
 	b.ReportMetric(ms(percentile(rtt, 50)), "list-100k-p50-ms")
+	// The same with diskctl's output going to /dev/null rather than into
+	// this process through a pipe: what the list costs without a reader.
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer devnull.Close()
+	var rttNull []time.Duration
+	for range 11 {
+		cmd := exec.Command(diskctl, "--socket", d.Socket, "list", "--json")
+		cmd.Stdout = devnull
+		t0 := time.Now()
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+		rttNull = append(rttNull, time.Since(t0))
+	}
+	b.ReportMetric(ms(percentile(rttNull, 50)), "list-100k-to-devnull-p50-ms")
+	// And through a pipe to a reader that keeps nothing, as a person's
+	// `diskctl list --json | jq` is (the shell's start included).
+	var rttCat []time.Duration
+	for range 11 {
+		t0 := time.Now()
+		if out, err := exec.Command("sh", "-c", `"$0" --socket "$1" list --json | cat >/dev/null`, diskctl, d.Socket).CombinedOutput(); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+		rttCat = append(rttCat, time.Since(t0))
+	}
+	b.ReportMetric(ms(percentile(rttCat, 50)), "list-100k-piped-to-cat-p50-ms")
 	b.ReportMetric(ms(percentile(blkidT, 50)), "baseline-blkid-p50-ms")
 	b.ReportMetric(float64(rssKiB(b, d.Cmd.Process.Pid, "VmRSS:"))/1024, "rss-MiB")
 	// File-backed pages are the state file bbolt maps; the kernel can drop them.
@@ -170,6 +199,30 @@ func BenchmarkList100k(b *testing.B) {
 		whereT = append(whereT, time.Since(t0))
 	}
 	b.ReportMetric(ms(percentile(whereT, 50)), "where-100k-p50-ms")
+	// Baseline: the same diskctl where against the empty daemon (process
+	// start, connection, one round trip).
+	whereT = whereT[:0]
+	for range 11 {
+		t0 := time.Now()
+		out, err := exec.Command(diskctl, "--socket", empty.Socket, "where", "LABEL-54321").Output()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "not known") {
+			b.Fatalf("where on the empty daemon: %v %q", err, out)
+		}
+		whereT = append(whereT, time.Since(t0))
+	}
+	b.ReportMetric(ms(percentile(whereT, 50)), "baseline-where-empty-daemon-p50-ms")
+	// Table output: the whole table for a person, decoded and formatted
+	// by diskctl.
+	var tableT []time.Duration
+	for range 5 {
+		t0 := time.Now()
+		out, err := exec.Command(diskctl, "--socket", d.Socket, "list").Output()
+		if err != nil || strings.Count(string(out), "\n") != 100_001 {
+			b.Fatalf("list: %v (%d lines)", err, strings.Count(string(out), "\n"))
+		}
+		tableT = append(tableT, time.Since(t0))
+	}
+	b.ReportMetric(ms(percentile(tableT, 50)), "table-100k-p50-ms")
 
 	idle := 60 * time.Second
 	if v := os.Getenv("DISKD_BENCH_IDLE"); v != "" {

@@ -28,11 +28,15 @@ const GreetingPrefix = "diskd "
 
 // Request is the JSON form of a command.
 type Request struct {
-	Cmd   string `json:"cmd"`
-	Arg   string `json:"arg,omitempty"`   // where, history, mount, unmount: the label or UUID
-	Host  string `json:"host,omitempty"`  // list: only this host (node name or ID)
-	RW    bool   `json:"rw,omitempty"`    // mount: read-write (the owner must allow it)
-	Force bool   `json:"force,omitempty"` // unmount: a mount diskd did not make (root on the owner only)
+	Cmd  string `json:"cmd"`
+	Arg  string `json:"arg,omitempty"`  // where, history, mount, unmount: the label or UUID
+	Host string `json:"host,omitempty"` // list: only this host (node name or ID)
+	// list: only disks attached now; only disks whose label matches a
+	// glob (see ListFilter).
+	Present bool   `json:"present,omitempty"`
+	Label   string `json:"label,omitempty"`
+	RW      bool   `json:"rw,omitempty"`    // mount: read-write (the owner must allow it)
+	Force   bool   `json:"force,omitempty"` // unmount: a mount diskd did not make (root on the owner only)
 }
 
 // MountResult says what mount or unmount did, and where.
@@ -55,7 +59,7 @@ type Response struct {
 // Commands lists the commands with a line of help each, in help order.
 var Commands = []struct{ Name, Args, Help string }{
 	{"help", "", "this list"},
-	{"list", "[HOST]", "every disk known on the network (or on HOST), present or remembered"},
+	{"list", "[--present] [--label GLOB] [HOST]", "every disk known on the network (or on HOST), present or remembered; --present: attached now; --label: labels matching GLOB"},
 	{"where", "LABEL|UUID", "which machine has that disk now, or where it was last seen"},
 	{"history", "LABEL|UUID", "where and when that disk was seen, newest first"},
 	{"peers", "", "the machines running diskd, online or not"},

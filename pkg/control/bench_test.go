@@ -2,9 +2,13 @@ package control
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/ctlclient"
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/store"
@@ -31,16 +35,54 @@ func BenchmarkList100k(b *testing.B) {
 	defer c.Close()
 	b.Run("ListJSON", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := c.ListJSON(ctx, ""); err != nil {
+			if err := c.ListJSONTo(ctx, api.ListFilter{}, io.Discard); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("List-decoded", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := c.List(ctx, ""); err != nil {
+			if _, err := c.List(ctx, api.ListFilter{}); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
+}
+
+// worstGlob makes path.Match work hardest on worstGlobStore's labels: one
+// star, then a chunk of MaxGlobBytes-1 bytes that matches almost
+// everywhere and fails at its last byte.
+var worstGlob = "*" + strings.Repeat("a", api.MaxGlobBytes-2) + "b"
+
+// worstGlobStore holds n disks whose labels are as long as the peer
+// protocol lets in (256 bytes).
+func worstGlobStore(n int) *store.Store {
+	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}, MaxPeers: 100})
+	label := strings.Repeat("a", 256)
+	for p := 0; p*4000 < n; p++ {
+		var ds []disk.Disk
+		for k := p * 4000; k < min(n, (p+1)*4000); k++ {
+			ds = append(ds, disk.Disk{Name: fmt.Sprintf("sd%d", k), Device: fmt.Sprintf("/dev/sd%d", k), Label: label,
+				UUID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", k)})
+		}
+		st.ApplyPeer(disk.Node{ID: disk.NodeID(fmt.Sprintf("%032x", p+0x100)), Name: fmt.Sprintf("peer%02d", p)}, ds)
+	}
+	return st
+}
+
+// BenchmarkLabelGlobWorstCase: `list --label` with the costliest glob over
+// 100,000 disks with the longest labels, against a plain --label BACKUP-*
+// over the same table (the baseline).
+func BenchmarkLabelGlobWorstCase(b *testing.B) {
+	st := worstGlobStore(100_000)
+	for _, g := range []struct{ name, glob string }{{"worst-glob", worstGlob}, {"baseline-plain-glob", "BACKUP-*"}} {
+		b.Run(g.name, func(b *testing.B) {
+			byLabel := api.ListFilter{Label: g.glob}.KeepLabel()
+			for b.Loop() {
+				if st.DisksJSON(nil, byLabel).Len() != 0 {
+					b.Fatal("matched")
+				}
+			}
+		})
+	}
 }

@@ -26,10 +26,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	"golang.org/x/sys/unix"
 
@@ -449,7 +451,12 @@ func (ss *session) handle(ctx context.Context, line string) bool {
 	if rest := strings.TrimSpace(line[len(fields[0]):]); rest != "" {
 		switch req.Cmd {
 		case "list":
-			req.Host = rest
+			var ok bool
+			if req.Host, req.Present, req.Label, ok = parseListArgs(rest); !ok {
+				ss.startReply()
+				fmt.Fprintf(ss.w, "error: usage: %s\n\n", usage("list"))
+				return true
+			}
 		case "mount", "unmount":
 			// "mount --rw LABEL", "unmount --force LABEL": the label is
 			// the rest of the line, spaces and all.
@@ -487,9 +494,22 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 			}
 		}
 	case "list":
-		ds, lerr := listDisks(st, req.Host)
-		result, err = ds, lerr
-		text = func(w io.Writer) { api.WriteDisks(w, ds) }
+		f := api.ListFilter{Host: req.Host, Present: req.Present, Label: req.Label}
+		keep, ferr := listFilter(st, f)
+		switch {
+		case ferr != nil:
+			err = ferr
+		case asJSON:
+			// Each disk's cached encoding, written as it is.
+			result = st.DisksJSON(keep, f.KeepLabel())
+		default:
+			ds := st.Disks(keep)
+			if byLabel := f.KeepLabel(); byLabel != nil {
+				// Outside the table's lock, as DisksJSON does.
+				ds = slices.DeleteFunc(ds, func(d disk.Disk) bool { return !byLabel(d.Label) })
+			}
+			text = func(w io.Writer) { api.WriteDisks(w, ds) }
+		}
 	case "where":
 		if req.Arg == "" {
 			err = errors.New("usage: where LABEL|UUID")
@@ -589,26 +609,73 @@ func (ss *session) answer(result any, err error, text func(io.Writer), asJSON bo
 	return true
 }
 
-func listDisks(st *store.Store, host string) ([]disk.Disk, error) {
-	if host == "" {
-		return st.Disks(nil), nil
-	}
-	var id disk.NodeID
-	for _, n := range st.Nodes() {
-		if n.Name == host || string(n.ID) == host {
-			id = n.ID
-			break
+// parseListArgs reads the text form's "[--present] [--label GLOB] [HOST]":
+// the options first, in any order; the rest of the line is the host,
+// spaces and all, as before there were options. A glob is one word (a
+// label with a space is matched with ? or *; the JSON form takes any).
+// It is not ok when --label has no glob after it.
+func parseListArgs(rest string) (host string, present bool, label string, ok bool) {
+	for {
+		word, after := cutWord(rest)
+		switch {
+		case word == "--present":
+			present, rest = true, after
+		case word == "--label":
+			if after == "" {
+				return "", false, "", false
+			}
+			label, rest = cutWord(after)
+		default:
+			return rest, present, label, true
 		}
 	}
-	if id == "" {
-		return nil, fmt.Errorf("no host named %s", api.Quote(host))
+}
+
+// cutWord splits s (trimmed) at its first run of white space.
+func cutWord(s string) (word, rest string) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, unicode.IsSpace)
+	if i < 0 {
+		return s, ""
 	}
-	return st.Disks(func(d *disk.Disk) bool { return d.Node == id }), nil
+	return s[:i], strings.TrimSpace(s[i:])
+}
+
+// listFilter checks f and returns its host and presence as a predicate
+// (nil: everything); the label is f.KeepLabel's.
+func listFilter(st *store.Store, f api.ListFilter) (func(*disk.Disk) bool, error) {
+	var id disk.NodeID
+	if f.Host != "" {
+		for _, n := range st.Nodes() {
+			if n.Name == f.Host || string(n.ID) == f.Host {
+				id = n.ID
+				break
+			}
+		}
+		if id == "" {
+			return nil, fmt.Errorf("no host named %s", api.Quote(f.Host))
+		}
+	}
+	// After the host, as D-Bus checks its options.
+	if err := api.CheckLabelGlob(f.Label); err != nil {
+		return nil, err
+	}
+	return f.Keep(id), nil
 }
 
 func (ss *session) reply(result any, err error) {
 	if ds, ok := result.([]disk.Disk); ok && err == nil {
 		ss.replyDisks(ds)
+		return
+	}
+	if l, ok := result.(*store.JSONList); ok && err == nil {
+		// Framed as replyDisks frames it; the bytes were encoded when
+		// each disk last changed.
+		ss.w.WriteString(`{"ok":true,"result":`)
+		if _, err := l.WriteTo(ss.w); err != nil {
+			return // past the deadline: the session ends
+		}
+		ss.w.WriteString("}\n")
 		return
 	}
 	resp := api.Response{OK: err == nil}

@@ -161,15 +161,15 @@ func TestJSONCommands(t *testing.T) {
 	path, _ := serve(t, time.Minute)
 	c := dial(t, path)
 	ctx := context.Background()
-	ds, err := c.List(ctx, "")
+	ds, err := c.List(ctx, api.ListFilter{})
 	if err != nil || len(ds) != 2 || ds[0].Host != "here" || ds[0].Mounts == nil {
 		t.Fatalf("List = %+v, %v", ds, err)
 	}
-	ds, err = c.List(ctx, "there")
+	ds, err = c.List(ctx, api.ListFilter{Host: "there"})
 	if err != nil || len(ds) != 1 || ds[0].Label != "BACKUP" {
 		t.Errorf("List(there) = %+v, %v", ds, err)
 	}
-	if _, err := c.List(ctx, "nowhere"); err == nil || !strings.Contains(err.Error(), "no host") {
+	if _, err := c.List(ctx, api.ListFilter{Host: "nowhere"}); err == nil || !strings.Contains(err.Error(), "no host") {
 		t.Errorf("List(nowhere) err = %v", err)
 	}
 	w, err := c.Where(ctx, "My Disk")
@@ -251,7 +251,7 @@ func TestManyConcurrentClients(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			ds, err := c.List(ctx, "")
+			ds, err := c.List(ctx, api.ListFilter{})
 			if err == nil && len(ds) != 2 {
 				err = errors.New("short list")
 			}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -113,18 +114,71 @@ func (c *Client) readResponse(cmd string, out any) error {
 	return nil
 }
 
-// List returns every disk the daemon knows, or those of one host.
-func (c *Client) List(ctx context.Context, host string) ([]disk.Disk, error) {
-	var ds []disk.Disk
-	return ds, c.Do(ctx, api.Request{Cmd: "list", Host: host}, &ds)
+func listRequest(f api.ListFilter) api.Request {
+	return api.Request{Cmd: "list", Host: f.Host, Present: f.Present, Label: f.Label}
 }
 
-// ListJSON returns the list as the daemon encoded it (a JSON array), for
-// callers that only pass it on: decoding and re-encoding 100,000 disks
-// would cost more than the daemon spent answering.
-func (c *Client) ListJSON(ctx context.Context, host string) ([]byte, error) {
+// List returns the disks the daemon knows that f keeps. The reply is
+// decoded by disk.ParseJSONArray: 100,000 disks through encoding/json
+// would take longer than the daemon spent answering.
+func (c *Client) List(ctx context.Context, f api.ListFilter) ([]disk.Disk, error) {
 	var raw json.RawMessage
-	return raw, c.Do(ctx, api.Request{Cmd: "list", Host: host}, &raw)
+	if err := c.Do(ctx, listRequest(f), &raw); err != nil {
+		return nil, err
+	}
+	ds, err := disk.ParseJSONArray(raw)
+	if err != nil {
+		return nil, fmt.Errorf("list: decoding result: %w", err)
+	}
+	return ds, nil
+}
+
+// ListJSONTo writes the list as the daemon encoded it (a JSON array) to
+// w as it arrives, for callers that only pass it on: the reply is never
+// held whole. When w fails the session is closed, as the rest of the
+// reply is still on its way.
+func (c *Client) ListJSONTo(ctx context.Context, f api.ListFilter, w io.Writer) error {
+	if dl, ok := ctx.Deadline(); ok {
+		c.conn.SetDeadline(dl)
+		defer c.conn.SetDeadline(time.Time{})
+	}
+	b, err := json.Marshal(listRequest(f))
+	if err != nil {
+		return err
+	}
+	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("send list: %w", err)
+	}
+	if head, err := c.r.Peek(len(okPrefix)); err != nil || !bytes.Equal(head, okPrefix) {
+		return c.readResponse("list", nil) // an error reply (or a broken one)
+	}
+	c.r.Discard(len(okPrefix))
+	// Pass on everything up to the closing "}\n", which the last chunk
+	// holds: a chunk's last byte waits until the next one comes.
+	buf := make([]byte, 0, c.r.Size()+1)
+	for {
+		chunk, rerr := c.r.ReadSlice('\n')
+		if rerr != nil && !errors.Is(rerr, bufio.ErrBufferFull) {
+			return fmt.Errorf("list: reading reply: %w", rerr)
+		}
+		buf = append(buf, chunk...)
+		last := rerr == nil // the end of the line
+		keep := 1
+		if last {
+			if !bytes.HasSuffix(buf, []byte("}\n")) {
+				return errors.New("list: malformed reply")
+			}
+			keep = 2
+		}
+		if _, err := w.Write(buf[:len(buf)-keep]); err != nil {
+			c.conn.Close()
+			return err
+		}
+		if last {
+			return nil
+		}
+		buf = append(buf[:0], buf[len(buf)-1])
+	}
 }
 
 // Where returns the disks that q names, present first.

@@ -71,14 +71,26 @@ func (s *Service) managerMethods(srv *server) methodTable {
 	return t
 }
 
-// filter is the machine and present options shared by the queries.
+// filter is the machine and present options shared by the queries, and
+// GetBlockDevices' label glob.
 type filter struct {
 	node    disk.NodeID // "" for every machine
 	present *bool
+	label   string // checked by api.CheckLabelGlob; "" for any
 }
 
+// keep is the machine and present options; the label glob is matched
+// outside the store's lock (byLabel), as the socket's list does.
 func (f filter) keep(d *disk.Disk) bool {
 	return (f.node == "" || d.Node == f.node) && (f.present == nil || d.Present == *f.present)
+}
+
+// byLabel drops the disks the label glob does not match.
+func (f filter) byLabel(ds []disk.Disk) []disk.Disk {
+	if f.label == "" {
+		return ds
+	}
+	return slices.DeleteFunc(ds, func(d disk.Disk) bool { return !api.LabelMatches(f.label, d.Label) })
 }
 
 // parseOptions reads the allowed keys of an options dictionary, each with
@@ -98,6 +110,15 @@ func (srv *server) parseOptions(opts map[string]dbus.Variant, allowed ...string)
 				return f, errorf(contract.ErrorInvalidArgs, "option present must be a boolean (b), not %s", v.Signature())
 			}
 			f.present = &b
+		case "label":
+			g, ok := v.Value().(string)
+			if !ok {
+				return f, errorf(contract.ErrorInvalidArgs, "option label must be a string (s), not %s", v.Signature())
+			}
+			if err := api.CheckLabelGlob(g); err != nil {
+				return f, errorf(contract.ErrorInvalidArgs, "%s", err)
+			}
+			f.label = g
 		case "machine":
 			id, err := srv.machineOption(v)
 			if err != nil {
@@ -146,11 +167,11 @@ func (srv *server) getMachines(c *call) ([]any, error) {
 }
 
 func (srv *server) getBlockDevices(c *call) ([]any, error) {
-	f, err := srv.parseOptions(c.args[0].(map[string]dbus.Variant), "machine", "present")
+	f, err := srv.parseOptions(c.args[0].(map[string]dbus.Variant), "machine", "present", "label")
 	if err != nil {
 		return nil, err
 	}
-	return []any{blockPaths(srv.svc.store.Disks(f.keep))}, nil
+	return []any{blockPaths(f.byLabel(srv.svc.store.Disks(f.keep)))}, nil
 }
 
 func blockPaths(ds []disk.Disk) []dbus.ObjectPath {

@@ -79,12 +79,19 @@ func (c *Client) call(ctx context.Context, method string, args ...any) ([]any, e
 
 func noOptions() map[string]dbus.Variant { return map[string]dbus.Variant{} }
 
-// List returns every disk the daemon knows, or those of one host (node
-// name or ID), in the daemon's order.
-func (c *Client) List(ctx context.Context, host string) ([]disk.Disk, error) {
+// List returns the disks the daemon knows that f keeps, in the daemon's
+// order; the daemon filters (GetBlockDevices' machine, present and label
+// options).
+func (c *Client) List(ctx context.Context, f api.ListFilter) ([]disk.Disk, error) {
 	opts := noOptions()
-	if host != "" {
-		opts["machine"] = dbus.MakeVariant(host)
+	if f.Host != "" {
+		opts["machine"] = dbus.MakeVariant(f.Host)
+	}
+	if f.Present {
+		opts["present"] = dbus.MakeVariant(true)
+	}
+	if f.Label != "" {
+		opts["label"] = dbus.MakeVariant(f.Label)
 	}
 	var paths []dbus.ObjectPath
 	body, err := c.call(ctx, "GetBlockDevices", opts)

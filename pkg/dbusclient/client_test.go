@@ -154,15 +154,18 @@ func TestSameAnswersAsSocket(t *testing.T) {
 	// The bus serves the state its signals have described, a batch behind
 	// the store; the peer's disk is the fixture's last change.
 	testutil.Eventually(t, 10*time.Second, "the fixture on the bus", func() bool {
-		d, err := b.dbus.List(ctx, "beta")
+		d, err := b.dbus.List(ctx, api.ListFilter{Host: "beta"})
 		return err == nil && len(d) == 1
 	})
 	writeDisks := func(w *bytes.Buffer, ds []disk.Disk) { api.WriteDisks(w, ds) }
 
 	for _, host := range []string{"", "alpha", "beta", string(peerID), "nosuch"} {
-		s, serr := b.sock.List(ctx, host)
-		d, derr := b.dbus.List(ctx, host)
-		same(t, "list "+host, s, d, serr, derr, writeDisks)
+		for _, f := range []api.ListFilter{{Host: host}, {Host: host, Present: true}, {Host: host, Label: "B*"},
+			{Host: host, Label: "*", Present: true}, {Host: host, Label: "[B"}} {
+			s, serr := b.sock.List(ctx, f)
+			d, derr := b.dbus.List(ctx, f)
+			same(t, fmt.Sprintf("list %+v", f), s, d, serr, derr, writeDisks)
+		}
 	}
 	for _, q := range []string{"BACKUP", "1111-2222", "pu-1", "/dev/dm-0", "NOSUCH", ""} {
 		s, serr := b.sock.Where(ctx, q)
@@ -193,11 +196,11 @@ func TestSameAnswersAsSocket(t *testing.T) {
 	}
 	b.st.ApplyPeer(disk.Node{ID: peerID, Name: "beta"}, many)
 	testutil.Eventually(t, 10*time.Second, "40 disks on the bus", func() bool {
-		d, err := b.dbus.List(ctx, "beta")
+		d, err := b.dbus.List(ctx, api.ListFilter{Host: "beta"})
 		return err == nil && len(d) == 41 // and sdb1, now history
 	})
-	s, serr := b.sock.List(ctx, "")
-	d, derr := b.dbus.List(ctx, "")
+	s, serr := b.sock.List(ctx, api.ListFilter{})
+	d, derr := b.dbus.List(ctx, api.ListFilter{})
 	same(t, "list (many)", s, d, serr, derr, writeDisks)
 	s, serr = b.sock.Where(ctx, "MANY")
 	d, derr = b.dbus.Where(ctx, "MANY")
@@ -401,7 +404,7 @@ func TestHistorySameAsSocket(t *testing.T) {
 	ctx := context.Background()
 	// The bus is a batch behind the store: wait for the move to be signalled.
 	testutil.Eventually(t, 10*time.Second, "the move on the bus", func() bool {
-		d, err := b.dbus.List(ctx, "alpha")
+		d, err := b.dbus.List(ctx, api.ListFilter{Host: "alpha"})
 		for _, x := range d {
 			if x.Name == "loop5" && x.Present {
 				return err == nil

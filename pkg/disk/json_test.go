@@ -67,3 +67,89 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	})
 }
+
+// parseCases are JSON texts ParseJSONArray must decode as encoding/json
+// does: its own output, and forms only encoding/json reads.
+var parseCases = []string{
+	`[]`, `null`, ` [ ] `, `[{}]`,
+	`[{"id":"x","size":0,"mountpoints":null,"present":true,"not_unique":true}]`,
+	`[{"ID":"case-folded key"}]`,
+	`[{"unknown":1,"id":"x"}]`,
+	`[{"label":"\u00e9\ud83d\ude00\/\b\f\n\r\t\"\\"}]`,
+	`[{"label":"lone \ud83d surrogate"}]`,
+	"[{\"label\":\"bad \xff utf8\"}]",
+	`[{"label":null}]`,
+	`[{"size":1e3}]`, `[{"size":01}]`, `[{"size":-1}]`, `[{"size":18446744073709551616}]`,
+	`[{"last_seen":"2026-11-25T14:00:00.5+01:00"}]`, `[{"last_seen":"not a time"}]`,
+	`[{"last_seen":"2026-11-25T14:00:00\u002e5Z"}]`,
+	`[{"mountpoints":["/a","/b c"]},{"mountpoints":[]}]`,
+	`[{"id":"x"},]`, `[{"id":"x"}`, `[{"id":"x"}] x`, `{"id":"x"}`, `[{"id":"x" "name":"y"}]`,
+	"[{\"label\":\"raw\tcontrol\"}]",
+}
+
+func TestParseJSONArrayMatchesEncodingJSON(t *testing.T) {
+	ts := time.Date(2026, 11, 25, 14, 0, 0, 123456789, time.FixedZone("x", 3600))
+	own := AppendJSONArray(nil, []Disk{{}, {Label: "a \"quoted\" \\ label <&> \n\t\r\b\f\x01\x7f é \u2028\u2029 日本",
+		UUID: "u", PartUUID: "p", PartLabel: "pl", Type: "ext4", Usage: "filesystem", MajMin: "7:0", ReadOnly: true,
+		Removable: true, Present: true, Mounts: []string{"/a b", "/c"}, ID: "uuid:u", NotUnique: true,
+		FirstSeen: ts, LastSeen: ts.UTC(), Size: 1 << 63}})
+	for _, c := range append(parseCases, string(own)) {
+		checkParse(t, []byte(c))
+	}
+}
+
+func checkParse(t *testing.T, b []byte) {
+	t.Helper()
+	var want []Disk
+	werr := json.Unmarshal(b, &want)
+	got, err := ParseJSONArray(b)
+	if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
+		t.Fatalf("%s: error %v, encoding/json says %v", b, err, werr)
+	}
+	if err != nil {
+		return
+	}
+	gj, _ := json.Marshal(got)
+	wj, _ := json.Marshal(want)
+	if !bytes.Equal(gj, wj) || (got == nil) != (want == nil) {
+		t.Fatalf("%s:\n got %s\nwant %s", b, gj, wj)
+	}
+	for i := range got {
+		if !got[i].LastSeen.Equal(want[i].LastSeen) || got[i].LastSeen.Location().String() != want[i].LastSeen.Location().String() ||
+			(got[i].Mounts == nil) != (want[i].Mounts == nil) {
+			t.Fatalf("%s: disk %d differs: %+v, want %+v", b, i, got[i], want[i])
+		}
+	}
+}
+
+func FuzzParseJSONArray(f *testing.F) {
+	for _, c := range parseCases {
+		f.Add([]byte(c))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) { checkParse(t, b) })
+}
+
+func BenchmarkParse100k(b *testing.B) {
+	ds := make([]Disk, 100_000)
+	for i := range ds {
+		ds[i] = Disk{ID: "uuid:x", Node: "0123456789abcdef0123456789abcdef", Host: "peer01", Name: "sda1", Device: "/dev/sda1",
+			UUID: "1111aaaa-0000-4000-8000-00000000000a", Label: "LABEL-1", Type: "ext4", Size: 1 << 30,
+			Mounts: []string{"/srv/1"}, Present: true, FirstSeen: time.Now(), LastSeen: time.Now()}
+	}
+	raw := AppendJSONArray(nil, ds)
+	b.Run("ParseJSONArray", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := ParseJSONArray(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("baseline-encoding-json", func(b *testing.B) {
+		for b.Loop() {
+			var out []Disk
+			if err := json.Unmarshal(raw, &out); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

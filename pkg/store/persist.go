@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"github.com/diskd/diskd/pkg/disk"
 )
@@ -317,6 +318,7 @@ func (s *Store) Load(db *DB) error {
 				}
 			}
 			s.rows[r.d.Row] = r
+			s.where.add(r)
 			if r.d.Row.IsClone() {
 				s.clones[r.d.ID] = append(s.clones[r.d.ID], r)
 			}
@@ -330,12 +332,17 @@ func (s *Store) Load(db *DB) error {
 	if err != nil {
 		return err
 	}
+	db.dropResident() // all of it was read once; it is in memory now
 	for len(s.rows) > s.opts.MaxDisks && len(s.absent) > 0 {
 		s.forgetRowLocked(s.absent[0])
 	}
 	for id, cs := range s.clones {
 		slices.SortFunc(cs, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
 		s.uniqueQuietLocked(id)
+	}
+	// Rows changed above without markRow: drop what lists derived.
+	for _, r := range s.rows {
+		s.invalidateLocked(r)
 	}
 	return nil
 }
@@ -406,7 +413,25 @@ func (s *Store) Flush(db *DB) error {
 		return fmt.Errorf("save state to %s: %w", db.Path, err)
 	}
 	s.flushes.Add(1)
+	db.dropResident()
 	return nil
+}
+
+// dropResident lets go of the pages of the state file this process has
+// mapped. bbolt reads the file through a shared, read-only mapping, and
+// every page a load or a write touched would stay counted in the daemon's
+// RSS (63 MiB with 100,000 disks, all of it touched once by Load). The
+// pages stay in the page cache for whoever needs them; the next read
+// faults them back in. Only the store's one writer calls it, between
+// transactions, so no remap can race with it.
+func (db *DB) dropResident() {
+	fi, err := os.Stat(db.Path)
+	if err != nil || fi.Size() == 0 {
+		return
+	}
+	info := db.bolt.Info()
+	// The mapping is at least as long as the file (bbolt rounds it up).
+	unix.Syscall(unix.SYS_MADVISE, info.Data, uintptr(fi.Size()), unix.MADV_DONTNEED)
 }
 
 // RunPersist saves dirty records delay after the first change of a batch,
@@ -458,6 +483,7 @@ func (d dirtySet) forgetRow(k disk.Key)      { d.rows[k] = false }
 func (d dirtySet) forgetNode(id disk.NodeID) { d.nodes[id] = false }
 
 func (s *Store) markRow(r *row) {
+	s.invalidateLocked(r)
 	s.dirty.rows[r.d.Row] = true
 	s.signalDirty()
 }

@@ -31,6 +31,14 @@
 // is reached, the oldest thing that is not present makes room (the peer
 // heard least recently, offline ones first; the row absent the longest);
 // every such decision is counted in Stats.
+//
+// Readers of 100,000 rows do not walk them: each row's JSON encoding and
+// each node's rows in list order are kept until a change (list.go), and
+// `where` looks names up in an index (index.go). Every change of a row
+// goes through markRow (which drops what lists derived from it) and every
+// change of the names it answers to through fill, promoteLocked or
+// forgetRowLocked (which keep the index in step); TestDerivedViewsStayInStep
+// holds both to a scan.
 package store
 
 import (
@@ -102,6 +110,7 @@ type Store struct {
 	dirty    dirtySet
 	dirtyC   chan struct{} // signalled (non-blocking) when dirty gains entries
 	stats    Stats
+	where    whereIndex // rows by the names `where` matches
 	version  atomic.Uint64
 	flushes  atomic.Uint64
 }
@@ -110,6 +119,9 @@ type nodeEntry struct {
 	node    disk.Node
 	rows    map[disk.Key]*row // rows whose current placement is on this node
 	present map[string]*row   // the present row at each kernel name
+	// sorted is rows in list order, made by the first list after a
+	// change (see list.go); nil until then.
+	sorted atomic.Pointer[[]*row]
 }
 
 // row is one disk: d holds its current (or last) placement and state, d.Row
@@ -119,6 +131,9 @@ type row struct {
 	since time.Time       // when the current placement began
 	past  []disk.Sighting // earlier placements, newest first
 	hidx  int             // index in Store.absent; -1 while present
+	// enc is d as JSON, made by the first list after a change (see
+	// list.go); nil until then.
+	enc atomic.Pointer[rowJSON]
 }
 
 // Stats counts what the store did that a user may want to know about:
@@ -174,6 +189,7 @@ func New(opts Options) *Store {
 		subs:   make(map[*Subscription]struct{}),
 		dirty:  newDirtySet(),
 		dirtyC: make(chan struct{}, 1),
+		where:  newWhereIndex(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -472,8 +488,10 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 // fill copies a report into r, keeping what the store maintains.
 func (s *Store) fill(r *row, in *disk.Disk, now time.Time) {
 	first, key, nu := r.d.FirstSeen, r.d.Row, r.d.NotUnique
+	s.where.remove(r)
 	r.d = *in
 	r.d.Row, r.d.FirstSeen, r.d.LastSeen, r.d.Present, r.d.NotUnique = key, first, now, true, nu
+	s.where.add(r)
 }
 
 // moveLocked gives p (the primary row of in's identity) in's placement on
@@ -619,8 +637,10 @@ func (s *Store) promoteLocked(p, c *row) {
 	s.forgetRowLocked(c)
 	s.unplaceLocked(p)
 	key := p.d.Row
+	s.where.remove(p)
 	p.d = c.d
 	p.d.Row, p.d.FirstSeen = key, first
+	s.where.add(p)
 	p.since = c.since
 	s.placeLocked(p, e)
 	s.setPresentLocked(p)
@@ -709,6 +729,7 @@ func (s *Store) pushPastLocked(r *row, sg disk.Sighting) {
 }
 
 func (s *Store) placeLocked(r *row, e *nodeEntry) {
+	e.sorted.Store(nil)
 	e.rows[r.d.Row] = r
 	if r.d.Present {
 		e.present[r.d.Name] = r
@@ -720,6 +741,7 @@ func (s *Store) unplaceLocked(r *row) {
 	if e == nil {
 		return
 	}
+	e.sorted.Store(nil)
 	delete(e.rows, r.d.Row)
 	if e.present[r.d.Name] == r {
 		delete(e.present, r.d.Name)
@@ -745,6 +767,7 @@ func (s *Store) forgetRowLocked(r *row) {
 		heap.Remove(&s.absent, r.hidx)
 	}
 	delete(s.rows, r.d.Row)
+	s.where.remove(r)
 	if r.d.Row.IsClone() {
 		cs := slices.DeleteFunc(s.clones[r.d.ID], func(c *row) bool { return c == r })
 		if len(cs) == 0 {
@@ -768,25 +791,18 @@ func (s *Store) Disks(keep func(*disk.Disk) bool) []disk.Disk {
 	if keep == nil {
 		out = make([]disk.Disk, 0, len(s.rows))
 	}
-	var ptrs []*row
 	for _, e := range nodes {
-		ptrs = ptrs[:0]
-		for _, r := range e.rows {
+		for _, r := range e.sortedLocked() {
 			if keep == nil || keep(&r.d) {
-				ptrs = append(ptrs, r)
+				out = append(out, s.diskCopy(e, r))
 			}
-		}
-		sortRowPtrs(ptrs)
-		for _, r := range ptrs {
-			out = append(out, s.diskCopy(e, r))
 		}
 	}
 	return out
 }
 
 // sortedNodesLocked returns the nodes by name, then ID. Rows are sorted
-// per node afterwards: swapping pointers rather than whole disks keeps a
-// 100,000-disk list cheap.
+// per node (nodeEntry.sortedLocked), and only again after a change.
 func (s *Store) sortedNodesLocked() []*nodeEntry {
 	nodes := make([]*nodeEntry, 0, len(s.nodes))
 	for _, e := range s.nodes {
@@ -841,7 +857,13 @@ func (s *Store) Disk(k disk.Key) (disk.Disk, bool) {
 // Where returns the disks q names (label, UUID, PARTUUID, device, identity):
 // present ones first, then history, most recently seen first.
 func (s *Store) Where(q string) []disk.Disk {
-	out := s.Disks(func(d *disk.Disk) bool { return d.Matches(q) })
+	s.mu.RLock()
+	rs := s.where.lookup(q)
+	out := make([]disk.Disk, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, s.diskCopy(s.nodes[r.d.Node], r))
+	}
+	s.mu.RUnlock()
 	SortWhere(out)
 	return out
 }

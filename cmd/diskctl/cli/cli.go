@@ -30,7 +30,7 @@ const (
 // Conn is what diskctl needs from the daemon; the socket client and the
 // D-Bus client both provide it, returning the same values.
 type Conn interface {
-	List(ctx context.Context, host string) ([]disk.Disk, error)
+	List(ctx context.Context, f api.ListFilter) ([]disk.Disk, error)
 	Where(ctx context.Context, q string) ([]disk.Disk, error)
 	History(ctx context.Context, q string) ([]disk.History, error)
 	Peers(ctx context.Context) ([]disk.Node, error)

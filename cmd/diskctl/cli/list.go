@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bufio"
 	"context"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -9,36 +11,45 @@ import (
 )
 
 func (e *env) listCmd() *cobra.Command {
-	var host string
+	var f api.ListFilter
 	c := &cobra.Command{
 		Use:   "list",
 		Short: "List every disk known on the network, present or remembered",
-		Args:  cobra.NoArgs,
+		Long: "List every disk known on the network, present or remembered.\n" +
+			"--host, --present and --label narrow the list on the daemon's side.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := api.CheckLabelGlob(f.Label); err != nil {
+				return usageError{err}
+			}
 			return e.call(cmd, func(ctx context.Context, c Conn) error {
-				// The socket's reply is already the output: pass it on.
+				// The socket's reply is already the output: pass it on
+				// as it comes.
 				if lj, ok := c.(interface {
-					ListJSON(context.Context, string) ([]byte, error)
+					ListJSONTo(context.Context, api.ListFilter, io.Writer) error
 				}); ok && e.json {
-					raw, err := lj.ListJSON(ctx, host)
-					if err != nil {
+					w := bufio.NewWriterSize(e.stdout, 64<<10)
+					if err := lj.ListJSONTo(ctx, f, w); err != nil {
 						return err
 					}
-					_, err = e.stdout.Write(append(raw, '\n'))
-					return err
+					w.WriteByte('\n')
+					return w.Flush()
 				}
-				ds, err := c.List(ctx, host)
+				ds, err := c.List(ctx, f)
 				if err != nil {
 					return err
 				}
 				if e.json {
 					return e.printDisks(ds)
 				}
-				api.WriteDisks(e.stdout, ds)
-				return nil
+				w := bufio.NewWriterSize(e.stdout, 64<<10)
+				api.WriteDisks(w, ds)
+				return w.Flush()
 			})
 		},
 	}
-	c.Flags().StringVar(&host, "host", "", "only disks of this host (node name or ID)")
+	c.Flags().StringVar(&f.Host, "host", "", "only disks of this host (node name or ID)")
+	c.Flags().BoolVar(&f.Present, "present", false, "only disks attached now")
+	c.Flags().StringVar(&f.Label, "label", "", "only disks whose label matches this glob (*, ?, [a-z]; a disk without a label never matches)")
 	return c
 }

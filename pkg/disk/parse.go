@@ -1,0 +1,370 @@
+package disk
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// ParseJSONArray decodes a JSON array of disks into the values
+// encoding/json would give, without its reflection: diskctl's table of
+// 100,000 disks spends its time here. It reads the form AppendJSONArray
+// writes (keys as the struct tags spell them, in any order) quickly, and
+// hands anything else (other spellings of keys, unknown keys, invalid
+// UTF-8, lone surrogates, malformed JSON) to encoding/json, so its result
+// and its errors are always encoding/json's. The strings it returns share
+// one copy of b, rather than costing an allocation each.
+func ParseJSONArray(b []byte) ([]Disk, error) {
+	if ds, ok := parseArray(b); ok {
+		return ds, nil
+	}
+	var ds []Disk
+	if err := json.Unmarshal(b, &ds); err != nil {
+		return nil, err
+	}
+	return ds, nil
+}
+
+// parser is a position in a JSON text; ok goes false at the first thing
+// it does not read exactly as encoding/json would.
+type parser struct {
+	b  []byte
+	s  string // b, once: unescaped strings are its substrings
+	i  int
+	ok bool
+}
+
+func parseArray(b []byte) ([]Disk, bool) {
+	p := &parser{b: b, s: string(b), ok: true}
+	p.ws()
+	if p.lit("null") {
+		p.ws()
+		return nil, p.ok && p.i == len(b)
+	}
+	if !p.byte('[') {
+		return nil, false
+	}
+	ds := make([]Disk, 0, len(b)/400+1)
+	p.ws()
+	if !p.byte(']') {
+		for p.ok {
+			ds = append(ds, Disk{})
+			p.disk(&ds[len(ds)-1])
+			p.ws()
+			if p.byte(']') {
+				break
+			}
+			if !p.byte(',') {
+				return nil, false
+			}
+			p.ws()
+		}
+	}
+	p.ws()
+	return ds, p.ok && p.i == len(b)
+}
+
+func (p *parser) ws() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+// byte consumes c if it is next.
+func (p *parser) byte(c byte) bool {
+	if p.ok && p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+func (p *parser) lit(s string) bool {
+	if p.ok && len(p.b)-p.i >= len(s) && string(p.b[p.i:p.i+len(s)]) == s {
+		p.i += len(s)
+		return true
+	}
+	return false
+}
+
+func (p *parser) fail() { p.ok = false }
+
+func (p *parser) disk(d *Disk) {
+	p.ws()
+	if !p.byte('{') {
+		p.fail()
+		return
+	}
+	p.ws()
+	if p.byte('}') {
+		return
+	}
+	for p.ok {
+		key := p.str()
+		p.ws()
+		if !p.byte(':') {
+			p.fail()
+			return
+		}
+		p.ws()
+		switch key {
+		case "id":
+			d.ID = p.str()
+		case "node_id":
+			d.Node = NodeID(p.str())
+		case "host":
+			d.Host = p.str()
+		case "name":
+			d.Name = p.str()
+		case "device":
+			d.Device = p.str()
+		case "majmin":
+			d.MajMin = p.str()
+		case "uuid":
+			d.UUID = p.str()
+		case "partuuid":
+			d.PartUUID = p.str()
+		case "label":
+			d.Label = p.str()
+		case "partlabel":
+			d.PartLabel = p.str()
+		case "type":
+			d.Type = p.str()
+		case "usage":
+			d.Usage = p.str()
+		case "size":
+			d.Size = p.uint()
+		case "read_only":
+			d.ReadOnly = p.bool()
+		case "removable":
+			d.Removable = p.bool()
+		case "mountpoints":
+			d.Mounts = p.strs()
+		case "present":
+			d.Present = p.bool()
+		case "first_seen":
+			d.FirstSeen = p.time()
+		case "last_seen":
+			d.LastSeen = p.time()
+		case "not_unique":
+			d.NotUnique = p.bool()
+		default:
+			p.fail() // encoding/json's matching (case folding) decides
+			return
+		}
+		p.ws()
+		if p.byte('}') {
+			return
+		}
+		if !p.byte(',') {
+			p.fail()
+			return
+		}
+		p.ws()
+	}
+}
+
+// str reads a string; anything but a string (null included) fails.
+func (p *parser) str() string {
+	if !p.byte('"') {
+		p.fail()
+		return ""
+	}
+	start := p.i
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			s := p.s[start:p.i]
+			p.i++
+			return s
+		case c == '\\':
+			return p.escaped(start)
+		case c < 0x20:
+			p.fail()
+			return ""
+		case c >= utf8.RuneSelf:
+			r, n := utf8.DecodeRune(p.b[p.i:])
+			if r == utf8.RuneError && n == 1 {
+				p.fail() // encoding/json replaces it; let it
+				return ""
+			}
+			p.i += n
+		default:
+			p.i++
+		}
+	}
+	p.fail()
+	return ""
+}
+
+// escaped reads the rest of a string that has escapes, from start.
+func (p *parser) escaped(start int) string {
+	out := append([]byte(nil), p.b[start:p.i]...)
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			return string(out)
+		case c < 0x20:
+			p.fail()
+			return ""
+		case c == '\\':
+			if p.i+1 >= len(p.b) {
+				p.fail()
+				return ""
+			}
+			e := p.b[p.i+1]
+			p.i += 2
+			switch e {
+			case '"', '\\', '/':
+				out = append(out, e)
+			case 'b':
+				out = append(out, '\b')
+			case 'f':
+				out = append(out, '\f')
+			case 'n':
+				out = append(out, '\n')
+			case 'r':
+				out = append(out, '\r')
+			case 't':
+				out = append(out, '\t')
+			case 'u':
+				r := p.hex4()
+				if utf16.IsSurrogate(r) {
+					// Only a proper pair; a lone half is encoding/json's.
+					if !p.lit(`\u`) {
+						p.fail()
+						return ""
+					}
+					r = utf16.DecodeRune(r, p.hex4())
+					if r == utf8.RuneError {
+						p.fail()
+						return ""
+					}
+				}
+				out = utf8.AppendRune(out, r)
+			default:
+				p.fail()
+				return ""
+			}
+		case c >= utf8.RuneSelf:
+			r, n := utf8.DecodeRune(p.b[p.i:])
+			if r == utf8.RuneError && n == 1 {
+				p.fail()
+				return ""
+			}
+			out = append(out, p.b[p.i:p.i+n]...)
+			p.i += n
+		default:
+			out = append(out, c)
+			p.i++
+		}
+	}
+	p.fail()
+	return ""
+}
+
+func (p *parser) hex4() rune {
+	if len(p.b)-p.i < 4 {
+		p.fail()
+		return 0
+	}
+	v, err := strconv.ParseUint(string(p.b[p.i:p.i+4]), 16, 32)
+	if err != nil {
+		p.fail()
+		return 0
+	}
+	p.i += 4
+	return rune(v)
+}
+
+func (p *parser) uint() uint64 {
+	start := p.i
+	for p.i < len(p.b) && '0' <= p.b[p.i] && p.b[p.i] <= '9' {
+		p.i++
+	}
+	// Plain digits only; a leading zero, sign, fraction or exponent is
+	// encoding/json's to judge.
+	if p.i == start || p.b[start] == '0' && p.i-start > 1 || p.i < len(p.b) && (p.b[p.i] == '.' || p.b[p.i] == 'e' || p.b[p.i] == 'E') {
+		p.fail()
+		return 0
+	}
+	v, err := strconv.ParseUint(string(p.b[start:p.i]), 10, 64)
+	if err != nil {
+		p.fail()
+	}
+	return v
+}
+
+func (p *parser) bool() bool {
+	switch {
+	case p.lit("true"):
+		return true
+	case p.lit("false"):
+		return false
+	}
+	p.fail()
+	return false
+}
+
+// strs reads an array of strings, or null (a nil slice).
+func (p *parser) strs() []string {
+	if p.lit("null") {
+		return nil
+	}
+	if !p.byte('[') {
+		p.fail()
+		return nil
+	}
+	out := []string{}
+	p.ws()
+	if p.byte(']') {
+		return out
+	}
+	for p.ok {
+		out = append(out, p.str())
+		p.ws()
+		if p.byte(']') {
+			return out
+		}
+		if !p.byte(',') {
+			p.fail()
+		}
+		p.ws()
+	}
+	return nil
+}
+
+// time reads a time as time.Time's UnmarshalJSON does, from the form
+// AppendJSON writes (RFC 3339 with optional fraction); anything with an
+// escape is left to encoding/json.
+func (p *parser) time() time.Time {
+	if !p.byte('"') {
+		p.fail()
+		return time.Time{}
+	}
+	start := p.i
+	for p.i < len(p.b) && p.b[p.i] != '"' && p.b[p.i] != '\\' {
+		p.i++
+	}
+	if p.i >= len(p.b) || p.b[p.i] != '"' {
+		p.fail()
+		return time.Time{}
+	}
+	raw := p.b[start-1 : p.i+1]
+	p.i++
+	var t time.Time
+	if err := t.UnmarshalJSON(raw); err != nil {
+		p.fail()
+	}
+	return t
+}

@@ -1,0 +1,233 @@
+package store
+
+import (
+	"io"
+	"slices"
+	"time"
+
+	"github.com/diskd/diskd/pkg/disk"
+)
+
+// The list reply is the daemon's largest (100,000 disks, about 40 MB of
+// JSON), and between two changes it is the same bytes. So each row keeps
+// its own encoding (rowJSON), made the first time it is listed after it
+// changed, and a list is the cached encodings in table order. Two things
+// would make that cache churn, and are handled apart:
+//
+//   - A present disk is reported as last seen when its node was last heard
+//     (diskCopy), which moves with every heartbeat: such a row is written
+//     as its cached bytes around its node's time, formatted once per list.
+//   - An unchanged report refreshes a row's own last-seen without marking
+//     it changed: the cached bytes get the new time spliced in.
+//
+// Every other change goes through markRow, which drops the row's encoding
+// and its node's sorted order (see invalidateLocked).
+
+// rowJSON is one row's disk encoded as disk.AppendJSON encodes it, with
+// last_seen at b[tsOff:tsEnd] (inside the quotes) encoding ts.
+type rowJSON struct {
+	b            []byte
+	tsOff, tsEnd int32
+	ts           time.Time
+}
+
+// sameTime reports whether a and b format the same way: the same instant
+// in the same location.
+func sameTime(a, b time.Time) bool { return a.Equal(b) && a.Location() == b.Location() }
+
+var lastSeenKey = []byte(`,"last_seen":"`)
+
+// encodeRow encodes d (whose LastSeen is the row's own), into a slice of
+// its own length: 100,000 of them are kept.
+func encodeRow(d *disk.Disk) *rowJSON {
+	if d.Mounts == nil {
+		// As readers see it (cloneMounts): "mountpoints": [], never null.
+		c := *d
+		c.Mounts = []string{}
+		d = &c
+	}
+	var scratch [1024]byte
+	b := slices.Clip(slices.Clone(disk.AppendJSON(scratch[:0], d)))
+	// last_seen is the last key but not_unique; find it from the end.
+	off := lastIndex(b, lastSeenKey) + len(lastSeenKey)
+	end := off
+	for b[end] != '"' {
+		end++
+	}
+	return &rowJSON{b: b, tsOff: int32(off), tsEnd: int32(end), ts: d.LastSeen}
+}
+
+func lastIndex(b, sep []byte) int {
+	for i := len(b) - len(sep); i >= 0; i-- {
+		if string(b[i:i+len(sep)]) == string(sep) {
+			return i
+		}
+	}
+	return -1
+}
+
+// withTime returns c with last_seen changed to t.
+func (c *rowJSON) withTime(t time.Time) *rowJSON {
+	var scratch [64]byte
+	ts := t.AppendFormat(scratch[:0], time.RFC3339Nano)
+	b := make([]byte, 0, int(c.tsOff)+len(ts)+len(c.b)-int(c.tsEnd))
+	b = append(b, c.b[:c.tsOff]...)
+	b = append(b, ts...)
+	end := len(b)
+	b = append(b, c.b[c.tsEnd:]...)
+	return &rowJSON{b: b, tsOff: c.tsOff, tsEnd: int32(end), ts: t}
+}
+
+// encodingLocked returns r's encoding with its own last-seen, making it if
+// the row changed since it was last listed. Called under the read lock by
+// any number of readers at once: each would store the same bytes.
+func (r *row) encodingLocked() *rowJSON {
+	c := r.enc.Load()
+	switch {
+	case c == nil:
+		c = encodeRow(&r.d)
+	case !sameTime(c.ts, r.d.LastSeen):
+		c = c.withTime(r.d.LastSeen)
+	default:
+		return c
+	}
+	r.enc.Store(c)
+	return c
+}
+
+// sortedLocked returns e's rows in list order (sortRowPtrs), sorting them
+// only when a row of e changed since the last list.
+func (e *nodeEntry) sortedLocked() []*row {
+	if p := e.sorted.Load(); p != nil {
+		return *p
+	}
+	rs := make([]*row, 0, len(e.rows))
+	for _, r := range e.rows {
+		rs = append(rs, r)
+	}
+	sortRowPtrs(rs)
+	e.sorted.Store(&rs)
+	return rs
+}
+
+// invalidateLocked drops what was derived from r for lists: its encoding,
+// and its node's order. Called with the write lock held on every change.
+func (s *Store) invalidateLocked(r *row) {
+	r.enc.Store(nil)
+	if e := s.nodes[r.d.Node]; e != nil {
+		e.sorted.Store(nil)
+	}
+}
+
+// JSONList is a list of disks encoded as JSON, ready to be written: it
+// refers to the store's cached encodings (which are never modified, only
+// replaced), so writing it holds no lock.
+type JSONList struct {
+	items []listItem
+}
+
+// listItem is one disk: its cached encoding, with last_seen replaced by
+// ts when ts is set (its node's time).
+type listItem struct {
+	c  *rowJSON
+	ts []byte
+}
+
+// Len returns the number of disks.
+func (l *JSONList) Len() int { return len(l.items) }
+
+// DisksJSON returns the disks keep accepts (all when keep is nil) and
+// whose label byLabel accepts (all when nil), as Disks would return them,
+// encoded as disk.AppendJSONArray would encode them. keep sees the row's
+// own disk (LastSeen not yet raised to its node's) and must not hold on
+// to it.
+// byLabel runs after the table's lock is released: a costly predicate
+// (a glob over long labels) holds up no writer.
+func (s *Store) DisksJSON(keep func(*disk.Disk) bool, byLabel func(string) bool) *JSONList {
+	l, labels := s.disksJSON(keep, byLabel != nil)
+	if byLabel != nil {
+		n := 0
+		for i, it := range l.items {
+			if byLabel(labels[i]) {
+				l.items[n] = it
+				n++
+			}
+		}
+		clear(l.items[n:])
+		l.items = l.items[:n]
+	}
+	return l
+}
+
+func (s *Store) disksJSON(keep func(*disk.Disk) bool, withLabels bool) (l *JSONList, labels []string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	l = &JSONList{}
+	if keep == nil {
+		l.items = make([]listItem, 0, len(s.rows))
+	}
+	for _, e := range s.sortedNodesLocked() {
+		var nodeTS []byte // e.node.LastSeen formatted, once per list
+		for _, r := range e.sortedLocked() {
+			if keep != nil && !keep(&r.d) {
+				continue
+			}
+			var it listItem
+			if r.d.Present && e.node.LastSeen.After(r.d.LastSeen) {
+				// Seen as recently as its node was heard (diskCopy): any
+				// encoding of the row will do, its own time is not shown.
+				if nodeTS == nil {
+					nodeTS = e.node.LastSeen.AppendFormat(nil, time.RFC3339Nano)
+				}
+				if it.c = r.enc.Load(); it.c == nil {
+					it.c = r.encodingLocked()
+				}
+				it.ts = nodeTS
+			} else {
+				it.c = r.encodingLocked()
+			}
+			l.items = append(l.items, it)
+			if withLabels {
+				labels = append(labels, r.d.Label)
+			}
+		}
+	}
+	return l, labels
+}
+
+// WriteTo writes the list as a JSON array ("[]" when empty), in chunks of
+// listChunk bytes, so a 40 MB list costs a few hundred writes and one
+// small buffer.
+func (l *JSONList) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, 0, listChunk)
+	var n int64
+	flush := func() error {
+		m, err := w.Write(buf)
+		n += int64(m)
+		buf = buf[:0]
+		return err
+	}
+	buf = append(buf, '[')
+	for i, it := range l.items {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		if it.ts == nil {
+			buf = append(buf, it.c.b...)
+		} else {
+			buf = append(buf, it.c.b[:it.c.tsOff]...)
+			buf = append(buf, it.ts...)
+			buf = append(buf, it.c.b[it.c.tsEnd:]...)
+		}
+		if len(buf) >= listChunk-1024 {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	buf = append(buf, ']')
+	return n, flush()
+}
+
+// listChunk is the size of the writes of a JSONList.
+const listChunk = 64 << 10
