@@ -124,9 +124,10 @@ func blkidWrapper(t *testing.T, dev string) (path, pids string, setMode func(str
 	mode := filepath.Join(dir, "mode")
 	pids = filepath.Join(dir, "pids")
 	path = filepath.Join(dir, "blkid")
+	testutil.RequiresTool(t, "blkid")
 	real, err := exec.LookPath("blkid")
 	if err != nil {
-		t.Skip("no blkid")
+		t.Fatal(err)
 	}
 	script := fmt.Sprintf(`#!/bin/sh
 case "$(cat %[1]s 2>/dev/null)" in
@@ -333,9 +334,6 @@ func TestReliabilityManyClients(t *testing.T) {
 	figure(t, "an unprivileged user holds %d idle, %d never-reading and %d 1-MiB-line connections: root's diskctl list --json (1000 disks) p50 %.1f ms, p99 %.1f ms, %d of %d failed; RSS %.1f → %.1f MiB",
 		made["idle"], made["noread"], made["bigline"], ms(percentile(lat, 50)), ms(percentile(lat, 99)), len(failures), len(lat), rss0, rss1)
 	if len(failures) > 0 {
-		if strings.Contains(failures[0], "too many sessions") {
-			t.Skipf("needs per-uid session caps and write deadlines in pkg/control (issue 10, local users; another engineer's branch): root refused: %s", failures[0])
-		}
 		t.Errorf("root's list failed %d times: %s", len(failures), failures[0])
 	}
 }
