@@ -55,14 +55,18 @@ func (s *Service) checkManagerMethods() error {
 	return nil
 }
 
-// managerMethods is the Manager's method table for one connection, with
-// the signatures the contract declares.
+// managerMethods is the Manager's method table for one connection.
 func (s *Service) managerMethods(srv *server) methodTable {
-	impl := s.managerImpl(srv)
+	return s.methodTable(contract.ManagerInterface, s.managerImpl(srv))
+}
+
+// methodTable binds the implementations to the methods of interface
+// iface, with the signatures the contract declares.
+func (s *Service) methodTable(iface string, impl map[string]func(*call) ([]any, error)) methodTable {
 	t := methodTable{}
-	for _, m := range s.ifaces[contract.ManagerInterface].Methods {
+	for _, m := range s.ifaces[iface].Methods {
 		t[m.Name] = &method{
-			name: contract.ManagerInterface + "." + m.Name,
+			name: iface + "." + m.Name,
 			in:   contract.Signatures(m, "in"),
 			out:  contract.Signatures(m, "out"),
 			fn:   impl[m.Name],

@@ -15,17 +15,8 @@ import (
 
 // filesystemMethods is the Filesystem interface's method table.
 func (s *Service) filesystemMethods(srv *server) methodTable {
-	impl := map[string]func(*call) ([]any, error){"Mount": srv.mount, "Unmount": srv.unmount}
-	t := methodTable{}
-	for _, m := range s.ifaces[contract.FilesystemInterface].Methods {
-		t[m.Name] = &method{
-			name: contract.FilesystemInterface + "." + m.Name,
-			in:   contract.Signatures(m, "in"),
-			out:  contract.Signatures(m, "out"),
-			fn:   impl[m.Name],
-		}
-	}
-	return t
+	return s.methodTable(contract.FilesystemInterface,
+		map[string]func(*call) ([]any, error){"Mount": srv.mount, "Unmount": srv.unmount})
 }
 
 func (srv *server) mount(c *call) ([]any, error) {
