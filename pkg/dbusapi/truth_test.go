@@ -378,17 +378,7 @@ func TestOrderedMethodsReplyOnce(t *testing.T) {
 	// wrote them (godbus or the adapter's own encoder).
 	var mu sync.Mutex
 	replies := map[uint32]int{} // reply serial -> replies
-	mon, err := dbus.Connect(e.bus.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mon.Close() })
-	rule := fmt.Sprintf("destination='%s'", c.Names()[0])
-	if err = mon.BusObject().Call("org.freedesktop.DBus.Monitoring.BecomeMonitor", 0, []string{rule}, uint32(0)).Err; err != nil {
-		t.Fatalf("BecomeMonitor: %v", err)
-	}
-	seen := make(chan *dbus.Message, 64)
-	mon.Eavesdrop(seen) // after its reply: it takes every message
+	seen := e.monitorConn(t, fmt.Sprintf("destination='%s'", c.Names()[0]))
 	go func() {
 		for msg := range seen {
 			if msg.Type != dbus.TypeMethodReply && msg.Type != dbus.TypeError {
