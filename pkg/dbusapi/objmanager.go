@@ -42,11 +42,11 @@ type emitFunc func(path dbus.ObjectPath, name string, args ...any) error
 // Get, GetAll): the state as of the last signal, so a client that reads
 // between two changes reads a state that the signals it then receives
 // carry forward, never one that no signal will correct (a disk seen gone
-// and back within one batch is never served as gone). A change is
-// published under pub, held from updating the state to emitting its
-// signals; a reader holds pub for reading from reading the state until
-// its reply is written (see method.ordered), so a reply never reaches the
-// bus after a signal newer than what it holds.
+// and back within one batch is never served as gone). A batch of changes
+// is published under pub, held from updating the state to sending its
+// signals (see batch); a reader holds pub for reading from reading the
+// state until its reply is written (see method.ordered), so a reply never
+// reaches the bus after a signal newer than what it holds.
 //
 // Only one goroutine publishes; lookups may run concurrently.
 type objectManager struct {

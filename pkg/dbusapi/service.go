@@ -11,7 +11,13 @@
 // answer from it (but for LastSeen, which changes without a signal and is
 // read live), so a client never reads a state that no signal will carry
 // forward. The Manager's queries and actions go to the store and to a
-// Backend. It
+// Backend.
+//
+// What it sends in bulk it encodes itself (wire.go): each object's
+// GetManagedObjects entry once per change, spliced into the reply, and a
+// batch's signals in one write on the bus socket, which it dials itself
+// for unix: addresses and shares with godbus (busconn.go); other
+// addresses leave every message to godbus. It
 // connects to the bus, reconnects with backoff when the bus goes away, and
 // waits in the queue when another process owns the name; each of these
 // conditions is logged once and reported by State, and the daemon's other
