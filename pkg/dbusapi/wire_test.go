@@ -2,6 +2,8 @@ package dbusapi
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -249,5 +251,72 @@ func TestClientsReadWhatGodbusWrote(t *testing.T) {
 				t.Error("the adapter wrote nothing of its own")
 			}
 		})
+	}
+}
+
+// TestBatchLeavesInOneBurst: 1,000 disks changed at once reach a bus
+// monitor as 1,000 signals written in a few writes, not one each.
+func TestBatchLeavesInOneBurst(t *testing.T) {
+	e := newEnv(t)
+	mk := func(gen int) []disk.Disk {
+		ds := make([]disk.Disk, 1000)
+		for i := range ds {
+			n := fmt.Sprintf("loop%d", i)
+			ds[i] = disk.Disk{Name: n, Device: "/dev/" + n, UUID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", i),
+				Label: fmt.Sprintf("L%d-%d", i, gen), Type: "ext4", Usage: "filesystem"}
+		}
+		return ds
+	}
+	e.st.SetLocal(mk(0))
+	var sock *busSocket
+	e.runService(Config{}, func(s *Service) { s.onConnect = func(b *busSocket) { sock = b } })
+	e.waitConnected()
+	mon := e.monitorConn(t, "type='signal',sender='"+contract.BusName+"',member='PropertiesChanged'")
+	w0 := sock.writes.Load()
+	e.st.SetLocal(mk(1))
+	seen := 0
+	timeout := time.After(20 * time.Second)
+	for seen < 1000 {
+		select {
+		case m := <-mon:
+			if len(m.Body) > 1 {
+				if l, ok := m.Body[1].(map[string]dbus.Variant)["IdLabel"]; ok && strings.HasSuffix(l.Value().(string), "-1") {
+					seen++
+				}
+			}
+		case <-timeout:
+			t.Fatalf("%d of 1,000 signals seen", seen)
+		}
+	}
+	// One batch is one write; the store may hand the changes over in a
+	// few batches, and godbus writes nothing meanwhile.
+	if w := sock.writes.Load() - w0; w > 10 {
+		t.Errorf("1,000 signals took %d writes", w)
+	}
+}
+
+// TestDialBus: which addresses diskd dials itself, and that it tries the
+// entries of a list in order.
+func TestDialBus(t *testing.T) {
+	bus := testutil.StartDBus(t)
+	for _, tc := range []struct {
+		addr    string
+		ok      bool
+		notUnix bool
+	}{
+		{bus.Address, true, false},
+		{"unix:path=/nonexistent/bus;" + bus.Address, true, false},
+		{"tcp:host=127.0.0.1,port=1", false, true},
+		{"unix:tmpdir=/tmp", false, true},
+		{"unix:path=/nonexistent/bus", false, false},
+		{"unix:path=%zz", false, false},
+	} {
+		sock, err := dialBus(context.Background(), tc.addr)
+		if sock != nil {
+			sock.Close()
+		}
+		if (err == nil) != tc.ok || errors.Is(err, errNotUnix) != tc.notUnix {
+			t.Errorf("dialBus(%q): %v", tc.addr, err)
+		}
 	}
 }
