@@ -15,7 +15,6 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	contract "github.com/diskd/diskd/dbus"
-	"github.com/diskd/diskd/pkg/disk"
 )
 
 // The benchmarks run the adapter twice over the same store: "godbus",
@@ -120,17 +119,8 @@ func BenchmarkGetManagedObjects10k(b *testing.B) {
 // it (the monitor only reads).
 func BenchmarkSignalBurst1k(b *testing.B) {
 	e := newEnv(b)
-	mk := func(gen int) []disk.Disk {
-		ds := make([]disk.Disk, 1000)
-		for i := range ds {
-			n := fmt.Sprintf("loop%d", i)
-			ds[i] = disk.Disk{Name: n, Device: "/dev/" + n, UUID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", i),
-				Label: fmt.Sprintf("L%d-%d", i, gen), Type: "ext4", Usage: "filesystem"}
-		}
-		return ds
-	}
 	gen := 0
-	e.st.SetLocal(mk(gen))
+	e.st.SetLocal(thousand(gen))
 	for _, mode := range []string{"godbus", "wire"} {
 		e.runService(Config{}, func(s *Service) { s.godbusOnly = mode == "godbus" })
 		e.waitConnected()
@@ -140,7 +130,7 @@ func BenchmarkSignalBurst1k(b *testing.B) {
 			for b.Loop() {
 				gen++
 				w0 := syscw(b)
-				e.st.SetLocal(mk(gen))
+				e.st.SetLocal(thousand(gen))
 				suffix := fmt.Sprintf("-%d", gen)
 				for n := 0; n < 1000; {
 					select {

@@ -3,8 +3,8 @@ package dbusapi
 import (
 	"bytes"
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -254,26 +254,28 @@ func TestClientsReadWhatGodbusWrote(t *testing.T) {
 	}
 }
 
+// thousand is 1,000 local disks, labelled for generation gen.
+func thousand(gen int) []disk.Disk {
+	ds := make([]disk.Disk, 1000)
+	for i := range ds {
+		n := fmt.Sprintf("loop%d", i)
+		ds[i] = disk.Disk{Name: n, Device: "/dev/" + n, UUID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", i),
+			Label: fmt.Sprintf("L%d-%d", i, gen), Type: "ext4", Usage: "filesystem"}
+	}
+	return ds
+}
+
 // TestBatchLeavesInOneBurst: 1,000 disks changed at once reach a bus
 // monitor as 1,000 signals written in a few writes, not one each.
 func TestBatchLeavesInOneBurst(t *testing.T) {
 	e := newEnv(t)
-	mk := func(gen int) []disk.Disk {
-		ds := make([]disk.Disk, 1000)
-		for i := range ds {
-			n := fmt.Sprintf("loop%d", i)
-			ds[i] = disk.Disk{Name: n, Device: "/dev/" + n, UUID: fmt.Sprintf("%08x-0000-4000-8000-000000000000", i),
-				Label: fmt.Sprintf("L%d-%d", i, gen), Type: "ext4", Usage: "filesystem"}
-		}
-		return ds
-	}
-	e.st.SetLocal(mk(0))
+	e.st.SetLocal(thousand(0))
 	var sock *busSocket
 	e.runService(Config{}, func(s *Service) { s.onConnect = func(b *busSocket) { sock = b } })
 	e.waitConnected()
 	mon := e.monitorConn(t, "type='signal',sender='"+contract.BusName+"',member='PropertiesChanged'")
 	w0 := sock.writes.Load()
-	e.st.SetLocal(mk(1))
+	e.st.SetLocal(thousand(1))
 	seen := 0
 	timeout := time.After(20 * time.Second)
 	for seen < 1000 {
