@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/godbus/dbus/v5"
 
@@ -17,6 +18,7 @@ import (
 type object interface {
 	ifaces() contract.Ifaces
 	withLive(live object) object
+	liveUsec() (uint64, bool)
 }
 
 // emitFunc sends a signal; (*dbus.Conn).Emit in the daemon, a recorder in
@@ -40,77 +42,122 @@ type emitFunc func(path dbus.ObjectPath, name string, args ...any) error
 // Get, GetAll): the state as of the last signal, so a client that reads
 // between two changes reads a state that the signals it then receives
 // carry forward, never one that no signal will correct (a disk seen gone
-// and back within one batch is never served as gone). A change is
-// published under pub, held from updating the state to emitting its
-// signals; a reader holds pub for reading from reading the state until
-// its reply is written (see method.ordered), so a reply never reaches the
-// bus after a signal newer than what it holds.
+// and back within one batch is never served as gone). A batch of changes
+// is published under pub, held from updating the state to sending its
+// signals (see batch); a reader holds pub for reading from reading the
+// state until its reply is written (see method.ordered), so a reply never
+// reaches the bus after a signal newer than what it holds.
 //
 // Only one goroutine publishes; lookups may run concurrently.
 type objectManager struct {
 	root dbus.ObjectPath
 	emit emitFunc
+	// flush, when set, sends the signals emit queued; it is called at the
+	// end of each batch, before readers may read again, so a batch of
+	// changes leaves as one burst of writes.
+	flush func() error
 
 	pub sync.RWMutex // see above; taken before mu
 
 	mu      sync.RWMutex
-	objects map[dbus.ObjectPath]object
+	objects map[dbus.ObjectPath]*published
+}
+
+// published is an object as the bus was told it, with its encoding for
+// GetManagedObjects, made on first use and kept until the object changes.
+type published struct {
+	obj     object
+	encoded atomic.Pointer[entry]
+}
+
+// entry returns the object's encoding at path p.
+func (pb *published) entry(p dbus.ObjectPath) (*entry, error) {
+	if en := pb.encoded.Load(); en != nil {
+		return en, nil
+	}
+	en, err := encodeEntry(p, pb.obj.ifaces())
+	if err != nil {
+		return nil, err
+	}
+	pb.encoded.Store(en)
+	return en, nil
 }
 
 func newObjectManager(root dbus.ObjectPath, emit emitFunc) *objectManager {
-	return &objectManager{root: root, emit: emit, objects: make(map[dbus.ObjectPath]object)}
+	return &objectManager{root: root, emit: emit, objects: make(map[dbus.ObjectPath]*published)}
 }
 
 // load replaces the whole state without signals: what a fresh connection
 // starts from, since nobody on the bus has seen anything yet.
 func (m *objectManager) load(objs map[dbus.ObjectPath]object) {
+	pubs := make(map[dbus.ObjectPath]*published, len(objs))
+	for p, o := range objs {
+		pubs[p] = &published{obj: o}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.objects = objs
+	m.objects = pubs
+}
+
+// batch runs f, which calls setLocked and removeLocked, as one publication:
+// readers wait until the signals of all of its changes are sent.
+func (m *objectManager) batch(f func(note func(error))) error {
+	m.pub.Lock()
+	defer m.pub.Unlock()
+	var first error
+	note := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	f(note)
+	if m.flush != nil {
+		note(m.flush())
+	}
+	return first
 }
 
 // sync publishes objs as the complete state: changed and new objects are
 // signalled, objects not in objs are removed. It is how the adapter
 // catches up after missing store events.
 func (m *objectManager) sync(objs map[dbus.ObjectPath]object) error {
-	var first error
-	m.mu.RLock()
-	var gone []dbus.ObjectPath
-	for p := range m.objects {
-		if _, ok := objs[p]; !ok {
-			gone = append(gone, p)
+	return m.batch(func(note func(error)) {
+		m.mu.RLock()
+		var gone []dbus.ObjectPath
+		for p := range m.objects {
+			if _, ok := objs[p]; !ok {
+				gone = append(gone, p)
+			}
 		}
-	}
-	m.mu.RUnlock()
-	slices.Sort(gone)
-	for _, p := range gone {
-		if err := m.remove(p); err != nil && first == nil {
-			first = err
+		m.mu.RUnlock()
+		slices.Sort(gone)
+		for _, p := range gone {
+			note(m.removeLocked(p))
 		}
-	}
-	// Parents (machines) before their children (block devices) reads better
-	// in a monitor; paths sort that way.
-	for _, p := range slices.Sorted(maps.Keys(objs)) {
-		if err := m.set(p, objs[p]); err != nil && first == nil {
-			first = err
+		// Parents (machines) before their children (block devices) reads
+		// better in a monitor; paths sort that way.
+		for _, p := range slices.Sorted(maps.Keys(objs)) {
+			note(m.setLocked(p, objs[p]))
 		}
-	}
-	return first
+	})
 }
 
 // set publishes obj's new state at path and emits the difference.
 func (m *objectManager) set(path dbus.ObjectPath, obj object) error {
-	m.pub.Lock()
-	defer m.pub.Unlock()
+	return m.batch(func(note func(error)) { note(m.setLocked(path, obj)) })
+}
+
+// setLocked is set within a batch.
+func (m *objectManager) setLocked(path dbus.ObjectPath, obj object) error {
 	m.mu.Lock()
 	old, existed := m.objects[path]
-	m.objects[path] = obj
+	m.objects[path] = &published{obj: obj}
 	m.mu.Unlock()
 
 	now := obj.ifaces()
 	var before contract.Ifaces
 	if existed {
-		before = old.ifaces()
+		before = old.obj.ifaces()
 	}
 	var first error
 	note := func(err error) {
@@ -148,8 +195,11 @@ func (m *objectManager) set(path dbus.ObjectPath, obj object) error {
 
 // remove forgets the object at path and says so.
 func (m *objectManager) remove(path dbus.ObjectPath) error {
-	m.pub.Lock()
-	defer m.pub.Unlock()
+	return m.batch(func(note func(error)) { note(m.removeLocked(path)) })
+}
+
+// removeLocked is remove within a batch.
+func (m *objectManager) removeLocked(path dbus.ObjectPath) error {
 	m.mu.Lock()
 	old, ok := m.objects[path]
 	delete(m.objects, path)
@@ -157,7 +207,7 @@ func (m *objectManager) remove(path dbus.ObjectPath) error {
 	if !ok {
 		return nil
 	}
-	names := slices.Sorted(maps.Keys(old.ifaces()))
+	names := slices.Sorted(maps.Keys(old.obj.ifaces()))
 	return m.emit(m.root, contract.ObjectManagerInterface+".InterfacesRemoved", path, names)
 }
 
@@ -165,15 +215,42 @@ func (m *objectManager) remove(path dbus.ObjectPath) error {
 func (m *objectManager) get(path dbus.ObjectPath) (object, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	o, ok := m.objects[path]
-	return o, ok
+	pb, ok := m.objects[path]
+	if !ok {
+		return nil, false
+	}
+	return pb.obj, true
 }
 
 // all returns every published object.
 func (m *objectManager) all() map[dbus.ObjectPath]object {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return maps.Clone(m.objects)
+	out := make(map[dbus.ObjectPath]object, len(m.objects))
+	for p, pb := range m.objects {
+		out[p] = pb.obj
+	}
+	return out
+}
+
+// each calls f for every published object, holding off changes to the
+// set of objects (not publication: see reading) until it returns.
+func (m *objectManager) each(f func(p dbus.ObjectPath, pb *published) error) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for p, pb := range m.objects {
+		if err := f(p, pb); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// count is the number of published objects.
+func (m *objectManager) count() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.objects)
 }
 
 // reading holds off publishing until the returned function is called.

@@ -11,7 +11,13 @@
 // answer from it (but for LastSeen, which changes without a signal and is
 // read live), so a client never reads a state that no signal will carry
 // forward. The Manager's queries and actions go to the store and to a
-// Backend. It
+// Backend.
+//
+// What it sends in bulk it encodes itself (wire.go): each object's
+// GetManagedObjects entry once per change, spliced into the reply, and a
+// batch's signals in one write on the bus socket, which it dials itself
+// for unix: addresses and shares with godbus (busconn.go); other
+// addresses leave every message to godbus. It
 // connects to the bus, reconnects with backoff when the bus goes away, and
 // waits in the queue when another process owns the name; each of these
 // conditions is logged once and reported by State, and the daemon's other
@@ -82,11 +88,15 @@ type Service struct {
 	class string // the kind of state, so each condition is logged once
 
 	// For tests: the subscription's buffer, a hook run before each batch
-	// is applied (to hold the adapter back and make it fall behind), and
-	// more options for the bus connection.
+	// is applied (to hold the adapter back and make it fall behind), more
+	// options for the bus connection, a hook told of each connection's
+	// socket (nil when godbus dialled), and godbus writing every message
+	// (as before the adapter encoded its own), to compare the two.
 	subBuffer   int
 	beforeApply func()
 	connOptions []dbus.ConnOption
+	onConnect   func(*busSocket)
+	godbusOnly  bool
 }
 
 // New returns a Service. It panics if the embedded contract does not parse
@@ -211,14 +221,21 @@ func (s *Service) session(parent context.Context) error {
 	// A bus that accepts but never answers must not hang us: the
 	// handshake gets 10 s, after which the connection is closed.
 	hung := time.AfterFunc(10*time.Second, cancel)
-	conn, err := dbus.Connect(addr, append([]dbus.ConnOption{dbus.WithHandler(srv), dbus.WithContext(ctx)}, s.connOptions...)...)
+	conn, sock, err := connect(ctx, addr, s.godbusOnly, append([]dbus.ConnOption{dbus.WithHandler(srv), dbus.WithContext(ctx)}, s.connOptions...)...)
 	hung.Stop()
 	if err != nil {
 		return &problem{"nobus", fmt.Sprintf("no %s (%v); retrying in the background", s.busLabel(), err)}
 	}
 	defer conn.Close()
-	srv.conn = conn
+	srv.conn, srv.sock = conn, sock
 	srv.om = newObjectManager(contract.RootPath, conn.Emit)
+	if sock != nil {
+		q := &signalQueue{sock: sock}
+		srv.om.emit, srv.om.flush = q.emit, q.flush
+	}
+	if s.onConnect != nil {
+		s.onConnect(sock)
+	}
 
 	// Subscribe before reading, so nothing falls between the two.
 	sub := s.store.Subscribe(s.subBuffer)
@@ -385,23 +402,21 @@ func (srv *server) apply(evs []disk.Event) {
 			put(contract.MachinePath(id), item{obj: machineObj{n}})
 		}
 	}
-	var first error
-	note := func(err error) {
-		if err != nil && first == nil {
-			first = err
+	// One publication: the signals leave together, and no reply is written
+	// between them.
+	first := srv.om.batch(func(note func(error)) {
+		if manager {
+			note(srv.om.setLocked(contract.ManagerPath, srv.svc.managerObject()))
 		}
-	}
-	if manager {
-		note(srv.om.set(contract.ManagerPath, srv.svc.managerObject()))
-	}
-	for _, p := range order {
-		if it := items[p]; it.remove {
-			note(srv.om.remove(p))
-		} else {
-			note(srv.om.set(p, it.obj))
+		for _, p := range order {
+			if it := items[p]; it.remove {
+				note(srv.om.removeLocked(p))
+			} else {
+				note(srv.om.setLocked(p, it.obj))
+			}
 		}
-	}
-	if first != nil && srv.conn.Connected() {
+	})
+	if first != nil && srv.conn != nil && srv.conn.Connected() {
 		srv.svc.log.Warn("could not emit a signal", "err", first)
 	}
 }
