@@ -92,6 +92,15 @@ func DetachLoop(t testing.TB, img string) {
 			t.Errorf("losetup -d %s: %v: %s", dev, err, bytes.TrimSpace(b))
 		}
 	}
+	// A device another process has open (a daemon's blkid, on a shared
+	// machine) is detached when it closes: wait for that.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		out, err := exec.Command("losetup", "-n", "-O", "NAME", "-j", img).Output()
+		if err != nil || len(bytes.TrimSpace(out)) == 0 {
+			return
+		}
+	}
+	t.Errorf("%s still attached 10 s after losetup -d", img)
 }
 
 // partitionNames lists the partitions the kernel knows for disk, ordered
