@@ -176,7 +176,7 @@ type Service struct {
 	running  atomic.Bool   // the loop takes requests
 	stopped  chan struct{} // closed when Run returns
 	logLimit logLimiter
-	handler  RequestHandler // requests addressed to us; nil refuses them
+	handler  atomic.Pointer[RequestHandler] // requests addressed to us; nil refuses them
 
 	mu     sync.Mutex // guards the snapshot below, for Status
 	ifaces []string

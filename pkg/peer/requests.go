@@ -41,9 +41,9 @@ type RequestHandler func(ctx context.Context, from disk.Node, r wire.Request) wi
 // ErrNoAnswer is returned by Request when the owner did not answer.
 var ErrNoAnswer = errors.New("no answer")
 
-// SetRequestHandler installs the handler of requests addressed to us; set
-// it before Run. Without one, requests are answered "failed".
-func (s *Service) SetRequestHandler(h RequestHandler) { s.handler = h }
+// SetRequestHandler installs the handler of requests addressed to us (at
+// any time, Run or not). Without one, requests are answered "failed".
+func (s *Service) SetRequestHandler(h RequestHandler) { s.handler.Store(&h) }
 
 // Authenticated reports whether the network is keyed, so requests can work.
 func (s *Service) Authenticated() bool { return s.keys != nil }
@@ -162,6 +162,10 @@ func (l *loop) onRequest(now time.Time, ps *peerState, r *wire.Request) {
 	refuse := func(st wire.Status, msg string) {
 		l.finishRequest(now, sv, *r, ps.id, wire.Reply{Status: st, Message: msg})
 	}
+	var handle RequestHandler
+	if h := l.s.handler.Load(); h != nil {
+		handle = *h
+	}
 	switch {
 	case !ps.requests.allow(now, requestRate, requestBurst):
 		refuse(wire.StatusRateLimited, "too many requests from your node; try again in a second")
@@ -169,7 +173,7 @@ func (l *loop) onRequest(now time.Time, ps *peerState, r *wire.Request) {
 	case l.busy >= maxRequestsBusy:
 		refuse(wire.StatusRateLimited, "busy with other requests; try again shortly")
 		return
-	case l.s.handler == nil:
+	case handle == nil:
 		refuse(wire.StatusFailed, "this node does not take requests")
 		return
 	}
@@ -180,7 +184,7 @@ func (l *loop) onRequest(now time.Time, ps *peerState, r *wire.Request) {
 		"action", r.Action, "disk", r.Query, "rw", r.RW)
 	go func() {
 		ctx, cancel := context.WithTimeout(l.ctx, requestRunFor)
-		rep := l.s.handler(ctx, from, req)
+		rep := handle(ctx, from, req)
 		cancel()
 		select {
 		case l.s.reqs <- func(l *loop) { l.busy--; l.finishRequest(time.Now(), sv, req, id, rep) }:
