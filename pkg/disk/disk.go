@@ -84,6 +84,11 @@ type Node struct {
 	Online    bool      `json:"online"`
 	LastSeen  time.Time `json:"last_seen"`
 	Disks     int       `json:"disks"` // present disks, filled in by the store
+	// Reach says how this node hears the peer: "multicast", "gossip",
+	// "gossip via NAME" (a relay on the peer's link), "multicast via NAME"
+	// (a relay on ours), several joined by ", ". Empty: multicast only
+	// (what a daemon without gossip knows).
+	Reach string `json:"reach,omitempty"`
 }
 
 // Filter selects device paths: a device is reported when it matches one of
