@@ -53,7 +53,7 @@ func WriteWhere(w io.Writer, q string, ds []disk.Disk) {
 // WriteNodes prints the peer table.
 func WriteNodes(w io.Writer, ns []disk.Node) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tNODE\tSTATE\tLAST HEARD\tDISKS\tADDRESSES")
+	fmt.Fprintln(tw, "NAME\tNODE\tSTATE\tLAST HEARD\tDISKS\tREACH\tADDRESSES")
 	for _, n := range ns {
 		state := "offline"
 		switch {
@@ -62,8 +62,15 @@ func WriteNodes(w io.Writer, ns []disk.Node) {
 		case n.Online:
 			state = "online"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", cell(n.Name), cell(string(n.ID)), state,
-			n.LastSeen.Local().Format(time.DateTime), n.Disks, cell(strings.Join(n.Addresses, ",")))
+		reach := n.Reach
+		switch {
+		case n.Local:
+			reach = "-"
+		case reach == "":
+			reach = "multicast"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", cell(n.Name), cell(string(n.ID)), state,
+			n.LastSeen.Local().Format(time.DateTime), n.Disks, cell(reach), cell(strings.Join(n.Addresses, ",")))
 	}
 	tw.Flush()
 }
