@@ -119,9 +119,13 @@ type loop struct {
 }
 
 func newLoop(s *Service) (*loop, error) {
+	instance := s.cfg.Instance
+	if instance == 0 {
+		instance = wire.NewInstance(time.Now())
+	}
 	l := &loop{
 		s: s, cfg: &s.cfg,
-		enc:     wire.NewEncoder(s.self, wire.NewInstance(time.Now()), s.keys),
+		enc:     wire.NewEncoder(s.self, instance, s.keys),
 		asm:     wire.NewAssembler(wire.AssemblerLimits{MaxNodes: s.cfg.MaxPeers}),
 		conns:   make(map[int]mconn),
 		joined:  map[int]map[int]ifaceInfo{4: {}, 6: {}},
