@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/gossip"
 	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/peer"
 )
@@ -44,6 +45,9 @@ type Config struct {
 	// Network is the peer network ([network] in the file). Both families
 	// off means this node neither announces nor listens.
 	Network peer.Config `toml:"network"`
+	// Gossip is the gossip path ([gossip] in the file), on when join is
+	// not empty. It is keyed with network.key_file.
+	Gossip gossip.Config `toml:"gossip"`
 }
 
 // Duration is a time.Duration written as "15s" in the config file.
@@ -73,6 +77,7 @@ func defaultConfig() Config {
 		LogLevel:     "info",
 		IdleTimeout:  Duration{5 * time.Minute},
 		Network:      peer.DefaultConfig(),
+		Gossip:       gossip.DefaultConfig(),
 		// Empty rather than nil, so --print-config shows every key.
 		Devices:      []string{},
 		Exclude:      []string{},
@@ -140,6 +145,7 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringArrayVar(&c.MountAllow, "mount-allow", c.MountAllow, "allow mounting (read-only) disks whose label or UUID matches this glob, on request (repeatable)")
 	fs.StringArrayVar(&c.MountAllowRW, "mount-allow-rw", c.MountAllowRW, "allow mounting read-write, when asked with --rw, disks whose label or UUID matches this glob (repeatable)")
 	c.Network.AddFlags(fs)
+	c.Gossip.AddFlags(fs)
 }
 
 // writeConfig prints c as a config file (--print-config).

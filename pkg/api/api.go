@@ -13,18 +13,19 @@ import (
 
 // Status is the daemon's self-report (`status`).
 type Status struct {
-	Version   string      `json:"version"`
-	NodeID    disk.NodeID `json:"node_id"`
-	NodeName  string      `json:"node_name"`
-	StartTime time.Time   `json:"start_time"`
-	UptimeSec float64     `json:"uptime_sec"`
-	StateDir  string      `json:"state_dir"`
-	Socket    string      `json:"socket"`
-	Scan      ScanStatus  `json:"scan"`
-	Counts    Counts      `json:"counts"`
-	Network   *NetStatus  `json:"network,omitempty"`
-	DBus      string      `json:"dbus"`               // "connected to system bus", "off", or the error
-	Problems  []string    `json:"problems,omitempty"` // one line each: things an admin should fix
+	Version   string        `json:"version"`
+	NodeID    disk.NodeID   `json:"node_id"`
+	NodeName  string        `json:"node_name"`
+	StartTime time.Time     `json:"start_time"`
+	UptimeSec float64       `json:"uptime_sec"`
+	StateDir  string        `json:"state_dir"`
+	Socket    string        `json:"socket"`
+	Scan      ScanStatus    `json:"scan"`
+	Counts    Counts        `json:"counts"`
+	Network   *NetStatus    `json:"network,omitempty"`
+	Gossip    *GossipStatus `json:"gossip,omitempty"`
+	DBus      string        `json:"dbus"`               // "connected to system bus", "off", or the error
+	Problems  []string      `json:"problems,omitempty"` // one line each: things an admin should fix
 }
 
 // ScanStatus reports the local inventory's freshness.
@@ -57,6 +58,20 @@ type NetStatus struct {
 	Groups        []string          `json:"groups"`
 	Interfaces    []string          `json:"interfaces"`
 	Counters      map[string]uint64 `json:"counters"` // sent/received datagrams and bytes, every drop reason
+}
+
+// GossipStatus reports the gossip path (present when --join is given).
+type GossipStatus struct {
+	Keyed      bool              `json:"keyed"`
+	Profile    string            `json:"profile"`
+	Advertise  string            `json:"advertise"`
+	Join       []string          `json:"join"`
+	Joined     bool              `json:"joined"`      // a join succeeded once
+	Members    int               `json:"members"`     // alive and suspect, this node included
+	Suspect    int               `json:"suspect"`     // suspected of failure now
+	Health     int               `json:"health"`      // memberlist's awareness score: 0 is healthy, higher is worse
+	UDPBlocked bool              `json:"udp_blocked"` // UDP probes failed while TCP worked, within 2 minutes
+	Counters   map[string]uint64 `json:"counters"`    // joins, notices, fetches, every drop reason
 }
 
 // Localhost answers `localhost`.

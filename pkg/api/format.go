@@ -100,20 +100,36 @@ func WriteStatus(w io.Writer, s Status) {
 		}
 		fmt.Fprintf(w, "network: %s; groups %s; interfaces %s\n", auth,
 			Escape(strings.Join(n.Groups, " ")), cell(strings.Join(n.Interfaces, " ")))
-		keys := make([]string, 0, len(n.Counters))
-		for k, v := range n.Counters {
-			if v != 0 {
-				keys = append(keys, fmt.Sprintf("%s=%d", Escape(k), v))
-			}
+		if c := nonZero(n.Counters); c != "" {
+			fmt.Fprintf(w, "network counters: %s\n", c)
 		}
-		slices.Sort(keys)
-		if len(keys) > 0 {
-			fmt.Fprintf(w, "network counters: %s\n", strings.Join(keys, " "))
+	}
+	if g := s.Gossip; g != nil {
+		auth := "keyed (AES-GCM from the key file)"
+		if !g.Keyed {
+			auth = "UNAUTHENTICATED (--gossip-insecure)"
+		}
+		fmt.Fprintf(w, "gossip: %s; %d members, %d suspect; health %d; profile %s; advertise %s; join %s\n",
+			auth, g.Members, g.Suspect, g.Health, Escape(g.Profile), Escape(g.Advertise), cell(strings.Join(g.Join, " ")))
+		if c := nonZero(g.Counters); c != "" {
+			fmt.Fprintf(w, "gossip counters: %s\n", c)
 		}
 	}
 	for _, p := range s.Problems {
 		fmt.Fprintf(w, "problem: %s\n", Escape(p))
 	}
+}
+
+// nonZero lists the counters that are not zero as "name=value", sorted.
+func nonZero(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v != 0 {
+			keys = append(keys, fmt.Sprintf("%s=%d", Escape(k), v))
+		}
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, " ")
 }
 
 // WriteEvent prints one watch event as a line.

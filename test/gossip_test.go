@@ -1,0 +1,119 @@
+package test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/testutil"
+)
+
+// Gossip between subnets (issue 12, part 2): testutil.Routed with
+// multicast routing off, so only the gossip path crosses the router.
+
+const (
+	gossipKey = "1 0123456789abcdef0123456789abcdef\n"
+	// gossipWait bounds what the LAN profile takes to notice a killed
+	// member: suspicion (about 5 s at this size) plus a probe round or
+	// two, plus our 1 s tick.
+	gossipWait = 30 * time.Second
+)
+
+// gossipArgs are a gossip node's flags: join the other, keyed.
+func gossipArgs(key, join string, more ...string) []string {
+	a := []string{"--join", join}
+	if key != "" {
+		a = append(a, "--key-file", key)
+	}
+	return append(a, more...)
+}
+
+func gossipStatus(t *testing.T, d *testutil.Daemon) *api.GossipStatus {
+	t.Helper()
+	var st api.Status
+	if err := json.Unmarshal([]byte(d.MustCtl("status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Gossip
+}
+
+// TestGossipRelay: a1 and b1 gossip across the router; a2 speaks only
+// multicast on subnet A. b1 lists a2 with its own hostname (relayed by
+// a1), a disk attached on a2 shows on b1, and a2 goes offline on b1 when
+// a1, its only relay, is killed; b1 is offline on a2's side at once when
+// it stops cleanly.
+func TestGossipRelay(t *testing.T) {
+	testutil.RequiresTool(t, "losetup", "mkfs.ext4", "blkid")
+	nw := testutil.Routed(t, 2, 1)
+	a1, a2, b1 := nw.Subnets[0][0], nw.Subnets[0][1], nw.Subnets[1][0]
+	key := writeKeyFile(t, gossipKey)
+	dev := newLoopDev(t)
+	img := testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "GOSSIP_A2")
+
+	da1 := startOn(t, a1, nil, gossipArgs(key, b1.Addr4.String())...)
+	da2 := startOn(t, a2, []string{dev}, "--key-file", key)
+	db1 := startOn(t, b1, nil, gossipArgs(key, a1.Addr4.String())...)
+
+	testutil.Eventually(t, gossipWait, "a1 and b1 gossip", func() bool {
+		g := gossipStatus(t, db1)
+		return g != nil && g.Members == 2
+	})
+	testutil.Eventually(t, gossipWait, "a1 on b1 by gossip", func() bool {
+		p, ok := peerNamed(t, db1, "dkw-a1")
+		return ok && p.Online && p.Reach == "gossip"
+	})
+	testutil.Eventually(t, gossipWait, "a2 on b1 through a1", func() bool {
+		p, ok := peerNamed(t, db1, "dkw-a2")
+		return ok && p.Online && p.Reach == "gossip via dkw-a1"
+	})
+	losetup(t, dev, img)
+	testutil.Eventually(t, gossipWait, "GOSSIP_A2 listed on b1", func() bool {
+		g := find(listJSON(t, db1), "GOSSIP_A2")
+		return g != nil && g.Present && g.Host == "dkw-a2" && g.Device == dev
+	})
+	if p, _ := peerNamed(t, da1, "dkw-a2"); p.Reach != "multicast" {
+		t.Errorf("a2's reach on a1: %q, want multicast", p.Reach)
+	}
+	if !strings.Contains(db1.MustCtl("peers"), "gossip via dkw-a1") {
+		t.Errorf("peers on b1 does not say how a2 is reached:\n%s", db1.MustCtl("peers"))
+	}
+	// a2 itself does not hear b1 (no relay onto multicast here).
+	_ = da2
+
+	// Killed relay: a2 (and a1) go offline on b1 through failure detection.
+	if err := sigkill(da1); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, gossipWait, "a2 offline on b1", func() bool {
+		return !onlineOn(t, db1, "dkw-a2") && !onlineOn(t, db1, "dkw-a1")
+	})
+	if c := gossipStatus(t, db1).Counters; c["members_failed"] != 1 {
+		t.Errorf("b1's members_failed=%d, want 1 (a1 was killed)", c["members_failed"])
+	}
+	if g := find(listJSON(t, db1), "GOSSIP_A2"); g == nil || g.Present {
+		t.Errorf("GOSSIP_A2 on b1 after its relay died: %+v, want remembered, not present", g)
+	}
+}
+
+// TestGossipCleanStop: a member that stops cleanly (Leave) is offline on
+// the other subnet at once, not after failure detection.
+func TestGossipCleanStop(t *testing.T) {
+	nw := testutil.Routed(t, 1, 1)
+	a1, b1 := nw.Subnets[0][0], nw.Subnets[1][0]
+	key := writeKeyFile(t, gossipKey)
+	da1 := startOn(t, a1, nil, gossipArgs(key, b1.Addr4.String())...)
+	db1 := startOn(t, b1, nil, gossipArgs(key, a1.Addr4.String())...)
+	testutil.Eventually(t, gossipWait, "a1 on b1", func() bool { return onlineOn(t, db1, "dkw-a1") })
+	if err := da1.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, gossipWait, "a1 offline on b1", func() bool { return !onlineOn(t, db1, "dkw-a1") })
+	// Offline because it left, not because failure detection found it
+	// dead: the figure for "how soon" is BenchmarkGossipStop.
+	c := gossipStatus(t, db1).Counters
+	if c["members_left"] != 1 || c["members_failed"] != 0 {
+		t.Errorf("b1's counters: members_left=%d members_failed=%d, want 1 and 0", c["members_left"], c["members_failed"])
+	}
+}
