@@ -49,6 +49,9 @@ const (
 	requestsReceived
 	repliesSent
 	dropRequestStale
+	relaysSent
+	relaysApplied
+	relaysIgnored
 	numCounters
 )
 
@@ -89,6 +92,9 @@ var counterNames = [numCounters]string{
 	requestsReceived:   "requests_received",
 	repliesSent:        "replies_sent",
 	dropRequestStale:   "drop_request_stale", // a request's time too far from ours, or its ID reused
+	relaysSent:         "relays_sent",        // relayed announces (relay.go)
+	relaysApplied:      "relays_applied",
+	relaysIgnored:      "relays_ignored", // of a node we hear first hand
 }
 
 type counters struct {

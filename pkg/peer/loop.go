@@ -113,7 +113,8 @@ type loop struct {
 	ctx          context.Context // of run: requests acted on end with it
 	waiting      map[[wire.RequestIDSize]byte]waiter
 	served       map[[wire.RequestIDSize]byte]*served
-	busy         int // requests being acted on
+	busy         int        // requests being acted on
+	relay        relayState // relay.go
 
 	nextHeartbeat, nextCheck, nextExpire, nextRescan, wantDue time.Time
 }
@@ -503,6 +504,9 @@ func (l *loop) handle(in inbound) {
 	case wire.TypeReply:
 		l.touch(now, ps, false)
 		l.onReply(ps, p.Reply)
+	case wire.TypeRelay:
+		l.touch(now, ps, false)
+		l.onRelay(now, ps, p.Relay)
 	case wire.TypeGoodbye:
 		l.s.ctr.inc(goodbyesReceived)
 		ps.goodbye, ps.ended, ps.online, ps.wantAt = true, true, false, time.Time{}
@@ -822,6 +826,7 @@ func (l *loop) heartbeat(now time.Time) {
 	l.heartbeats++
 	l.send([][]byte{l.enc.Heartbeat(gen, hb)})
 	l.s.ctr.inc(heartbeatsSent)
+	l.relayRefresh()
 }
 
 func (l *loop) query(targets []wire.NodeID) {
@@ -926,6 +931,7 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 }
 
 func (l *loop) checkOffline(now time.Time) {
+	l.relayExpire(now)
 	for _, ps := range l.peers {
 		if !ps.online {
 			continue
