@@ -39,15 +39,15 @@ func gossipStatus(t *testing.T, d *testutil.Daemon) *api.GossipStatus {
 	return st.Gossip
 }
 
-// TestGossipRelay: a1 and b1 gossip across the router; a2 speaks only
-// multicast on subnet A. b1 lists a2 with its own hostname (relayed by
-// a1), a disk attached on a2 shows on b1, and a2 goes offline on b1 when
-// a1, its only relay, is killed; b1 is offline on a2's side at once when
-// it stops cleanly.
+// TestGossipRelay: a1 and b1 gossip across the router; a2 and b2 speak
+// only multicast, on subnets A and B. b1 and b2 list a2 with its own
+// hostname (relayed into gossip by a1, onto B's link by b1), a disk
+// attached on a2 shows on both, a2 lists b2 the same way, and a2 goes
+// offline on B when a1, its only relay, is killed.
 func TestGossipRelay(t *testing.T) {
 	testutil.RequiresTool(t, "losetup", "mkfs.ext4", "blkid")
-	nw := testutil.Routed(t, 2, 1)
-	a1, a2, b1 := nw.Subnets[0][0], nw.Subnets[0][1], nw.Subnets[1][0]
+	nw := testutil.Routed(t, 2, 2)
+	a1, a2, b1, b2 := nw.Subnets[0][0], nw.Subnets[0][1], nw.Subnets[1][0], nw.Subnets[1][1]
 	key := writeKeyFile(t, gossipKey)
 	dev := newLoopDev(t)
 	img := testutil.LoopImage(t, 32, "mkfs.ext4", "-q", "-L", "GOSSIP_A2")
@@ -55,6 +55,7 @@ func TestGossipRelay(t *testing.T) {
 	da1 := startOn(t, a1, nil, gossipArgs(key, b1.Addr4.String())...)
 	da2 := startOn(t, a2, []string{dev}, "--key-file", key)
 	db1 := startOn(t, b1, nil, gossipArgs(key, a1.Addr4.String())...)
+	db2 := startOn(t, b2, nil, "--key-file", key)
 
 	testutil.Eventually(t, gossipWait, "a1 and b1 gossip", func() bool {
 		g := gossipStatus(t, db1)
@@ -68,26 +69,39 @@ func TestGossipRelay(t *testing.T) {
 		p, ok := peerNamed(t, db1, "dkw-a2")
 		return ok && p.Online && p.Reach == "gossip via dkw-a1"
 	})
-	losetup(t, dev, img)
-	testutil.Eventually(t, gossipWait, "GOSSIP_A2 listed on b1", func() bool {
-		g := find(listJSON(t, db1), "GOSSIP_A2")
-		return g != nil && g.Present && g.Host == "dkw-a2" && g.Device == dev
+	testutil.Eventually(t, gossipWait, "a2 on b2 through b1", func() bool {
+		p, ok := peerNamed(t, db2, "dkw-a2")
+		return ok && p.Online && p.Reach == "multicast via dkw-b1"
 	})
-	if p, _ := peerNamed(t, da1, "dkw-a2"); p.Reach != "multicast" {
-		t.Errorf("a2's reach on a1: %q, want multicast", p.Reach)
+	testutil.Eventually(t, gossipWait, "b2 on a2 through a1", func() bool {
+		p, ok := peerNamed(t, da2, "dkw-b2")
+		return ok && p.Online && p.Reach == "multicast via dkw-a1"
+	})
+	losetup(t, dev, img)
+	for _, d := range []*testutil.Daemon{db1, db2} {
+		testutil.Eventually(t, gossipWait, "GOSSIP_A2 listed on subnet B", func() bool {
+			g := find(listJSON(t, d), "GOSSIP_A2")
+			return g != nil && g.Present && g.Host == "dkw-a2" && g.Device == dev
+		})
+	}
+	// No loop: b2 is not relayed back to B, nor a2 back to A.
+	for _, c := range []struct {
+		d    *testutil.Daemon
+		name string
+	}{{da1, "dkw-a2"}, {db1, "dkw-b2"}} {
+		if p, _ := peerNamed(t, c.d, c.name); p.Reach != "multicast" {
+			t.Errorf("%s's reach: %q, want multicast alone", c.name, p.Reach)
+		}
 	}
 	if !strings.Contains(db1.MustCtl("peers"), "gossip via dkw-a1") {
 		t.Errorf("peers on b1 does not say how a2 is reached:\n%s", db1.MustCtl("peers"))
 	}
-	// a2 itself does not hear b1 (no relay onto multicast here).
-	_ = da2
-
 	// Killed relay: a2 (and a1) go offline on b1 through failure detection.
 	if err := sigkill(da1); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, gossipWait, "a2 offline on b1", func() bool {
-		return !onlineOn(t, db1, "dkw-a2") && !onlineOn(t, db1, "dkw-a1")
+	testutil.Eventually(t, gossipWait, "a2 offline on subnet B", func() bool {
+		return !onlineOn(t, db1, "dkw-a2") && !onlineOn(t, db1, "dkw-a1") && !onlineOn(t, db2, "dkw-a2")
 	})
 	if c := gossipStatus(t, db1).Counters; c["members_failed"] != 1 {
 		t.Errorf("b1's members_failed=%d, want 1 (a1 was killed)", c["members_failed"])

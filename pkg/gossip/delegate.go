@@ -200,20 +200,20 @@ func (s *Service) applyFetch(r fetchRep) {
 		return
 	}
 	f := fact{origin: origin, name: r.Name, instance: r.Instance, gen: r.Gen, digest: dg}
-	s.mu.Lock()
-	_, heard := s.heard[origin]
-	ok := !heard && s.tab.fetched(f)
-	node := disk.Node{ID: origin, Name: r.Name, Addresses: s.addrsOf(origin)}
-	s.mu.Unlock()
-	if !ok {
-		s.ctr.inc(cFetchesStale)
-		return
-	}
 	ds := make([]disk.Disk, len(wd))
 	for i := range wd {
 		ds[i] = wd[i].ToDisk(origin, r.Name)
 	}
-	s.d.Store.ApplyPeer(node, ds)
+	// Applied under the lock, so whoever sees the table say "applied"
+	// (relayIn) finds these disks in the store.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, heard := s.heard[origin]
+	if heard || !s.tab.fetched(f) {
+		s.ctr.inc(cFetchesStale)
+		return
+	}
+	s.d.Store.ApplyPeer(disk.Node{ID: origin, Name: r.Name, Addresses: s.addrsOf(origin)}, ds)
 	s.ctr.inc(cFetchesApplied)
 }
 

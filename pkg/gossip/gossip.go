@@ -85,9 +85,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 func (c *Config) Enabled() bool { return len(c.Join) > 0 }
 
 // Multicast is what the gossip path needs of the multicast path: the peers
-// it hears directly, to relay them.
+// it hears directly, to relay them into the gossip network, and a way to
+// announce on its links the nodes learned by gossip.
 type Multicast interface {
 	Heard(ctx context.Context) ([]peer.Heard, error)
+	SetRelayed(ctx context.Context, rs []peer.Relayed) error
 }
 
 // Deps are the Service's dependencies.
@@ -106,17 +108,18 @@ type Deps struct {
 
 // Service is the gossip path of one daemon.
 type Service struct {
-	cfg      Config
-	d        Deps
-	log      *slog.Logger
-	self     disk.NodeID
-	ctr      counters
-	q        *memberlist.TransmitLimitedQueue
-	work     chan func()
-	stopped  chan struct{}
-	started  atomic.Bool
-	nMembers atomic.Int64
-	mlconfig *memberlist.Config
+	cfg        Config
+	d          Deps
+	log        *slog.Logger
+	self       disk.NodeID
+	ctr        counters
+	q          *memberlist.TransmitLimitedQueue
+	work       chan func()
+	stopped    chan struct{}
+	started    atomic.Bool
+	nMembers   atomic.Int64
+	mlconfig   *memberlist.Config
+	relayInSig string // what relayIn last handed over (tick goroutine only)
 
 	mu      sync.Mutex
 	ml      *memberlist.Memberlist
@@ -351,6 +354,7 @@ func (s *Service) Run(ctx context.Context) error {
 		case now := <-t.C:
 			s.maybeUpdateMeta()
 			s.relayOut(ctx)
+			s.relayIn(ctx)
 			s.fetchDue(now)
 			touch := now.Sub(lastTouch) >= touchEvery
 			if touch {
@@ -496,6 +500,44 @@ func (s *Service) relayOut(ctx context.Context) {
 		delete(s.relayed, id)
 		f.offline = true
 		s.queueNotice(f)
+	}
+}
+
+// relayIn hands the multicast path the nodes the gossip path vouches for
+// and the multicast path does not hear itself, with their inventories, to
+// announce on our links (only when that set or a generation changed).
+func (s *Service) relayIn(ctx context.Context) {
+	if s.d.Multicast == nil {
+		return
+	}
+	type want struct {
+		id        disk.NodeID
+		name      string
+		inst, gen uint64
+	}
+	var ws []want
+	s.mu.Lock()
+	for id, o := range s.tab.origins {
+		if _, heard := s.heard[id]; heard || !o.online() || !o.applied || o.missing() {
+			continue
+		}
+		ws = append(ws, want{id, o.name, o.appInstance, o.appGen})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(ws, func(a, b want) int { return compareID(a.id, b.id) })
+	sig := fmt.Sprint(ws)
+	if sig == s.relayInSig {
+		return
+	}
+	rs := make([]peer.Relayed, 0, len(ws))
+	for _, w := range ws {
+		disks := s.d.Store.Disks(func(d *disk.Disk) bool { return d.Node == w.id && d.Present })
+		rs = append(rs, peer.Relayed{ID: w.id, Name: w.name, Instance: w.inst, Generation: w.gen, Disks: disks})
+	}
+	c, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := s.d.Multicast.SetRelayed(c, rs); err == nil {
+		s.relayInSig = sig
 	}
 }
 
