@@ -1,12 +1,23 @@
 package test
 
 import (
+	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/gossip"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -129,5 +140,123 @@ func TestGossipCleanStop(t *testing.T) {
 	c := gossipStatus(t, db1).Counters
 	if c["members_left"] != 1 || c["members_failed"] != 0 {
 		t.Errorf("b1's counters: members_left=%d members_failed=%d, want 1 and 0", c["members_left"], c["members_failed"])
+	}
+}
+
+// TestGossipKeys: members keyed differently never gossip: no member, no
+// node, no disk crosses, and each side counts the other's packets as
+// undecryptable; an unkeyed member (--gossip-insecure) is refused the same
+// way; --join without a key is refused at start.
+func TestGossipKeys(t *testing.T) {
+	nw := testutil.Routed(t, 1, 2)
+	a1, b1, b2 := nw.Subnets[0][0], nw.Subnets[1][0], nw.Subnets[1][1]
+	key := writeKeyFile(t, gossipKey)
+	other := writeKeyFile(t, "1 fedcba9876543210fedcba9876543210\n")
+	da1 := startOn(t, a1, nil, gossipArgs(key, b1.Addr4.String())...)
+	db1 := startOn(t, b1, nil, gossipArgs(other, a1.Addr4.String())...)
+	db2 := startOn(t, b2, nil, gossipArgs("", a1.Addr4.String(), "--gossip-insecure")...)
+	testutil.Eventually(t, gossipWait, "a1 refusing both", func() bool {
+		return gossipStatus(t, da1).Counters["drop_decrypt"] >= 2 && gossipStatus(t, db1).Counters["drop_decrypt"] >= 1
+	})
+	// Three join attempts each, all refused.
+	testutil.Eventually(t, gossipWait, "three failed joins each", func() bool {
+		return gossipStatus(t, db1).Counters["joins_failed"] >= 3 && gossipStatus(t, db2).Counters["joins_failed"] >= 3
+	})
+	for _, d := range []*testutil.Daemon{da1, db1, db2} {
+		if g := gossipStatus(t, d); g.Members != 1 {
+			t.Errorf("a daemon has %d gossip members, want 1 (alone)", g.Members)
+		}
+	}
+	if _, ok := peerNamed(t, da1, "dkw-b1"); ok {
+		t.Error("a1 knows b1 (other key)")
+	}
+	if _, ok := peerNamed(t, da1, "dkw-b2"); ok {
+		t.Error("a1 knows b2 (no key)")
+	}
+	if _, ok := peerNamed(t, db1, "dkw-a1"); ok {
+		t.Error("b1 knows a1 (other key)")
+	}
+	st := status(t, db2)
+	if st.Gossip == nil || st.Gossip.Keyed || !slices.ContainsFunc(st.Problems, func(p string) bool { return strings.Contains(p, "UNAUTHENTICATED") }) {
+		t.Errorf("status of the unkeyed member does not say it is unauthenticated: %+v", st.Problems)
+	}
+
+	// --join without --key-file or --gossip-insecure: refused, with the way out.
+	diskd, _ := testutil.Binaries(t)
+	dir := t.TempDir()
+	out, err := exec.Command("unshare", "--net", "--", diskd, "--config", "/dev/null", "--state-dir", dir,
+		"--socket", filepath.Join(dir, "s"), "--dbus", "off", "--join", "10.0.0.1").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--gossip-insecure") {
+		t.Errorf("diskd --join without a key: err %v, output %s; want a refusal naming --gossip-insecure", err, out)
+	}
+}
+
+// TestGossipStrangers: a bare UDP flood and a memberlist agent that is not
+// diskd (no label, no key: a stray Serf/Consul) on the gossip port are
+// dropped and counted; the agent never becomes a member.
+func TestGossipStrangers(t *testing.T) {
+	nw := testutil.Routed(t, 1, 1)
+	a1, b1 := nw.Subnets[0][0], nw.Subnets[1][0]
+	key := writeKeyFile(t, gossipKey)
+	da1 := startOn(t, a1, nil, gossipArgs(key, b1.Addr4.String())...)
+	target := netip.AddrPortFrom(a1.Addr4, gossip.DefaultPort)
+
+	const flood = 2000
+	err := b1.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		buf := make([]byte, 512)
+		for i := range flood {
+			_, _ = rand.Read(buf)
+			buf[0] = byte(i) // mostly not memberlist's label byte
+			if _, err := c.Write(buf[:64+i%448]); err != nil {
+				return err
+			}
+			if i%200 == 0 {
+				time.Sleep(5 * time.Millisecond) // let the receiver keep up: counted, not lost in the socket buffer
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, gossipWait, "the flood counted", func() bool {
+		c := gossipStatus(t, da1).Counters
+		return c["drop_label"]+c["drop_malformed"]+c["drop_decrypt"] >= flood/2
+	})
+
+	// A stray memberlist agent: default config, no label, no key.
+	before := gossipStatus(t, da1).Counters["drop_label"]
+	var ml *memberlist.Memberlist
+	err = b1.Do(func() error {
+		conf := memberlist.DefaultLANConfig()
+		conf.Name, conf.BindAddr, conf.BindPort = "stray-serf", b1.Addr4.String(), 7946
+		conf.LogOutput = io.Discard
+		m, err := memberlist.Create(conf)
+		if err != nil {
+			return err
+		}
+		ml = m
+		_, jerr := m.Join([]string{target.String()})
+		if jerr == nil {
+			return errors.New("the stray agent joined diskd's gossip")
+		}
+		return nil
+	})
+	if ml != nil {
+		t.Cleanup(func() { _ = ml.Shutdown() })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, gossipWait, "the stray agent's stream counted", func() bool {
+		return gossipStatus(t, da1).Counters["drop_label"] > before
+	})
+	if g := gossipStatus(t, da1); g.Members != 1 {
+		t.Errorf("a1 has %d members, want 1", g.Members)
 	}
 }
