@@ -120,6 +120,7 @@ type Service struct {
 	nMembers   atomic.Int64
 	mlconfig   *memberlist.Config
 	relayInSig string // what relayIn last handed over (tick goroutine only)
+	tr         *countingTransport
 
 	mu      sync.Mutex
 	ml      *memberlist.Memberlist
@@ -281,9 +282,17 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer close(s.stopped)
 	s.refreshMeta()
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{s.cfg.Bind}, BindPort: s.cfg.Port, Logger: s.mlconfig.Logger})
+	if err != nil {
+		return fmt.Errorf("gossip: listen on %s: %w", net.JoinHostPort(s.cfg.Bind, strconv.Itoa(s.cfg.Port)), err)
+	}
+	s.tr = &countingTransport{NetTransport: nt}
+	s.mlconfig.Transport = s.tr
 	ml, err := memberlist.Create(s.mlconfig)
 	if err != nil {
-		return fmt.Errorf("gossip: listen on %s:%d: %w", s.cfg.Bind, s.cfg.Port, err)
+		_ = nt.Shutdown()
+		return fmt.Errorf("gossip: %w", err)
 	}
 	s.mu.Lock()
 	s.ml = ml
@@ -700,6 +709,10 @@ func (s *Service) Status() Status {
 		}
 		st.Health = ml.GetHealthScore()
 		st.Counters["queued_notices"] = uint64(s.q.NumQueued())
+		st.Counters["sent_packets"] = s.tr.packets.Load()
+		st.Counters["sent_packet_bytes"] = s.tr.packetBytes.Load()
+		st.Counters["sent_streams"] = s.tr.streams.Load()
+		st.Counters["sent_stream_bytes"] = s.tr.streamBytes.Load()
 	}
 	return st
 }
