@@ -143,6 +143,12 @@ func (s *Service) takeFact(f fact, fromMeta bool) bool {
 	if off {
 		s.d.Store.SetPeerOffline(f.origin)
 	}
+	if news && !f.offline {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
 	return news
 }
 

@@ -115,6 +115,7 @@ type Service struct {
 	ctr        counters
 	q          *memberlist.TransmitLimitedQueue
 	work       chan func()
+	kick       chan struct{} // news arrived: fetch now rather than at the next tick
 	stopped    chan struct{}
 	started    atomic.Bool
 	nMembers   atomic.Int64
@@ -214,6 +215,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, d: d, self: self,
 		log:     d.Logger.With("component", "gossip"),
 		work:    make(chan func(), workQueue),
+		kick:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 		tab:     newTable(self, MaxStateNodes),
 		members: make(map[disk.NodeID]*memberlist.Node),
@@ -360,6 +362,10 @@ func (s *Service) Run(ctx context.Context) error {
 				}
 			}
 			s.maybeUpdateMeta()
+			s.relayOut(ctx)
+			s.relayIn(ctx)
+		case <-s.kick:
+			s.fetchDue(time.Now())
 		case now := <-t.C:
 			s.maybeUpdateMeta()
 			s.relayOut(ctx)
