@@ -45,9 +45,10 @@ type Config struct {
 	// Network is the peer network ([network] in the file). Both families
 	// off means this node neither announces nor listens.
 	Network peer.Config `toml:"network"`
-	// Gossip is the gossip path ([gossip] in the file), on when join is
-	// not empty. It is keyed with network.key_file.
-	Gossip gossip.Config `toml:"gossip"`
+	// The gossip path, on when join is not empty; keyed with
+	// network.key_file. Its keys (join, gossip_port, ...) are top-level,
+	// named as the flags are.
+	gossip.Config
 }
 
 // Duration is a time.Duration written as "15s" in the config file.
@@ -77,7 +78,7 @@ func defaultConfig() Config {
 		LogLevel:     "info",
 		IdleTimeout:  Duration{5 * time.Minute},
 		Network:      peer.DefaultConfig(),
-		Gossip:       gossip.DefaultConfig(),
+		Config:       gossip.DefaultConfig(),
 		// Empty rather than nil, so --print-config shows every key.
 		Devices:      []string{},
 		Exclude:      []string{},
@@ -145,7 +146,7 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringArrayVar(&c.MountAllow, "mount-allow", c.MountAllow, "allow mounting (read-only) disks whose label or UUID matches this glob, on request (repeatable)")
 	fs.StringArrayVar(&c.MountAllowRW, "mount-allow-rw", c.MountAllowRW, "allow mounting read-write, when asked with --rw, disks whose label or UUID matches this glob (repeatable)")
 	c.Network.AddFlags(fs)
-	c.Gossip.AddFlags(fs)
+	c.Config.AddFlags(fs)
 }
 
 // writeConfig prints c as a config file (--print-config).

@@ -114,7 +114,7 @@ func run(ctx context.Context, cfg Config) error {
 	} else {
 		log.Info("peer network off (--ipv4=false --ipv6=false): this node neither announces nor listens")
 	}
-	if cfg.Gossip.Enabled() {
+	if cfg.Config.Enabled() {
 		if be.gossip, err = newGossip(cfg, st, be.net, log); err != nil {
 			return err
 		}
@@ -255,5 +255,5 @@ func newGossip(cfg Config, st *store.Store, mc *peer.Service, log *slog.Logger) 
 	if mc != nil {
 		d.Multicast = mc
 	}
-	return gossip.New(cfg.Gossip, d)
+	return gossip.New(cfg.Config, d)
 }

@@ -48,22 +48,23 @@ const (
 	keyInfo = "diskd gossip v1"
 )
 
-// Config configures the gossip path ([gossip] in the config file).
+// Config configures the gossip path. Its keys sit at the top of the config
+// file, named as the flags are.
 type Config struct {
 	// Join lists members to join, HOST or HOST:PORT (HOST alone means the
 	// gossip port). Gossip is on when it is not empty.
 	Join []string `toml:"join"`
 	// Port is the gossip port, TCP and UDP.
-	Port int `toml:"port"`
+	Port int `toml:"gossip_port"`
 	// Bind is the address to listen on.
-	Bind string `toml:"bind"`
+	Bind string `toml:"gossip_bind"`
 	// Advertise is the address (IP or IP:PORT) others reach us at, when
 	// not the first private address (multi-homed hosts, NAT).
 	Advertise string `toml:"advertise"`
 	// Profile is memberlist's timing: lan or wan.
-	Profile string `toml:"profile"`
+	Profile string `toml:"gossip_profile"`
 	// Insecure allows gossip without a key file.
-	Insecure bool `toml:"insecure"`
+	Insecure bool `toml:"gossip_insecure"`
 }
 
 // DefaultConfig returns the defaults.
