@@ -120,6 +120,7 @@ type Service struct {
 	stopped    chan struct{}
 	started    atomic.Bool
 	nMembers   atomic.Int64
+	killed     atomic.Bool // kill was called (benchmarks)
 	mlconfig   *memberlist.Config
 	relayInSig string // what relayIn last handed over (tick goroutine only)
 	tr         *countingTransport
@@ -341,6 +342,11 @@ func (s *Service) Run(ctx context.Context) error {
 			// know we left rather than failed.
 			_, _, name := s.ourMeta()
 			s.queueNotice(fact{origin: s.self, via: s.self, name: clip(name), instance: s.d.Instance, gen: gen, digest: dg, offline: true})
+			if s.killed.Load() {
+				stopWork()
+				wg.Wait()
+				return nil
+			}
 			if err := ml.Leave(leaveFor); err != nil {
 				s.log.Info("leave", "err", err)
 			}
@@ -679,6 +685,13 @@ func (s *Service) addrsOf(id disk.NodeID) []string {
 		return []string{n.Addr.String()}
 	}
 	return nil
+}
+
+// kill stops the member at once, without leaving, as a crash would: for
+// benchmarks of failure detection.
+func (s *Service) kill() {
+	s.killed.Store(true)
+	_ = s.ml.Shutdown()
 }
 
 // Status is the gossip path's self-report (api.GossipStatus's fields).

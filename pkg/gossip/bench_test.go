@@ -1,0 +1,159 @@
+package gossip
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/store"
+	"github.com/diskd/diskd/pkg/wire"
+)
+
+// BenchmarkScale runs N gossip services in one process on 127.0.0.1
+// (memberlist's own UDP/TCP transport, LAN profile, keyed), each with its
+// own store and 2 disks, all started at once, the first joining the
+// second and every other joining the first. It reports the time until
+// every store lists all 2N disks, what each node sends per second when
+// idle (packets and bytes, UDP and TCP), and how long until every other
+// node shows a node offline after its memberlist stopped without leaving
+// (a kill). N=1000 runs when DISKD_BENCH_1000=1 (minutes on 2 cores).
+func BenchmarkScale(b *testing.B) {
+	sizes := []int{50, 200}
+	if os.Getenv("DISKD_BENCH_1000") == "1" {
+		sizes = append(sizes, 1000)
+	}
+	for _, n := range sizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) { benchScale(b, n) })
+	}
+}
+
+func freePorts(b *testing.B, n int) []int {
+	var ports []int
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for len(ports) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		held = append(held, l)
+		p := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		u.Close()
+		ports = append(ports, p)
+	}
+	return ports
+}
+
+func benchScale(b *testing.B, n int) {
+	keys, err := wire.ParseKeys(strings.NewReader("1 0123456789abcdef0123456789abcdef\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ports := freePorts(b, n)
+	svcs := make([]*Service, n)
+	stores := make([]*store.Store, n)
+	for i := range n {
+		raw := make([]byte, 16)
+		_, _ = rand.Read(raw)
+		st := store.New(store.Options{Local: disk.Node{ID: disk.NodeID(hex.EncodeToString(raw)), Name: fmt.Sprintf("n%d", i)}})
+		st.SetLocal([]disk.Disk{
+			{Name: "sda", Device: "/dev/sda", UUID: fmt.Sprintf("%08x-a", i), Type: "ext4", Size: 1 << 30},
+			{Name: "sdb", Device: "/dev/sdb", UUID: fmt.Sprintf("%08x-b", i), Type: "xfs", Size: 1 << 31},
+		})
+		join := ports[0]
+		if i == 0 {
+			join = ports[1]
+		}
+		cfg := Config{Join: []string{"127.0.0.1:" + strconv.Itoa(join)}, Port: ports[i], Bind: "127.0.0.1",
+			Advertise: "127.0.0.1:" + strconv.Itoa(ports[i]), Profile: "lan"}
+		s, err := New(cfg, Deps{Store: st, Keys: keys, Interval: 10 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		svcs[i], stores[i] = s, st
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	t0 := time.Now()
+	for _, s := range svcs {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = s.Run(ctx) }()
+	}
+	want := 2 * n
+	for {
+		done := 0
+		for _, st := range stores {
+			if st.Counts().DisksPresent == want {
+				done++
+			}
+		}
+		if done == n {
+			break
+		}
+		if time.Since(t0) > 10*time.Minute {
+			b.Fatalf("%d of %d nodes list every disk after 10 min", done, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.ReportMetric(time.Since(t0).Seconds(), "converged-s")
+
+	sample := func() (pkts, bytes float64) {
+		for _, s := range svcs {
+			pkts += float64(s.tr.packets.Load() + s.tr.streams.Load())
+			bytes += float64(s.tr.packetBytes.Load() + s.tr.streamBytes.Load())
+		}
+		return
+	}
+	time.Sleep(5 * time.Second)
+	p0, b0 := sample()
+	const idle = 30 * time.Second
+	time.Sleep(idle)
+	p1, b1 := sample()
+	b.ReportMetric((p1-p0)/float64(n)/idle.Seconds(), "idle-pkts/node/s")
+	b.ReportMetric((b1-b0)/float64(n)/idle.Seconds(), "idle-B/node/s")
+
+	// A kill: the victim's memberlist stops without leaving.
+	victim := svcs[n-1]
+	vid := stores[n-1].LocalNode().ID
+	victim.kill()
+	t1 := time.Now()
+	var first time.Duration
+	for {
+		off := 0
+		for _, st := range stores[:n-1] {
+			if nd, ok := st.Node(vid); ok && !nd.Online {
+				off++
+			}
+		}
+		if off > 0 && first == 0 {
+			first = time.Since(t1)
+		}
+		if off == n-1 {
+			break
+		}
+		if time.Since(t1) > 5*time.Minute {
+			b.Fatalf("victim offline on %d of %d after 5 min", off, n-1)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.ReportMetric(first.Seconds(), "kill-first-s")
+	b.ReportMetric(time.Since(t1).Seconds(), "kill-all-s")
+}
