@@ -98,15 +98,35 @@ func benchScale(b *testing.B, n int) {
 		go func() { defer wg.Done(); _ = s.Run(ctx) }()
 	}
 	want := 2 * n
+	var members time.Duration
+	lastLog := time.Now()
 	for {
-		done := 0
-		for _, st := range stores {
+		done, joined := 0, 0
+		for i, st := range stores {
 			if st.Counts().DisksPresent == want {
 				done++
 			}
+			if svcs[i].numMembers() == n {
+				joined++
+			}
+		}
+		if joined == n && members == 0 {
+			members = time.Since(t0)
 		}
 		if done == n {
 			break
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			lastLog = time.Now()
+			sum := map[string]uint64{}
+			for _, sv := range svcs {
+				for k, v := range sv.ctr.snapshot() {
+					sum[k] += v
+				}
+			}
+			b.Logf("%v: %d of %d nodes see every member, %d list every disk; fetches sent %d served %d applied %d stale %d failed %d, work full %d",
+				time.Since(t0).Round(time.Second), joined, n, done, sum[cFetchesSent], sum[cFetchesServed], sum[cFetchesApplied],
+				sum[cFetchesStale], sum[cFetchFailed], sum[cDropWorkFull])
 		}
 		if time.Since(t0) > 10*time.Minute {
 			b.Fatalf("%d of %d nodes list every disk after 10 min", done, n)
@@ -114,6 +134,7 @@ func benchScale(b *testing.B, n int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	b.ReportMetric(time.Since(t0).Seconds(), "converged-s")
+	b.ReportMetric(members.Seconds(), "all-members-s")
 
 	sample := func() (pkts, bytes float64) {
 		for _, s := range svcs {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -111,7 +112,13 @@ func (d *delegate) NotifyMsg(b []byte) {
 			s.ctr.inc(cDropBadMsg)
 			return
 		}
-		s.submit(func() { s.applyFetch(r) })
+		// Replies have their own queue: under load they must not wait
+		// behind the requests they answer.
+		select {
+		case s.replies <- func() { s.applyFetch(r) }:
+		default:
+			s.ctr.inc(cDropWorkFull)
+		}
 	default:
 		s.ctr.inc(cDropBadMsg)
 	}
@@ -167,8 +174,14 @@ func (s *Service) serveFetch(r fetchReq) {
 	relay, relayed := s.relayed[origin]
 	s.mu.Unlock()
 	if to == nil {
-		s.ctr.inc(cDropNotMember)
-		return
+		// Not a member to us yet: reply to the address it gives (the
+		// request came over the keyed channel, so it holds the key).
+		ip := net.IP(r.Addr)
+		if (len(r.Addr) != 4 && len(r.Addr) != 16) || r.Port == 0 || ip.IsUnspecified() || ip.IsMulticast() {
+			s.ctr.inc(cDropNotMember)
+			return
+		}
+		to = &memberlist.Node{Name: string(from), Addr: ip, Port: r.Port}
 	}
 	switch {
 	case origin == s.self:
@@ -214,13 +227,26 @@ func (s *Service) applyFetch(r fetchRep) {
 	// (relayIn) finds these disks in the store.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, heard := s.heard[origin]
-	if heard || !s.tab.fetched(f) {
+	if !s.applyLocked(f, ds) {
 		s.ctr.inc(cFetchesStale)
 		return
 	}
-	s.d.Store.ApplyPeer(disk.Node{ID: origin, Name: r.Name, Addresses: s.addrsOf(origin)}, ds)
 	s.ctr.inc(cFetchesApplied)
+	select { // room for the next fetch
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// applyLocked puts an origin's inventory in the store if the table takes
+// it and the multicast path does not hear the origin. s.mu is held.
+func (s *Service) applyLocked(f fact, ds []disk.Disk) bool {
+	if _, heard := s.heard[f.origin]; heard || !s.tab.fetched(f) {
+		return false
+	}
+	s.tab.keep(f, ds)
+	s.d.Store.ApplyPeer(disk.Node{ID: f.origin, Name: f.name, Addresses: s.addrsOf(f.origin)}, ds)
+	return true
 }
 
 func (e *events) member(n *memberlist.Node) {
@@ -309,6 +335,7 @@ const (
 	cFetchesServed      = "fetches_served"
 	cFetchesApplied     = "fetches_applied"
 	cFetchesStale       = "fetches_stale"
+	cFetchesCached      = "fetches_from_cache" // a node back at the generation we had
 	cFetchFailed        = "fetches_failed"
 	cUDPProbeFailed     = "udp_probe_failed_tcp_ok"
 	cDropLabel          = "drop_label"
@@ -321,7 +348,7 @@ const (
 )
 
 var counterNames = []string{cJoins, cJoinsFailed, cMembersLeft, cMembersFailed, cMetaUpdates, cNoticesQueued, cNoticesReceived,
-	cNoticesRebroadcast, cRelayedOut, cFetchesSent, cFetchesServed, cFetchesApplied, cFetchesStale, cFetchFailed,
+	cNoticesRebroadcast, cRelayedOut, cFetchesSent, cFetchesServed, cFetchesApplied, cFetchesStale, cFetchesCached, cFetchFailed,
 	cUDPProbeFailed, cDropLabel, cDropDecrypt, cDropMalformed, cDropBadMsg, cDropBadMeta, cDropNotMember, cDropWorkFull}
 
 type counters struct {

@@ -117,6 +117,9 @@ type Service struct {
 	q          *memberlist.TransmitLimitedQueue
 	work       chan func()
 	kick       chan struct{} // news arrived: fetch now rather than at the next tick
+	replies    chan func()   // fetched inventories to apply, in order
+	selfAddr   []byte        // our advertised gossip address (under mu)
+	selfPort   uint16
 	stopped    chan struct{}
 	started    atomic.Bool
 	nMembers   atomic.Int64
@@ -218,6 +221,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		log:     d.Logger.With("component", "gossip"),
 		work:    make(chan func(), workQueue),
 		kick:    make(chan struct{}, 1),
+		replies: make(chan func(), workQueue),
 		stopped: make(chan struct{}),
 		tab:     newTable(self, MaxStateNodes),
 		members: make(map[disk.NodeID]*memberlist.Node),
@@ -298,16 +302,29 @@ func (s *Service) Run(ctx context.Context) error {
 		_ = nt.Shutdown()
 		return fmt.Errorf("gossip: %w", err)
 	}
+	ln := ml.LocalNode()
 	s.mu.Lock()
 	s.ml = ml
+	s.selfAddr, s.selfPort = slices.Clone([]byte(ln.Addr)), ln.Port
 	s.mu.Unlock()
-	ln := ml.LocalNode()
 	s.log.Info("gossip up", "bind", net.JoinHostPort(s.cfg.Bind, strconv.Itoa(s.cfg.Port)),
 		"advertise", net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port))),
 		"profile", s.cfg.Profile, "keyed", s.d.Keys != nil, "join", s.cfg.Join)
 
 	var wg sync.WaitGroup
 	wctx, stopWork := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case fn := <-s.replies:
+				fn()
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -590,11 +607,16 @@ func (s *Service) fetchDue(now time.Time) {
 	fs := s.tab.wants(now)
 	var sends []func()
 	for _, f := range fs {
+		if disks, ff, ok := s.tab.cached(f.origin); ok {
+			s.applyLocked(ff, disks) // back with what we had: no fetch
+			s.ctr.inc(cFetchesCached)
+			continue
+		}
 		n := s.members[f.from]
 		if _, heard := s.heard[f.origin]; n == nil || heard {
 			continue // the multicast path has it first hand
 		}
-		msg := encode(msgFetchReq, fetchReq{Origin: idBytes(f.origin), From: idBytes(s.self)})
+		msg := encode(msgFetchReq, fetchReq{Origin: idBytes(f.origin), From: idBytes(s.self), Addr: s.selfAddr, Port: s.selfPort})
 		sends = append(sends, func() {
 			if err := s.ml.SendReliable(n, msg); err != nil {
 				s.ctr.inc(cFetchFailed)

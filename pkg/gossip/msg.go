@@ -80,6 +80,10 @@ type state struct {
 type fetchReq struct {
 	Origin []byte `cbor:"1,keyasint"`
 	From   []byte `cbor:"2,keyasint"` // the asker's node ID, to reply to
+	// The asker's gossip address, for a server that does not list the
+	// asker as a member yet (membership still spreading).
+	Addr []byte `cbor:"3,keyasint,omitempty"`
+	Port uint16 `cbor:"4,keyasint,omitempty"`
 }
 
 type fetchRep struct {

@@ -35,9 +35,16 @@ type origin struct {
 	applied             bool
 	appInstance, appGen uint64
 	appDigest           wire.Digest
-	fetchAt             time.Time // a fetch in flight since then
-	fetchFrom           disk.NodeID
-	fetchTries          int
+	// The inventory last applied, kept while the origin is offline: a
+	// member that flaps (suspected under load, then refuted) comes back
+	// with the same generation, which is then applied again from here
+	// instead of fetched.
+	cache                   []disk.Disk
+	cacheInstance, cacheGen uint64
+	cacheDigest             wire.Digest
+	fetchAt                 time.Time // a fetch in flight since then
+	fetchFrom               disk.NodeID
+	fetchTries              int
 }
 
 func newTable(self disk.NodeID, max int) *table {
@@ -131,23 +138,56 @@ type fetch struct {
 	origin, from disk.NodeID
 }
 
-// fetchRetry is how long a fetch may stay unanswered before it is asked
-// again (of the next member vouching for the origin).
-const fetchRetry = 5 * time.Second
+// fetchRetry is how long a first fetch may stay unanswered before it is
+// asked again (of the next member vouching for the origin); each retry
+// waits twice as long, up to fetchRetryMax, so a loaded network is not
+// flooded with repeats.
+const (
+	fetchRetry    = 5 * time.Second
+	fetchRetryMax = 30 * time.Second
+	// maxInFlight bounds the fetches a node has outstanding: a node that
+	// joins a large network asks for the inventories a few at a time.
+	maxInFlight = 16
+)
 
-// wants returns the fetches due at now and marks them in flight. The
-// origin itself is asked when it is a member; otherwise its relays in
-// turn.
+func (o *origin) retryAfter() time.Duration {
+	d := fetchRetry
+	for i := 1; i < o.fetchTries && d < fetchRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, fetchRetryMax)
+}
+
+// wants returns the fetches due at now, at most maxInFlight outstanding,
+// and marks them in flight. The origin itself is asked when it is a
+// member; otherwise its relays in turn.
 func (t *table) wants(now time.Time) []fetch {
 	var out []fetch
+	var due []*origin
+	inFlight := 0
 	for _, o := range t.origins {
 		if !o.online() || !o.missing() {
 			o.fetchAt, o.fetchTries = time.Time{}, 0
 			continue
 		}
-		if !o.fetchAt.IsZero() && now.Sub(o.fetchAt) < fetchRetry {
+		if !o.fetchAt.IsZero() && now.Sub(o.fetchAt) < o.retryAfter() {
+			inFlight++
 			continue
 		}
+		due = append(due, o)
+	}
+	// Oldest request first, then by ID, so every origin gets its turn.
+	slices.SortFunc(due, func(a, b *origin) int {
+		if c := a.fetchAt.Compare(b.fetchAt); c != 0 {
+			return c
+		}
+		return compareID(a.id, b.id)
+	})
+	for _, o := range due {
+		if inFlight >= maxInFlight {
+			break
+		}
+		inFlight++
 		from := o.id
 		if !o.vias[o.id] {
 			vs := slices.Sorted(maps.Keys(o.vias))
@@ -169,6 +209,23 @@ func compareID(a, b disk.NodeID) int {
 		return 1
 	}
 	return 0
+}
+
+// cached returns the inventory last applied for id if it is the
+// generation the origin is at now.
+func (t *table) cached(id disk.NodeID) ([]disk.Disk, fact, bool) {
+	o := t.origins[id]
+	if o == nil || o.cache == nil || o.cacheInstance != o.instance || o.cacheGen != o.gen || o.cacheDigest != o.digest {
+		return nil, fact{}, false
+	}
+	return o.cache, fact{origin: id, name: o.name, instance: o.instance, gen: o.gen, digest: o.digest}, true
+}
+
+// keep remembers disks as f's origin's applied inventory.
+func (t *table) keep(f fact, disks []disk.Disk) {
+	if o := t.origins[f.origin]; o != nil {
+		o.cache, o.cacheInstance, o.cacheGen, o.cacheDigest = disks, f.instance, f.gen, f.digest
+	}
 }
 
 // fetched records an inventory received for f's origin at f's instance
