@@ -200,6 +200,8 @@ func TestGossipStrangers(t *testing.T) {
 	key := writeKeyFile(t, gossipKey)
 	da1 := startOn(t, a1, nil, gossipArgs(key, b1.Addr4.String())...)
 	target := netip.AddrPortFrom(a1.Addr4, gossip.DefaultPort)
+	// The gossip port opens after the first scan: wait for it.
+	testutil.Eventually(t, gossipWait, "a1's gossip port open", func() bool { return gossipStatus(t, da1).Advertise != "" })
 
 	const flood = 2000
 	err := b1.Do(func() error {
