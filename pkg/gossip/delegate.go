@@ -130,8 +130,18 @@ func (d *delegate) NotifyMsg(b []byte) {
 func (s *Service) takeFact(f fact, fromMeta bool) bool {
 	s.mu.Lock()
 	if _, ok := s.members[f.via]; !ok && !fromMeta {
+		// A notice can outrun the alive message of the member it names:
+		// keep it until that member joins (bounded), then take it.
+		if s.nPending >= maxPending {
+			// Full of notices naming members that never came: start over.
+			s.ctr.add(cDropNotMember, uint64(s.nPending))
+			clear(s.pending)
+			s.nPending = 0
+		}
+		s.pending[f.via] = append(s.pending[f.via], f)
+		s.nPending++
+		s.ctr.inc(cNoticesPending)
 		s.mu.Unlock()
-		s.ctr.inc(cDropNotMember)
 		return false
 	}
 	if f.offline && f.origin == f.via && f.origin != s.self {
@@ -273,8 +283,28 @@ func (e *events) member(n *memberlist.Node) {
 	s.nMembers.Store(int64(len(s.members)))
 	s.mu.Unlock()
 	s.takeFact(f, true)
+	s.mu.Lock()
+	waiting := s.pending[id]
+	delete(s.pending, id)
+	s.nPending -= len(waiting)
+	s.mu.Unlock()
+	for _, pf := range waiting {
+		s.takeFact(pf, false)
+	}
 	if !known {
 		s.log.Info("member joined", "member", f.name, "id", id, "addr", n.Addr)
+		// Notices sent before it joined may never reach it (a notice is
+		// sent a bounded number of times): say again what we relay.
+		// Push/pull would repair it too, but only after its period.
+		s.mu.Lock()
+		facts := make([]fact, 0, len(s.relayed))
+		for _, rf := range s.relayed {
+			facts = append(facts, rf)
+		}
+		s.mu.Unlock()
+		for _, rf := range facts {
+			s.queueNotice(rf)
+		}
 	}
 }
 
@@ -293,6 +323,8 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	}
 	delete(s.members, id)
 	s.nMembers.Store(int64(len(s.members)))
+	s.nPending -= len(s.pending[id])
+	delete(s.pending, id)
 	gone := s.tab.memberGone(id)
 	var off []disk.NodeID
 	for _, o := range gone {
@@ -344,12 +376,13 @@ const (
 	cDropBadMsg         = "drop_bad_message"
 	cDropBadMeta        = "drop_bad_meta"
 	cDropNotMember      = "drop_not_member"
+	cNoticesPending     = "notices_pending" // held until the member they name joins
 	cDropWorkFull       = "drop_work_full"
 )
 
 var counterNames = []string{cJoins, cJoinsFailed, cMembersLeft, cMembersFailed, cMetaUpdates, cNoticesQueued, cNoticesReceived,
 	cNoticesRebroadcast, cRelayedOut, cFetchesSent, cFetchesServed, cFetchesApplied, cFetchesStale, cFetchesCached, cFetchFailed,
-	cUDPProbeFailed, cDropLabel, cDropDecrypt, cDropMalformed, cDropBadMsg, cDropBadMeta, cDropNotMember, cDropWorkFull}
+	cUDPProbeFailed, cDropLabel, cDropDecrypt, cDropMalformed, cDropBadMsg, cDropBadMeta, cDropNotMember, cNoticesPending, cDropWorkFull}
 
 type counters struct {
 	m      map[string]*atomic.Uint64
@@ -365,8 +398,9 @@ func (c *counters) init() {
 	c.limits = make(map[string]time.Time)
 }
 
-func (c *counters) inc(n string)        { c.m[n].Add(1) }
-func (c *counters) get(n string) uint64 { return c.m[n].Load() }
+func (c *counters) inc(n string)           { c.m[n].Add(1) }
+func (c *counters) add(n string, v uint64) { c.m[n].Add(v) }
+func (c *counters) get(n string) uint64    { return c.m[n].Load() }
 
 func (c *counters) snapshot() map[string]uint64 {
 	out := make(map[string]uint64, len(c.m)+1)

@@ -128,23 +128,26 @@ type Service struct {
 	relayInSig string // what relayIn last handed over (tick goroutine only)
 	tr         *countingTransport
 
-	mu      sync.Mutex
-	ml      *memberlist.Memberlist
-	tab     *table
-	members map[disk.NodeID]*memberlist.Node // alive or suspect
-	relayed map[disk.NodeID]fact             // what we say of the nodes we relay
-	heard   map[disk.NodeID]peer.Heard       // the multicast path's peers, last poll
-	metaGen uint64                           // our generation in our meta
-	metaDig wire.Digest
-	joined  bool
-	lastUDP time.Time // last "UDP probes failed, TCP worked" from memberlist
-	leaving bool
-	byes    map[disk.NodeID]bool // members that said they leave
+	mu       sync.Mutex
+	ml       *memberlist.Memberlist
+	tab      *table
+	members  map[disk.NodeID]*memberlist.Node // alive or suspect
+	relayed  map[disk.NodeID]fact             // what we say of the nodes we relay
+	heard    map[disk.NodeID]peer.Heard       // the multicast path's peers, last poll
+	metaGen  uint64                           // our generation in our meta
+	metaDig  wire.Digest
+	joined   bool
+	lastUDP  time.Time // last "UDP probes failed, TCP worked" from memberlist
+	leaving  bool
+	byes     map[disk.NodeID]bool   // members that said they leave
+	pending  map[disk.NodeID][]fact // notices naming a member not joined yet
+	nPending int
 }
 
 // Queue bounds.
 const (
 	maxQueue    = 4096 // notices waiting to be sent (Serf's MaxQueueDepth)
+	maxPending  = 1024 // notices held for a member not joined yet
 	workQueue   = 1024
 	workers     = 4
 	tick        = time.Second
@@ -228,6 +231,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		relayed: make(map[disk.NodeID]fact),
 		heard:   make(map[disk.NodeID]peer.Heard),
 		byes:    make(map[disk.NodeID]bool),
+		pending: make(map[disk.NodeID][]fact),
 	}
 	s.ctr.init()
 	mc.Delegate = (*delegate)(s)

@@ -497,6 +497,7 @@ func (l *loop) handle(in inbound) {
 	case wire.TypeQuery:
 		l.touch(now, ps, false)
 		l.onQuery(now, ps, p.Query)
+		l.relayOnQuery(now, p.Query)
 		l.checkWant(now, ps)
 	case wire.TypeRequest:
 		l.touch(now, ps, false)

@@ -28,13 +28,16 @@ type Relayed struct {
 const (
 	relayRefreshEvery = 3  // heartbeats between two copies of every relayed inventory
 	relayExpireAfter  = 10 // relay's intervals without a copy: the origin is offline
+	relayAnswerGap    = time.Second
 )
 
 type relayState struct {
-	out   map[wire.NodeID]*relayOut
-	in    map[wire.NodeID]*relayIn
-	asm   *wire.Assembler
-	beats int
+	out       map[wire.NodeID]*relayOut
+	in        map[wire.NodeID]*relayIn
+	asm       *wire.Assembler
+	beats     int
+	answered  time.Time // relayed inventories last sent for a query
+	answerDue bool      // a query came within relayAnswerGap of the last answer
 }
 
 type relayOut struct {
@@ -104,11 +107,41 @@ func (l *loop) relayRefresh() {
 	if st.beats%relayRefreshEvery != 0 || len(st.out) == 0 {
 		return
 	}
+	l.resendRelayed()
+}
+
+// resendRelayed sends every relayed inventory again.
+func (l *loop) resendRelayed() {
 	gen, _ := l.current()
-	for id, o := range st.out {
+	for id, o := range l.relay.out {
 		l.send(l.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, o.inv, false))
 		l.s.ctr.inc(relaysSent)
 	}
+}
+
+// relayOnQuery answers a query for everyone (a daemon starting, or
+// pinging), or one naming a node we relay, with the relayed inventories,
+// at most every relayAnswerGap: a daemon that starts after a relay sent
+// them need not wait for the next refresh.
+func (l *loop) relayOnQuery(now time.Time, q *wire.Query) {
+	st := l.relays()
+	if len(st.out) == 0 {
+		return
+	}
+	want := len(q.Targets) == 0
+	for _, t := range q.Targets {
+		_, ok := st.out[t]
+		want = want || ok
+	}
+	if !want {
+		return
+	}
+	if now.Sub(st.answered) < relayAnswerGap {
+		st.answerDue = true // answered lately: once more when the gap ends (relayExpire)
+		return
+	}
+	st.answered = now
+	l.resendRelayed()
 }
 
 // onRelay takes a relayed announce from relay ps.
@@ -170,9 +203,13 @@ func (l *loop) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
 }
 
 // relayExpire takes offline the relayed nodes whose relay went offline or
-// stopped sending copies.
+// stopped sending copies, and sends a query's deferred answer.
 func (l *loop) relayExpire(now time.Time) {
 	st := l.relays()
+	if st.answerDue && now.Sub(st.answered) >= relayAnswerGap {
+		st.answerDue, st.answered = false, now
+		l.resendRelayed()
+	}
 	for id, ri := range st.in {
 		if !ri.online {
 			continue
