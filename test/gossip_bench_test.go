@@ -112,6 +112,7 @@ func BenchmarkGossip50(b *testing.B) {
 	_, diskctl := testutil.Binaries(b)
 	nw := testutil.Routed(b, 10, 10, 10, 10, 10)
 	ds, t0 := gossipMesh(b, nw, 2)
+	b.ReportMetric(time.Since(t0).Seconds(), "all-sockets-up-s")
 	var all, gossipers []*testutil.Daemon
 	for _, sub := range ds {
 		all = append(all, sub...)

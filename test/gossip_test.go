@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/gossip"
 	"github.com/diskd/diskd/pkg/testutil"
 )
@@ -80,8 +81,15 @@ func TestGossipRelay(t *testing.T) {
 		p, ok := peerNamed(t, db1, "dkw-a2")
 		return ok && p.Online && p.Reach == "gossip via dkw-a1"
 	})
+	var seen disk.Node
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("a2 as b2 last saw it: %+v", seen)
+		}
+	})
 	testutil.Eventually(t, gossipWait, "a2 on b2 through b1", func() bool {
 		p, ok := peerNamed(t, db2, "dkw-a2")
+		seen = p
 		return ok && p.Online && p.Reach == "multicast via dkw-b1"
 	})
 	testutil.Eventually(t, gossipWait, "b2 on a2 through a1", func() bool {

@@ -179,7 +179,7 @@ func (l *loop) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
 		}
 		return
 	}
-	viaChanged := !ri.online || ri.via != ps.id
+	viaChanged := !ri.online || ri.via != ps.id || ri.viaName != ps.name
 	ri.via, ri.viaName, ri.instance, ri.lastHeard = ps.id, ps.name, r.Instance, now
 	h := wire.Header{Type: wire.TypeAnnounce, Node: r.Origin, Instance: r.Instance, Generation: r.Generation}
 	c, err := st.asm.Add(now, h, &r.Announce)
@@ -198,8 +198,18 @@ func (l *loop) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
 	}
 	ri.online = true
 	if viaChanged {
-		l.s.st.SetPeerReach(did, "multicast via "+ps.name)
+		l.s.st.SetPeerReach(did, relayReach(ps))
 	}
+}
+
+// relayReach is how a node relayed by ps is reached. A relay's relayed
+// announces can come before its own name (answering the query of a
+// daemon that just started): relayExpire puts the name in once known.
+func relayReach(ps *peerState) string {
+	if ps.name == "" {
+		return "multicast via " + string(ps.did)
+	}
+	return "multicast via " + ps.name
 }
 
 // relayExpire takes offline the relayed nodes whose relay went offline or
@@ -223,6 +233,11 @@ func (l *loop) relayExpire(now time.Time) {
 			ri.online = false
 			st.asm.Forget(id)
 			l.s.st.SetPeerOffline(id.Domain())
+			continue
+		}
+		if via.name != ri.viaName {
+			ri.viaName = via.name
+			l.s.st.SetPeerReach(id.Domain(), relayReach(via))
 		}
 	}
 }
