@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,29 @@ func TestGossipStrangers(t *testing.T) {
 	})
 	if g := gossipStatus(t, da1); g.Members != 1 {
 		t.Errorf("a1 has %d members, want 1", g.Members)
+	}
+}
+
+// TestGossipUDPBlocked: with UDP to the gossip port blocked and TCP open
+// (a firewall that lets only TCP through), members stay up on memberlist's
+// TCP fallback and status says what is wrong.
+func TestGossipUDPBlocked(t *testing.T) {
+	nw := testutil.Routed(t, 1, 1)
+	a1, b1 := nw.Subnets[0][0], nw.Subnets[1][0]
+	key := writeKeyFile(t, gossipKey)
+	da1 := startOn(t, a1, nil, gossipArgs(key, b1.Addr4.String())...)
+	startOn(t, b1, nil, gossipArgs(key, a1.Addr4.String())...)
+	testutil.Eventually(t, gossipWait, "a1 and b1 gossip", func() bool { return gossipStatus(t, da1).Members == 2 })
+	// b1 can no longer send UDP to the gossip port (a policy rule; no
+	// firewall tools needed): a1's UDP probes go unanswered, TCP works.
+	if out, err := b1.Command("ip", "rule", "add", "ipproto", "udp", "dport", strconv.Itoa(gossip.DefaultPort), "prohibit").CombinedOutput(); err != nil {
+		t.Skipf("ip rule ipproto: %v %s", err, out)
+	}
+	testutil.Eventually(t, gossipWait, "a1 says UDP is blocked", func() bool {
+		st := status(t, da1)
+		return st.Gossip.UDPBlocked && slices.ContainsFunc(st.Problems, func(p string) bool { return strings.Contains(p, "UDP probes fail while TCP works") })
+	})
+	if g := gossipStatus(t, da1); g.Members != 2 {
+		t.Errorf("a1 has %d members with UDP blocked, want 2 (TCP fallback)", g.Members)
 	}
 }
