@@ -39,7 +39,7 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
-func freePorts(b *testing.B, n int) []int {
+func freePorts(b testing.TB, n int) []int {
 	var ports []int
 	var held []net.Listener
 	defer func() {
@@ -64,14 +64,17 @@ func freePorts(b *testing.B, n int) []int {
 	return ports
 }
 
-func benchScale(b *testing.B, n int) {
+// cluster is n gossip services on 127.0.0.1, each with a store holding 2
+// disks, the first joining the second and the others the first, all
+// started at once. stop ends them all; stopOne one of them, cleanly.
+func cluster(tb testing.TB, n int) (svcs []*Service, stores []*store.Store, started time.Time, stop func(), stopOne func(i int)) {
 	keys, err := wire.ParseKeys(strings.NewReader("1 0123456789abcdef0123456789abcdef\n"))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	ports := freePorts(b, n)
-	svcs := make([]*Service, n)
-	stores := make([]*store.Store, n)
+	ports := freePorts(tb, n)
+	svcs = make([]*Service, n)
+	stores = make([]*store.Store, n)
 	for i := range n {
 		raw := make([]byte, 16)
 		_, _ = rand.Read(raw)
@@ -88,18 +91,27 @@ func benchScale(b *testing.B, n int) {
 			Advertise: "127.0.0.1:" + strconv.Itoa(ports[i]), Profile: "lan"}
 		s, err := New(cfg, Deps{Store: st, Keys: keys, Interval: 10 * time.Second})
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		svcs[i], stores[i] = s, st
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	t0 := time.Now()
-	for _, s := range svcs {
+	started = time.Now()
+	cancels := make([]context.CancelFunc, n)
+	for i, s := range svcs {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = s.Run(ctx) }()
+		sctx, scancel := context.WithCancel(ctx)
+		cancels[i] = scancel
+		go func() { defer wg.Done(); _ = s.Run(sctx) }()
 	}
+	stopOne = func(i int) { cancels[i](); <-svcs[i].stopped }
+	return svcs, stores, started, func() { cancel(); wg.Wait() }, stopOne
+}
+
+func benchScale(b *testing.B, n int) {
+	svcs, stores, t0, stop, _ := cluster(b, n)
+	defer stop()
 	want := 2 * n
 	var members time.Duration
 	lastLog := time.Now()
@@ -180,4 +192,35 @@ func benchScale(b *testing.B, n int) {
 	}
 	b.ReportMetric(first.Seconds(), "kill-first-s")
 	b.ReportMetric(time.Since(t1).Seconds(), "kill-all-s")
+}
+
+// TestCluster runs the whole service in one process (run it with -race):
+// four members list each other's disks; one that stops cleanly is offline
+// on the others at once (they count it left, not failed).
+func TestCluster(t *testing.T) {
+	svcs, stores, t0, stop, stopOne := cluster(t, 4)
+	defer stop()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if time.Since(t0) > time.Minute {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, st := range stores {
+		waitFor("every disk everywhere", func() bool { return st.Counts().DisksPresent == 8 })
+	}
+	gone := stores[3].LocalNode().ID
+	stopOne(3)
+	for i, st := range stores[:3] {
+		waitFor("the stopped member offline", func() bool { n, ok := st.Node(gone); return ok && !n.Online })
+		if c := svcs[i].ctr.snapshot(); c[cMembersLeft] != 1 || c[cMembersFailed] != 0 {
+			t.Errorf("member %d: left %d, failed %d; want 1, 0", i, c[cMembersLeft], c[cMembersFailed])
+		}
+		if st.Counts().DisksPresent != 6 {
+			t.Errorf("member %d lists %d present disks, want 6", i, st.Counts().DisksPresent)
+		}
+	}
 }
