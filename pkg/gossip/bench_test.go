@@ -25,7 +25,8 @@ import (
 // every store lists all 2N disks, what each node sends per second when
 // idle (packets and bytes, UDP and TCP), and how long until every other
 // node shows a node offline after its memberlist stopped without leaving
-// (a kill). N=1000 runs when DISKD_BENCH_1000=1. One process hosting 200
+// (a kill). N=1000 runs when DISKD_BENCH_1000=1; DISKD_BENCH_SIZES=50,100
+// picks the sizes. One process hosting 200
 // keyed members is CPU-bound on 2 cores: members are suspected and refute
 // under that load, so the N=200 figures are an upper bound, not a steady
 // network's.
@@ -33,6 +34,14 @@ func BenchmarkScale(b *testing.B) {
 	sizes := []int{50, 200}
 	if os.Getenv("DISKD_BENCH_1000") == "1" {
 		sizes = append(sizes, 1000)
+	}
+	if v := os.Getenv("DISKD_BENCH_SIZES"); v != "" { // e.g. "50,100"
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			if n, err := strconv.Atoi(f); err == nil && n >= 2 {
+				sizes = append(sizes, n)
+			}
+		}
 	}
 	for _, n := range sizes {
 		b.Run(strconv.Itoa(n), func(b *testing.B) { benchScale(b, n) })
@@ -151,20 +160,27 @@ func benchScale(b *testing.B, n int) {
 	b.ReportMetric(time.Since(t0).Seconds(), "converged-s")
 	b.ReportMetric(members.Seconds(), "all-members-s")
 
-	sample := func() (pkts, bytes float64) {
+	sample := func() (pkts, udpB, streams, tcpB, fetches float64) {
 		for _, s := range svcs {
-			pkts += float64(s.tr.packets.Load() + s.tr.streams.Load())
-			bytes += float64(s.tr.packetBytes.Load() + s.tr.streamBytes.Load())
+			pkts += float64(s.tr.packets.Load())
+			udpB += float64(s.tr.packetBytes.Load())
+			streams += float64(s.tr.streams.Load())
+			tcpB += float64(s.tr.streamBytes.Load())
+			fetches += float64(s.ctr.get(cFetchesSent))
 		}
 		return
 	}
 	time.Sleep(5 * time.Second)
-	p0, b0 := sample()
-	const idle = 30 * time.Second
+	p0, u0, s0, t0b, f0 := sample()
+	const idle = time.Minute // push/pull comes every 60 s at N=50, 120 s at N=200
 	time.Sleep(idle)
-	p1, b1 := sample()
-	b.ReportMetric((p1-p0)/float64(n)/idle.Seconds(), "idle-pkts/node/s")
-	b.ReportMetric((b1-b0)/float64(n)/idle.Seconds(), "idle-B/node/s")
+	p1, u1, s1, t1b, f1 := sample()
+	per := func(a, b float64) float64 { return (b - a) / float64(n) / idle.Seconds() }
+	b.ReportMetric(per(p0, p1), "idle-udp-pkts/node/s")
+	b.ReportMetric(per(u0, u1), "idle-udp-B/node/s")
+	b.ReportMetric(per(s0, s1), "idle-tcp-streams/node/s")
+	b.ReportMetric(per(t0b, t1b), "idle-tcp-B/node/s")
+	b.ReportMetric(per(f0, f1), "idle-fetches/node/s")
 
 	// A kill: the victim's memberlist stops without leaving.
 	victim := svcs[n-1]
