@@ -48,12 +48,17 @@ func BenchmarkPeerPropagation(b *testing.B) {
 // → the device listed by `diskctl list --json` on dst, each daemon started
 // with args.
 func benchPropagation(b *testing.B, src, dst *testutil.Host, args ...string) {
+	benchPropagationArgs(b, src, dst, args, args)
+}
+
+// benchPropagationArgs is benchPropagation with each side's own flags.
+func benchPropagationArgs(b *testing.B, src, dst *testutil.Host, srcArgs, dstArgs []string) {
 	testutil.RequiresTool(b, "losetup", "mkfs.ext4", "blkid")
 	_, diskctl := testutil.Binaries(b)
 	dev := newLoopDev(b)
 	img := testutil.LoopImage(b, 32, "mkfs.ext4", "-q", "-L", "PROPAGATE")
-	benchStart(b, src, append([]string{"--devices", dev, "--announce-limit", "600"}, args...)...)
-	h2 := benchStart(b, dst, append([]string{"--devices", "/dev/nothing"}, args...)...)
+	benchStart(b, src, append([]string{"--devices", dev, "--announce-limit", "600"}, srcArgs...)...)
+	h2 := benchStart(b, dst, append([]string{"--devices", "/dev/nothing"}, dstArgs...)...)
 	listed := func(present bool) bool {
 		g := find(listJSONB(b, diskctl, h2), "PROPAGATE")
 		return g != nil && g.Present == present || g == nil && !present

@@ -7,6 +7,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/dbusapi"
+	"github.com/diskd/diskd/pkg/gossip"
 	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/peer"
@@ -25,6 +26,7 @@ type backend struct {
 	problems []string
 	mounter  *mounter.Mounter
 	net      *peer.Service    // nil when the peer network is off
+	gossip   *gossip.Service  // nil unless --join
 	bus      *dbusapi.Service // nil when D-Bus is off
 	legacy   *legacy.Service  // nil unless --legacy
 }
@@ -57,6 +59,19 @@ func (b *backend) Status() api.Status {
 	if b.legacy != nil {
 		ls := api.LegacyStatus(b.legacy.Status())
 		s.Legacy = &ls
+	}
+	if b.gossip != nil {
+		gs := api.GossipStatus(b.gossip.Status())
+		s.Gossip = &gs
+		if !gs.Keyed {
+			s.Problems = append(s.Problems, "gossip: UNAUTHENTICATED (--gossip-insecure): anyone who reaches the gossip port can join and announce")
+		}
+		if gs.UDPBlocked {
+			s.Problems = append(s.Problems, "gossip: UDP probes fail while TCP works: UDP to the gossip port is blocked somewhere (a firewall, NAT without UDP forwarding)")
+		}
+		if gs.Members <= 1 {
+			s.Problems = append(s.Problems, "gossip: alone; no member named by --join answers yet (retrying)")
+		}
 	}
 	if s.Scan.LastError != "" {
 		s.Problems = append(s.Problems, "blkid: "+s.Scan.LastError+" (serving the last good inventory)")

@@ -15,6 +15,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/control"
+	"github.com/diskd/diskd/pkg/gossip"
 	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/peer"
@@ -63,6 +64,10 @@ type Config struct {
 	// Network is the peer network ([network] in the file). Both families
 	// off means this node neither announces nor listens.
 	Network peer.Config `toml:"network"`
+	// The gossip path, on when join is not empty; keyed with
+	// network.key_file. Its keys (join, gossip_port, ...) are top-level,
+	// named as the flags are.
+	gossip.Config
 }
 
 // Duration is a time.Duration written as "15s" in the config file.
@@ -103,6 +108,8 @@ func defaultConfig() Config {
 
 		MaxDisks:       store.DefaultMaxDisks,
 		HistoryPerDisk: store.DefaultHistoryPerDisk,
+
+		Config: gossip.DefaultConfig(),
 		// Empty rather than nil, so --print-config shows every key.
 		Devices:      []string{},
 		Exclude:      []string{},
@@ -180,6 +187,7 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.IntVar(&c.LegacyPort, "legacy-port", c.LegacyPort, "the original's UDP port (we send from it too, as it does)")
 	fs.DurationVar(&c.LegacyInterval.Duration, "legacy-interval", c.LegacyInterval.Duration, "the original peers' announce period; one silent for 3 is offline")
 	_ = fs.MarkHidden("legacy-interval") // the original's is fixed at 600 s; tests shorten it
+	c.Config.AddFlags(fs)
 }
 
 // check refuses values outside the bounds the daemon is built for.

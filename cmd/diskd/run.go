@@ -20,6 +20,7 @@ import (
 	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/dbusapi"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/gossip"
 	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/logging"
 	"github.com/diskd/diskd/pkg/mounter"
@@ -28,6 +29,7 @@ import (
 	"github.com/diskd/diskd/pkg/scanner"
 	"github.com/diskd/diskd/pkg/store"
 	"github.com/diskd/diskd/pkg/uevent"
+	"github.com/diskd/diskd/pkg/wire"
 )
 
 // socketName is the FileDescriptorName= of diskd.socket.
@@ -106,6 +108,9 @@ func run(ctx context.Context, cfg Config) error {
 		cfg: cfg, started: started, store: st, scanner: sc, mounter: mnt,
 		socket: socketDesc, problems: problems,
 	}
+	// One instance ID for both paths, so a node heard both ways is one
+	// instance of one node.
+	cfg.Network.Instance = wire.NewInstance(time.Now())
 	if cfg.Network.IPv4 || cfg.Network.IPv6 {
 		if be.net, err = peer.New(cfg.Network, st, log); err != nil {
 			return err
@@ -122,6 +127,11 @@ func run(ctx context.Context, cfg Config) error {
 			PeerInterval: cfg.LegacyInterval.Duration,
 		}, st, log)
 		if err != nil {
+			return err
+		}
+	}
+	if cfg.Config.Enabled() {
+		if be.gossip, err = newGossip(cfg, st, be.net, log); err != nil {
 			return err
 		}
 	}
@@ -198,6 +208,16 @@ func run(ctx context.Context, cfg Config) error {
 			return be.legacy.Run(gctx)
 		})
 	}
+	if be.gossip != nil {
+		g.Go(func() error {
+			select {
+			case <-sc.FirstScanDone():
+			case <-gctx.Done():
+				return nil
+			}
+			return be.gossip.Run(gctx)
+		})
+	}
 	if be.bus != nil {
 		g.Go(func() error { return be.bus.Run(gctx) })
 	}
@@ -248,4 +268,22 @@ func parseLevel(s string) (slog.Level, error) {
 		return l, fmt.Errorf("log level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// newGossip builds the gossip path, keyed with the peer network's key file.
+func newGossip(cfg Config, st *store.Store, mc *peer.Service, log *slog.Logger) (*gossip.Service, error) {
+	var keys *wire.Keyring
+	if cfg.Network.KeyFile != "" {
+		k, err := wire.LoadKeyFile(cfg.Network.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("gossip: %w", err)
+		}
+		keys = k
+	}
+	d := gossip.Deps{Store: st, Keys: keys, Instance: cfg.Network.Instance,
+		Interval: cfg.Network.HeartbeatInterval, Logger: log}
+	if mc != nil {
+		d.Multicast = mc
+	}
+	return gossip.New(cfg.Config, d)
 }

@@ -26,6 +26,7 @@ type Status struct {
 	// refusals; see store.Stats), by name.
 	StoreCounters map[string]uint64 `json:"store_counters,omitempty"`
 	Network       *NetStatus        `json:"network,omitempty"`
+	Gossip        *GossipStatus     `json:"gossip,omitempty"`
 	DBus          string            `json:"dbus"`               // "connected to system bus", "off", or the error
 	Problems      []string          `json:"problems,omitempty"` // one line each: things an admin should fix
 
@@ -73,6 +74,20 @@ type LegacyStatus struct {
 	Peers       int               `json:"peers"`
 	PeersOnline int               `json:"peers_online"`
 	Counters    map[string]uint64 `json:"counters"` // sent/received, lists applied, every drop reason
+}
+
+// GossipStatus reports the gossip path (present when --join is given).
+type GossipStatus struct {
+	Keyed      bool              `json:"keyed"`
+	Profile    string            `json:"profile"`
+	Advertise  string            `json:"advertise"`
+	Join       []string          `json:"join"`
+	Joined     bool              `json:"joined"`      // a join succeeded once
+	Members    int               `json:"members"`     // alive and suspect, this node included
+	Suspect    int               `json:"suspect"`     // suspected of failure now
+	Health     int               `json:"health"`      // memberlist's awareness score: 0 is healthy, higher is worse
+	UDPBlocked bool              `json:"udp_blocked"` // UDP probes failed while TCP worked, within 2 minutes
+	Counters   map[string]uint64 `json:"counters"`    // joins, notices, fetches, every drop reason
 }
 
 // Localhost answers `localhost`.

@@ -144,7 +144,7 @@ func WriteHistory(w io.Writer, q string, hs []disk.History) {
 // WriteNodes prints the peer table.
 func WriteNodes(w io.Writer, ns []disk.Node) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tNODE\tSTATE\tLAST HEARD\tDISKS\tADDRESSES")
+	fmt.Fprintln(tw, "NAME\tNODE\tSTATE\tLAST HEARD\tDISKS\tREACH\tADDRESSES")
 	for _, n := range ns {
 		state := "offline"
 		switch {
@@ -156,8 +156,17 @@ func WriteNodes(w io.Writer, ns []disk.Node) {
 		if n.Via != "" {
 			state += " (" + n.Via + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", cell(n.Name), cell(string(n.ID)), state,
-			n.LastSeen.Local().Format(time.DateTime), n.Disks, cell(strings.Join(n.Addresses, ",")))
+		reach := n.Reach
+		switch {
+		case n.Local:
+			reach = "-"
+		case reach == "" && n.Via != "":
+			reach = n.Via
+		case reach == "":
+			reach = "multicast"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", cell(n.Name), cell(string(n.ID)), state,
+			n.LastSeen.Local().Format(time.DateTime), n.Disks, cell(reach), cell(strings.Join(n.Addresses, ",")))
 	}
 	tw.Flush()
 }
@@ -192,6 +201,17 @@ func WriteStatus(w io.Writer, s Status) {
 			Escape(strings.Join(n.Groups, " ")), cell(strings.Join(n.Interfaces, " ")))
 		if line := counterLine(n.Counters); line != "" {
 			fmt.Fprintf(w, "network counters: %s\n", line)
+		}
+	}
+	if g := s.Gossip; g != nil {
+		auth := "keyed (AES-GCM from the key file)"
+		if !g.Keyed {
+			auth = "UNAUTHENTICATED (--gossip-insecure)"
+		}
+		fmt.Fprintf(w, "gossip: %s; %d members, %d suspect; health %d; profile %s; advertise %s; join %s\n",
+			auth, g.Members, g.Suspect, g.Health, Escape(g.Profile), Escape(g.Advertise), cell(strings.Join(g.Join, " ")))
+		if line := counterLine(g.Counters); line != "" {
+			fmt.Fprintf(w, "gossip counters: %s\n", line)
 		}
 	}
 	if l := s.Legacy; l != nil {

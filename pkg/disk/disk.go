@@ -166,6 +166,11 @@ type Node struct {
 	// Via says how the node is heard when not through the peer protocol:
 	// "legacy" for an original Perl diskd heard by the legacy bridge.
 	Via string `json:"via,omitempty"`
+	// Reach says how this node hears the peer: "multicast", "gossip",
+	// "gossip via NAME" (a relay on the peer's link), "multicast via NAME"
+	// (a relay on ours), several joined by ", ". Empty: multicast only
+	// (what a daemon without gossip knows).
+	Reach string `json:"reach,omitempty"`
 }
 
 // Filter selects device paths: a device is reported when it matches one of

@@ -54,6 +54,10 @@ const (
 	requestsReceived
 	repliesSent
 	dropRequestStale
+	relaysSent
+	relaysApplied
+	relaysIgnored
+	dropRelayedFull
 	numCounters
 )
 
@@ -102,6 +106,10 @@ var counterNames = [numCounters]string{
 	requestsReceived:   "requests_received",
 	repliesSent:        "replies_sent",
 	dropRequestStale:   "drop_request_stale", // a request's time too far from ours, or its ID reused
+	relaysSent:         "relays_sent",        // relayed announces (relay.go)
+	relaysApplied:      "relays_applied",
+	relaysIgnored:      "relays_ignored",    // of a node we hear first hand
+	dropRelayedFull:    "drop_relayed_full", // a relayed node beyond max_peers relayed nodes
 }
 
 type counters struct {

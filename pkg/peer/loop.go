@@ -119,15 +119,20 @@ type loop struct {
 	ctx          context.Context // of run: requests acted on end with it
 	waiting      map[[wire.RequestIDSize]byte]waiter
 	served       map[[wire.RequestIDSize]byte]*served
-	busy         int // requests being acted on
+	busy         int        // requests being acted on
+	relay        relayState // relay.go
 
 	nextHeartbeat, nextCheck, nextExpire, nextRescan, wantDue time.Time
 }
 
 func newLoop(s *Service) (*loop, error) {
+	instance := s.cfg.Instance
+	if instance == 0 {
+		instance = wire.NewInstance(time.Now())
+	}
 	l := &loop{
 		s: s, cfg: &s.cfg,
-		enc:     wire.NewEncoder(s.self, wire.NewInstance(time.Now()), s.keys),
+		enc:     wire.NewEncoder(s.self, instance, s.keys),
 		asm:     wire.NewAssembler(wire.AssemblerLimits{MaxNodes: s.cfg.MaxPeers}),
 		conns:   make(map[int]mconn),
 		joined:  map[int]map[int]ifaceInfo{4: {}, 6: {}},
@@ -493,6 +498,7 @@ func (l *loop) handle(in inbound) {
 	case wire.TypeQuery:
 		l.touch(now, ps, false)
 		l.onQuery(now, ps, p.Query)
+		l.relayOnQuery(now, p.Query)
 		l.checkWant(now, ps)
 	case wire.TypeRequest:
 		l.touch(now, ps, false)
@@ -500,6 +506,9 @@ func (l *loop) handle(in inbound) {
 	case wire.TypeReply:
 		l.touch(now, ps, false)
 		l.onReply(ps, p.Reply)
+	case wire.TypeRelay:
+		l.touch(now, ps, false)
+		l.onRelay(now, ps, p.Relay)
 	case wire.TypeGoodbye:
 		l.s.ctr.inc(goodbyesReceived)
 		ps.goodbye, ps.ended, ps.online, ps.wantAt = true, true, false, time.Time{}
@@ -847,6 +856,7 @@ func (l *loop) heartbeat(now time.Time) {
 	l.heartbeats++
 	l.send([][]byte{l.enc.Heartbeat(gen, hb)})
 	l.s.ctr.inc(heartbeatsSent)
+	l.relayRefresh()
 }
 
 func (l *loop) query(targets []wire.NodeID) {
@@ -949,6 +959,7 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 }
 
 func (l *loop) checkOffline(now time.Time) {
+	l.relayExpire(now)
 	for _, ps := range l.peers {
 		if !ps.online {
 			continue

@@ -82,6 +82,9 @@ type Config struct {
 	// and interfaces listed: tests use it to put a service inside a network
 	// namespace. Nil runs fn directly.
 	Enter func(fn func() error) error `toml:"-"`
+	// Instance, when not 0, is the instance ID to announce (the gossip
+	// path announces the same one); 0 makes one at start.
+	Instance uint64 `toml:"-"`
 }
 
 // DefaultConfig returns the defaults.

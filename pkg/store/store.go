@@ -1036,3 +1036,20 @@ func (h *absentHeap) Pop() any {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// SetPeerReach records how a peer is reached (disk.Node.Reach). It is
+// saved with the node only when something else about the node changes: a
+// restarted daemon learns it again.
+func (s *Store) SetPeerReach(id disk.NodeID, reach string) {
+	if id == s.opts.Local.ID {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.nodes[id]
+	if !ok || e.node.Reach == reach {
+		return
+	}
+	e.node.Reach = reach
+	s.publish(disk.Event{Kind: disk.NodeChanged, Node: ptr(s.nodeCopy(e))})
+}

@@ -311,6 +311,9 @@ func (d *Decoder) Decode(b []byte) (*Packet, error) {
 
 // DecodeBody decodes and checks the body of an opened datagram.
 func DecodeBody(h Header, body []byte) (*Packet, error) {
+	if h.Type == TypeRelay {
+		return decodeRelay(h, body)
+	}
 	p := &Packet{Header: h}
 	if h.Type < TypeHeartbeat || h.Type > TypeReply {
 		return nil, drop(ReasonUnknownType, "%v", h.Type)

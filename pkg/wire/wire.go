@@ -73,6 +73,8 @@ func (t Type) String() string {
 		return "request"
 	case TypeReply:
 		return "reply"
+	case TypeRelay:
+		return "relay"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -159,5 +161,6 @@ type Packet struct {
 	Query     *Query
 	Request   *Request
 	Reply     *Reply
+	Relay     *Relay // relay.go
 	// A goodbye has no body.
 }
