@@ -237,6 +237,12 @@ func TestHostileKeyedPeer(t *testing.T) {
 	const secret = "0123456789abcdef0123456789abcdef"
 	h1 := startOn(t, hosts[0], nil, "--key-file", writeKeyFile(t, "7 "+secret+"\n"))
 	tap := newWireTap(t, hosts[1])
+	// The socket answers before the peer network has joined its group
+	// (that follows the first scan): a datagram sent earlier is not heard.
+	testutil.Eventually(t, peerWait, "h1's peer network up", func() bool {
+		n := status(t, h1).Network
+		return n != nil && len(n.Interfaces) > 0
+	})
 	bad, stranger, good := craftNode(0xc1), craftNode(0xc2), craftNode(0xc3)
 	tap.Send(netip.Addr{}, bad.keyed(7, secret, bad.heartbeat("\x1b[2Jbad")),
 		stranger.heartbeat("\x1b[2Jstranger"),
