@@ -109,6 +109,23 @@ func NewInventory(disks []disk.Disk) *Inventory {
 	return inv
 }
 
+// chunks packs the entries greedily into chunks of at most budget bytes
+// (a chunk holds at least one entry); an empty inventory is one empty chunk.
+func (inv *Inventory) chunks(budget int) [][]cbor.RawMessage {
+	var chunks [][]cbor.RawMessage
+	cur := []cbor.RawMessage{}
+	size := 0
+	for _, ent := range inv.entries {
+		if len(cur) > 0 && size+len(ent) > budget {
+			chunks = append(chunks, cur)
+			cur, size = []cbor.RawMessage{}, 0
+		}
+		cur = append(cur, ent)
+		size += len(ent)
+	}
+	return append(chunks, cur)
+}
+
 // Digest returns the inventory's digest.
 func (inv *Inventory) Digest() Digest { return inv.digest }
 
@@ -206,23 +223,9 @@ func (e *Encoder) Announce(gen uint64, name string, inv *Inventory) [][]byte {
 	// empty array leaves, minus 2 for the array header growing to 3 bytes.
 	probe := must(encMode.Marshal(announceBody{Name: name, Digest: inv.digest[:], Chunk: 65535, Chunks: 65535, Disks: []cbor.RawMessage{}}))
 	budget := MaxDatagram - HeaderSize - TagSize - len(probe) - 2
-	var chunks [][]cbor.RawMessage
-	var cur []cbor.RawMessage
-	size := 0
-	for _, ent := range inv.entries {
-		if len(cur) > 0 && size+len(ent) > budget {
-			chunks = append(chunks, cur)
-			cur, size = nil, 0
-		}
-		cur = append(cur, ent)
-		size += len(ent)
-	}
-	chunks = append(chunks, cur)
+	chunks := inv.chunks(budget)
 	out := make([][]byte, len(chunks))
 	for i, c := range chunks {
-		if c == nil {
-			c = []cbor.RawMessage{}
-		}
 		out[i] = e.seal(TypeAnnounce, gen, announceBody{Name: name, Digest: inv.digest[:],
 			Chunk: uint64(i), Chunks: uint64(len(chunks)), Disks: c})
 	}

@@ -51,23 +51,9 @@ func (e *Encoder) Relay(gen uint64, origin NodeID, instance, generation uint64, 
 	probe := base
 	probe.Chunk, probe.Chunks, probe.Disks = 65535, 65535, []cbor.RawMessage{}
 	budget := MaxDatagram - HeaderSize - TagSize - len(must(encMode.Marshal(probe))) - 2
-	var chunks [][]cbor.RawMessage
-	var cur []cbor.RawMessage
-	size := 0
-	for _, ent := range inv.entries {
-		if len(cur) > 0 && size+len(ent) > budget {
-			chunks = append(chunks, cur)
-			cur, size = nil, 0
-		}
-		cur = append(cur, ent)
-		size += len(ent)
-	}
-	chunks = append(chunks, cur)
+	chunks := inv.chunks(budget)
 	out := make([][]byte, len(chunks))
 	for i, c := range chunks {
-		if c == nil {
-			c = []cbor.RawMessage{}
-		}
 		b := base
 		b.Chunk, b.Chunks, b.Disks = uint64(i), uint64(len(chunks)), c
 		out[i] = e.seal(TypeRelay, gen, b)
