@@ -20,27 +20,17 @@ type (
 	Ifaces = map[string]Props
 )
 
-// notFilesystem reports blkid TYPEs that are not filesystems, for devices
-// whose USAGE is unknown (blkid prints USAGE only in low-level mode).
-func notFilesystem(typ string) bool {
-	switch typ {
-	case "swap", "crypto_LUKS", "LVM2_member", "linux_raid_member", "bcache",
-		"drbd", "ceph", "VMFS_volume_member", "BitLocker":
-		return true
-	}
-	return false
-}
-
 // HasFilesystem reports whether d's object carries the Filesystem
 // interface: it holds a filesystem, or something is mounted from it.
 func HasFilesystem(d *disk.Disk) bool {
 	switch {
-	case len(d.Mounts) > 0 || d.Usage == "filesystem":
+	case len(d.Mounts) > 0:
 		return true
 	case d.Usage != "":
-		return false
+		return d.Usage == disk.UsageFilesystem
 	}
-	return d.Type != "" && !notFilesystem(d.Type)
+	// Peers' and remembered disks may carry no USAGE.
+	return disk.UsageForType(d.Type) == disk.UsageFilesystem
 }
 
 // BlockInterfaces returns a block device object's interfaces.

@@ -86,6 +86,13 @@ func TestHasFilesystem(t *testing.T) {
 		{disk.Disk{Type: "vfat"}, true},
 		{disk.Disk{Type: "swap"}, false},
 		{disk.Disk{Type: "crypto_LUKS"}, false},
+		// Types the bus once took for filesystems (it had its own list).
+		{disk.Disk{Type: "ceph_bluestore"}, false},
+		{disk.Disk{Type: "LVM1_member"}, false},
+		{disk.Disk{Type: "isw_raid_member"}, false},
+		{disk.Disk{Type: "vdo"}, false},
+		{disk.Disk{Type: "DM_integrity"}, false},
+		{disk.Disk{Type: "jbd"}, false},
 		{disk.Disk{Usage: "crypto", Type: "crypto_LUKS"}, false},
 		{disk.Disk{Usage: "raid", Type: "zfs_member", Mounts: []string{"/x"}}, true},
 		{disk.Disk{}, false},

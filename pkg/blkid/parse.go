@@ -36,6 +36,8 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+
+	"github.com/diskd/diskd/pkg/disk"
 )
 
 // Record is what blkid knows about one device. Values are byte strings,
@@ -49,7 +51,7 @@ type Record struct {
 	Label     string
 	PartLabel string // PARTLABEL, or PART_ENTRY_NAME from low-level probing
 	Type      string // TYPE: ext4, vfat, xfs, crypto_LUKS, swap, ...
-	Usage     string // USAGE: filesystem, raid, crypto, other; see UsageForType
+	Usage     string // USAGE: filesystem, raid, crypto, other; see disk.UsageForType
 }
 
 // exportEscaped are the characters `blkid -o export` prints behind a
@@ -286,7 +288,7 @@ func recordFromTags(tags map[string]string) Record {
 		Usage:     tags["USAGE"],
 	}
 	if r.Usage == "" {
-		r.Usage = UsageForType(r.Type)
+		r.Usage = disk.UsageForType(r.Type)
 	}
 	return r
 }
@@ -296,30 +298,4 @@ func firstOf(a, b string) string {
 		return a
 	}
 	return b
-}
-
-// UsageForType returns the USAGE that libblkid's low-level probe reports
-// for a TYPE. The cached scan (`blkid -c /dev/null`) prints no USAGE, so
-// the parser derives it here: RAID and volume-manager members are "raid",
-// encrypted containers "crypto", swap and other non-mountable signatures
-// "other", and everything else (the filesystems) "filesystem". An empty
-// type (a bare partition) has no usage.
-func UsageForType(typ string) string {
-	switch {
-	case typ == "":
-		return ""
-	case len(typ) > len("_raid_member") && typ[len(typ)-len("_raid_member"):] == "_raid_member":
-		// linux_raid_member, isw_raid_member, ddf_raid_member, ...
-		return "raid"
-	}
-	switch typ {
-	case "LVM1_member", "LVM2_member", "drbd", "mpath_member", "stratis",
-		"VMFS_volume_member":
-		return "raid"
-	case "crypto_LUKS", "BitLocker", "DM_integrity", "DM_verity_hash":
-		return "crypto"
-	case "swap", "swsuspend", "bcache", "ceph_bluestore", "vdo", "DM_snapshot_cow":
-		return "other"
-	}
-	return "filesystem"
 }

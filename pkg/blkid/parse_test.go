@@ -276,27 +276,6 @@ func TestUnescapePlain(t *testing.T) {
 	}
 }
 
-func TestUsageForType(t *testing.T) {
-	for typ, want := range map[string]string{
-		"":                  "",
-		"ext4":              "filesystem",
-		"xfs":               "filesystem",
-		"vfat":              "filesystem",
-		"zfs_member":        "filesystem",
-		"linux_raid_member": "raid",
-		"isw_raid_member":   "raid",
-		"LVM2_member":       "raid",
-		"crypto_LUKS":       "crypto",
-		"BitLocker":         "crypto",
-		"swap":              "other",
-		"bcache":            "other",
-	} {
-		if got := UsageForType(typ); got != want {
-			t.Errorf("UsageForType(%q) = %q, want %q", typ, got, want)
-		}
-	}
-}
-
 // BenchmarkDecode: about 150 devices, a large machine's worth, every one
 // with a value that needs its raw bytes (the worst case).
 func BenchmarkDecode(b *testing.B) {

@@ -205,6 +205,46 @@ func TestRealPartitions(t *testing.T) {
 	}
 }
 
+// TestRealUsage: for signatures that are not filesystems, the usage the
+// parser derives from TYPE (the cached scan prints no USAGE) is the USAGE
+// libblkid's low-level probe prints for the same device.
+func TestRealUsage(t *testing.T) {
+	testutil.RequiresRoot(t)
+	testutil.RequiresTool(t, "blkid", "losetup", "mkswap", "mke2fs")
+	for _, c := range []struct {
+		name, typ, usage string
+		mkfs             []string
+	}{
+		{"swap", "swap", "other", []string{"mkswap", "-q"}},
+		// An ext3/4 external journal: TYPE=jbd, which is not mountable.
+		{"journal", "jbd", "other", []string{"mke2fs", "-q", "-F", "-O", "journal_dev"}},
+		{"ext2", "ext2", "filesystem", []string{"mke2fs", "-q", "-F", "-t", "ext2"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dev := testutil.AttachLoop(t, testutil.LoopImage(t, 16, c.mkfs...))
+			r := &Runner{Logger: testLogger(t)}
+			probed, found, err := r.Probe(t.Context(), dev)
+			if err != nil || !found {
+				t.Fatalf("Probe(%s) = found %v, err %v", dev, found, err)
+			}
+			recs, err := r.ScanAll(t.Context())
+			if err != nil {
+				t.Fatalf("ScanAll: %v", err)
+			}
+			scanned, ok := byDevice(recs)[dev]
+			if !ok {
+				t.Fatalf("ScanAll did not list %s", dev)
+			}
+			if probed.Type != c.typ || probed.Usage != c.usage {
+				t.Errorf("blkid -p: TYPE=%q USAGE=%q, want %q %q", probed.Type, probed.Usage, c.typ, c.usage)
+			}
+			if scanned.Type != probed.Type || scanned.Usage != probed.Usage {
+				t.Errorf("ScanAll derived TYPE=%q usage %q; blkid -p says TYPE=%q USAGE=%q", scanned.Type, scanned.Usage, probed.Type, probed.Usage)
+			}
+		})
+	}
+}
+
 // TestRealProbeNothingFound: a blank device makes blkid exit with status 2,
 // which is "nothing there", not an error.
 func TestRealProbeNothingFound(t *testing.T) {
