@@ -12,11 +12,11 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/pflag"
 
-	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/gossip"
 	"github.com/diskd/diskd/pkg/legacy"
+	"github.com/diskd/diskd/pkg/localsock"
 	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/peer"
 	"github.com/diskd/diskd/pkg/store"
@@ -93,7 +93,7 @@ func defaultConfig() Config {
 		BlkidTimeout: Duration{15 * time.Second},
 		ScanInterval: Duration{5 * time.Minute},
 		Uevents:      true,
-		Socket:       api.DefaultSocketPath(),
+		Socket:       localsock.DefaultPath(),
 		LogLevel:     "info",
 		IdleTimeout:  Duration{control.DefaultIdleTimeout},
 		WriteTimeout: Duration{control.DefaultWriteTimeout},

@@ -22,6 +22,7 @@ import (
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/gossip"
 	"github.com/diskd/diskd/pkg/legacy"
+	"github.com/diskd/diskd/pkg/localsock"
 	"github.com/diskd/diskd/pkg/logging"
 	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/mountinfo"
@@ -258,7 +259,7 @@ func listener(path string) (net.Listener, string, error) {
 	if len(all) > 0 {
 		return all[0], all[0].Addr().String() + " (from systemd)", nil
 	}
-	l, err := control.Listen(path)
+	l, err := localsock.Listen(path)
 	return l, path, err
 }
 

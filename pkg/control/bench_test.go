@@ -11,6 +11,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/ctlclient"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/localsock"
 	"github.com/diskd/diskd/pkg/store"
 	"github.com/diskd/diskd/pkg/testutil"
 )
@@ -21,7 +22,7 @@ func BenchmarkList100k(b *testing.B) {
 	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}, MaxPeers: 100})
 	testutil.FillPeers(st, 100_000)
 	path := filepath.Join(b.TempDir(), "s")
-	l, err := Listen(path)
+	l, err := localsock.Listen(path)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,5 +1,5 @@
-// Package control serves diskd's local API on a Unix socket: binding it (or
-// taking the one systemd passed), running one session per connection, and
+// Package control serves diskd's local API on a Unix socket (bound by
+// package localsock, or passed by systemd): one session per connection,
 // speaking the line protocol of package api to people (socat) and programs
 // (diskctl's JSON form). It holds no state of its own: reads go to the
 // store, actions to a Backend, and who may act is package authz's
@@ -25,11 +25,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 	"unicode"
 
@@ -141,42 +139,6 @@ func New(cfg Config) *Server {
 		cfg.Policy = authz.New(authz.Config{Logger: cfg.Logger})
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, self: uint32(os.Geteuid()), users: make(map[uint32]*userSessions)}
-}
-
-// Listen binds a Unix socket at path, creating its directory. A stale
-// socket file (nothing accepting on it) is replaced; a live one is an
-// error, so two daemons never share a path. The socket is open to every
-// local user: reads are public, actions are authz's decision, and every
-// user's sessions are bounded.
-func Listen(path string) (net.Listener, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("socket directory: %w", err)
-	}
-	// A directory someone else controls (say a planted /tmp/diskd-UID)
-	// could swap the socket for theirs under diskctl's feet.
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return nil, fmt.Errorf("socket directory: %w", err)
-	}
-	if (st.Uid != uint32(os.Geteuid()) && st.Uid != 0) || st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0 {
-		return nil, fmt.Errorf("socket directory %s is owned by uid %d or writable by others; refusing to listen there", dir, st.Uid)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("socket %s: another diskd is already listening there", path)
-	} else if errors.Is(err, syscall.ECONNREFUSED) {
-		os.Remove(path)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o666); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("socket %s: %w", path, err)
-	}
-	return l, nil
 }
 
 // Serve accepts sessions until ctx ends, then closes the listener and

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/ctlclient"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/localsock"
 	"github.com/diskd/diskd/pkg/store"
 	"github.com/diskd/diskd/pkg/testutil"
 )
@@ -66,7 +66,7 @@ func serve(t *testing.T, idle time.Duration) (path string, st *store.Store) {
 func serveWith(t *testing.T, st *store.Store, cfg Config) (*Server, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "d.sock")
-	l, err := Listen(path)
+	l, err := localsock.Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,36 +298,6 @@ func TestWatchStreamsChanges(t *testing.T) {
 	}
 }
 
-func TestListenRefusesLiveSocketReplacesStale(t *testing.T) {
-	path, _ := serve(t, time.Minute)
-	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "already listening") {
-		t.Errorf("second Listen on a live socket: %v", err)
-	}
-	stale := filepath.Join(t.TempDir(), "stale.sock")
-	l, err := net.Listen("unix", stale)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	l.Close()
-	l2, err := Listen(stale)
-	if err != nil {
-		t.Fatalf("stale socket not replaced: %v", err)
-	}
-	l2.Close()
-}
-
-func TestListenRefusesADirectoryOthersControl(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "open")
-	if err := os.Mkdir(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o777) // past the umask
-	if _, err := Listen(filepath.Join(dir, "s")); err == nil || !strings.Contains(err.Error(), "refusing") {
-		t.Errorf("Listen in a world-writable directory: %v", err)
-	}
-}
-
 // TestMountCommands: the text form takes the label as the rest of the
 // line after an optional --rw / --force; the JSON form takes fields.
 // (Who may mount is tested through the real binary, as root and nobody.)
@@ -335,7 +305,7 @@ func TestMountCommands(t *testing.T) {
 	testutil.RequiresRoot(t)
 	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}})
 	path := filepath.Join(t.TempDir(), "d.sock")
-	l, err := Listen(path)
+	l, err := localsock.Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}

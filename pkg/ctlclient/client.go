@@ -17,6 +17,7 @@ import (
 
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/localsock"
 )
 
 // Client is one session with the daemon. Not safe for concurrent use.
@@ -26,16 +27,12 @@ type Client struct {
 	Greeting string
 }
 
-// ErrNoDaemon wraps connection failures, so callers can tell "no daemon"
-// from a daemon that answered with an error.
-var ErrNoDaemon = errors.New("diskd is not running")
-
-// Dial connects to the daemon's socket and reads its greeting.
+// Dial connects to the daemon's socket and reads its greeting. Failing to
+// connect is localsock.ErrNoDaemon.
 func Dial(ctx context.Context, path string) (*Client, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+	c, err := localsock.Dial(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("%w (cannot connect to %s: %v)", ErrNoDaemon, path, unwrapSyscall(err))
+		return nil, err
 	}
 	cl := &Client{conn: c, r: bufio.NewReaderSize(c, 64*1024)}
 	if dl, ok := ctx.Deadline(); ok {
@@ -49,14 +46,6 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	}
 	cl.Greeting = strings.TrimSpace(g)
 	return cl, nil
-}
-
-func unwrapSyscall(err error) error {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Err != nil {
-		return op.Err
-	}
-	return err
 }
 
 func clip(s string) string {

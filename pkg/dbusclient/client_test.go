@@ -24,6 +24,7 @@ import (
 	"github.com/diskd/diskd/pkg/dbusapi"
 	"github.com/diskd/diskd/pkg/dbusclient"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/localsock"
 	"github.com/diskd/diskd/pkg/store"
 	"github.com/diskd/diskd/pkg/testutil"
 )
@@ -78,7 +79,7 @@ func start(t *testing.T, cfg dbusapi.Config) *both {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	l, err := control.Listen(filepath.Join(t.TempDir(), "diskd.sock"))
+	l, err := localsock.Listen(filepath.Join(t.TempDir(), "diskd.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/ctlclient"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/localsock"
 )
 
 // Exit codes.
@@ -143,10 +143,7 @@ func wrapArgs(c *cobra.Command) {
 }
 
 func (e *env) defaultSocket() string {
-	if s := os.Getenv("DISKD_SOCKET"); s != "" {
-		return s
-	}
-	return api.DefaultSocketPath()
+	return localsock.ClientPath()
 }
 
 // connect opens the connection once per invocation (or shell session).
@@ -167,7 +164,7 @@ func (e *env) connect(ctx context.Context) (Conn, error) {
 		e.conn = c
 		return c, nil
 	}
-	if errors.Is(err, ctlclient.ErrNoDaemon) {
+	if errors.Is(err, localsock.ErrNoDaemon) {
 		if bc, berr := e.dialBus(ctx, e.busAddr); berr == nil {
 			fmt.Fprintf(e.stderr, "diskctl: socket %s unreachable; using D-Bus\n", api.Escape(e.socket))
 			e.conn = bc

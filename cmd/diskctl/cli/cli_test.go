@@ -13,6 +13,7 @@ import (
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/control"
 	"github.com/diskd/diskd/pkg/disk"
+	"github.com/diskd/diskd/pkg/localsock"
 	"github.com/diskd/diskd/pkg/store"
 )
 
@@ -38,7 +39,7 @@ func daemon(t *testing.T) string {
 	})
 	st.SetLocal([]disk.Disk{{Name: "loop0", Device: "/dev/loop0", Label: "DATA", UUID: "1234-ABCD", Type: "vfat", Size: 64 << 20}})
 	path := filepath.Join(t.TempDir(), "s")
-	l, err := control.Listen(path)
+	l, err := localsock.Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
