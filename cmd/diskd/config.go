@@ -63,11 +63,43 @@ type Config struct {
 	HistoryPerDisk int `toml:"history_per_disk"`
 	// Network is the peer network ([network] in the file). Both families
 	// off means this node neither announces nor listens.
-	Network peer.Config `toml:"network"`
+	Network NetworkConfig `toml:"network"`
 	// The gossip path, on when join is not empty; keyed with
 	// network.key_file. Its keys (join, gossip_port, ...) are top-level,
 	// named as the flags are.
-	gossip.Config
+	GossipConfig
+}
+
+// NetworkConfig is peer.Config with its config-file keys: the same fields
+// in the same order, so each converts to the other (a field added to
+// peer.Config stops the build here until it has its key). Enter and
+// Instance are set by the wiring, never by the file.
+type NetworkConfig struct {
+	Groups             []string                    `toml:"groups"`
+	Port               int                         `toml:"port"`
+	Interfaces         []string                    `toml:"interfaces"`
+	TTL                int                         `toml:"ttl"`
+	KeyFile            string                      `toml:"key_file"`
+	HeartbeatInterval  time.Duration               `toml:"heartbeat_interval"`
+	IPv4               bool                        `toml:"ipv4"`
+	IPv6               bool                        `toml:"ipv6"`
+	AnnouncesPerMinute int                         `toml:"announces_per_minute"`
+	MaxPeers           int                         `toml:"max_peers"`
+	SourceRate         float64                     `toml:"source_rate"`
+	SourceBurst        float64                     `toml:"source_burst"`
+	Enter              func(fn func() error) error `toml:"-"`
+	Instance           uint64                      `toml:"-"`
+}
+
+// GossipConfig is gossip.Config with its config-file keys, top-level and
+// named as the flags are; it converts as NetworkConfig does.
+type GossipConfig struct {
+	Join      []string `toml:"join"`
+	Port      int      `toml:"gossip_port"`
+	Bind      string   `toml:"gossip_bind"`
+	Advertise string   `toml:"advertise"`
+	Profile   string   `toml:"gossip_profile"`
+	Insecure  bool     `toml:"gossip_insecure"`
 }
 
 // Duration is a time.Duration written as "15s" in the config file.
@@ -100,7 +132,7 @@ func defaultConfig() Config {
 		AdminGroup:   authz.DefaultAdminGroup,
 
 		MaxSessionsPerUser: control.DefaultMaxSessionsPerUser,
-		Network:            peer.DefaultConfig(),
+		Network:            NetworkConfig(peer.DefaultConfig()),
 
 		LegacyGroup:    legacy.DefaultGroup,
 		LegacyPort:     legacy.DefaultPort,
@@ -109,7 +141,7 @@ func defaultConfig() Config {
 		MaxDisks:       store.DefaultMaxDisks,
 		HistoryPerDisk: store.DefaultHistoryPerDisk,
 
-		Config: gossip.DefaultConfig(),
+		GossipConfig: GossipConfig(gossip.DefaultConfig()),
 		// Empty rather than nil, so --print-config shows every key.
 		Devices:      []string{},
 		Exclude:      []string{},
@@ -181,13 +213,29 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringArrayVar(&c.MountAllowRW, "mount-allow-rw", c.MountAllowRW, "allow mounting read-write, when asked with --rw, disks whose label or UUID matches this glob (repeatable)")
 	fs.IntVar(&c.MaxDisks, "max-disks", c.MaxDisks, "disks remembered at most, present or not, on every machine; the longest gone is forgotten first")
 	fs.IntVar(&c.HistoryPerDisk, "history-per-disk", c.HistoryPerDisk, "places a disk remembers (its current one included); the oldest is dropped first")
-	c.Network.AddFlags(fs)
+	n := &c.Network
+	fs.StringArrayVar(&n.Groups, "group", n.Groups, "multicast group, IPv4 or IPv6 (repeatable; a family not given keeps its default; IPv6 sends to the link-scope groups with --ttl 1, to the wider ones otherwise)")
+	fs.IntVar(&n.Port, "port", n.Port, "UDP port of the peer network")
+	fs.StringArrayVar(&n.Interfaces, "interface", n.Interfaces, "network interface to use (repeatable; default: every multicast-capable one)")
+	fs.IntVar(&n.TTL, "ttl", n.TTL, "multicast TTL / hop limit (1 stays on the link; higher crosses multicast routers)")
+	fs.StringVar(&n.KeyFile, "key-file", n.KeyFile, "file with the network's shared key(s): \"ID SECRET\" lines; authenticates every datagram")
+	fs.DurationVar(&n.HeartbeatInterval, "heartbeat-interval", n.HeartbeatInterval, "interval between heartbeats, 1s to 1m; a peer silent for 3 of its intervals (clamped to that range) is offline")
+	fs.BoolVar(&n.IPv4, "ipv4", n.IPv4, "use IPv4 multicast")
+	fs.BoolVar(&n.IPv6, "ipv6", n.IPv6, "use IPv6 multicast")
+	fs.IntVar(&n.AnnouncesPerMinute, "announce-limit", n.AnnouncesPerMinute, "announces per minute caused by local changes")
+	_ = fs.MarkHidden("announce-limit") // for benchmarks that attach disks quickly
 	fs.BoolVar(&c.Legacy, "legacy", c.Legacy, "bridge to the original Perl diskd (App::Diskd 0.01): list its peers' disks, announce ours in its format (unauthenticated)")
 	fs.StringVar(&c.LegacyGroup, "legacy-group", c.LegacyGroup, "the original's IPv4 multicast group")
 	fs.IntVar(&c.LegacyPort, "legacy-port", c.LegacyPort, "the original's UDP port (we send from it too, as it does)")
 	fs.DurationVar(&c.LegacyInterval.Duration, "legacy-interval", c.LegacyInterval.Duration, "the original peers' announce period; one silent for 3 is offline")
 	_ = fs.MarkHidden("legacy-interval") // the original's is fixed at 600 s; tests shorten it
-	c.Config.AddFlags(fs)
+	g := &c.GossipConfig
+	fs.StringArrayVar(&g.Join, "join", g.Join, "join the gossip network through HOST[:PORT] (repeatable; retried until it answers); gossip is on when given")
+	fs.IntVar(&g.Port, "gossip-port", g.Port, "gossip port, TCP and UDP")
+	fs.StringVar(&g.Bind, "gossip-bind", g.Bind, "address the gossip port listens on")
+	fs.StringVar(&g.Advertise, "advertise", g.Advertise, "address (IP[:PORT]) other members reach us at (default: the first private address)")
+	fs.StringVar(&g.Profile, "gossip-profile", g.Profile, "gossip timing: lan or wan")
+	fs.BoolVar(&g.Insecure, "gossip-insecure", g.Insecure, "allow gossip without --key-file (anyone who reaches the port can join and announce)")
 }
 
 // check refuses values outside the bounds the daemon is built for.

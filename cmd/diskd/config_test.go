@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 // TestSessionBounds: the session options take values within their bounds
@@ -62,5 +64,23 @@ func TestTableBoundsRefused(t *testing.T) {
 		case tc.want == "" && (c.MaxDisks < 1 || c.HistoryPerDisk < 1):
 			t.Errorf("%v: %+v", tc.args, c.Config)
 		}
+	}
+}
+
+// TestFlagsOfThePackages: the peer network's and gossip's flags are
+// registered here (the packages take plain structs); --announce-limit is
+// hidden (benchmarks only).
+func TestFlagsOfThePackages(t *testing.T) {
+	fs := pflag.NewFlagSet("diskd", pflag.ContinueOnError)
+	c := defaultConfig()
+	addFlags(fs, &c)
+	for _, f := range []string{"group", "port", "interface", "ttl", "key-file", "heartbeat-interval", "ipv4", "ipv6",
+		"join", "gossip-port", "gossip-bind", "advertise", "gossip-profile", "gossip-insecure"} {
+		if fs.Lookup(f) == nil {
+			t.Errorf("no --%s", f)
+		}
+	}
+	if f := fs.Lookup("announce-limit"); f == nil || !f.Hidden {
+		t.Error("--announce-limit should exist, hidden")
 	}
 }

@@ -113,7 +113,7 @@ func run(ctx context.Context, cfg Config) error {
 	// instance of one node.
 	cfg.Network.Instance = wire.NewInstance(time.Now())
 	if cfg.Network.IPv4 || cfg.Network.IPv6 {
-		if be.net, err = peer.New(cfg.Network, st, log); err != nil {
+		if be.net, err = peer.New(peer.Config(cfg.Network), st, log); err != nil {
 			return err
 		}
 		be.net.SetRequestHandler(be.serveRequest)
@@ -131,7 +131,7 @@ func run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	if cfg.Config.Enabled() {
+	if gc := gossip.Config(cfg.GossipConfig); gc.Enabled() {
 		if be.gossip, err = newGossip(cfg, st, be.net, log); err != nil {
 			return err
 		}
@@ -286,5 +286,5 @@ func newGossip(cfg Config, st *store.Store, mc *peer.Service, log *slog.Logger) 
 	if mc != nil {
 		d.Multicast = mc
 	}
-	return gossip.New(cfg.Config, d)
+	return gossip.New(gossip.Config(cfg.GossipConfig), d)
 }

@@ -28,7 +28,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"github.com/spf13/pflag"
 
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/peer"
@@ -48,38 +47,28 @@ const (
 	keyInfo = "diskd gossip v1"
 )
 
-// Config configures the gossip path. Its keys sit at the top of the config
-// file, named as the flags are.
+// Config configures the gossip path. cmd/diskd maps it to flags and to
+// top-level keys of the config file, named as the flags are.
 type Config struct {
 	// Join lists members to join, HOST or HOST:PORT (HOST alone means the
 	// gossip port). Gossip is on when it is not empty.
-	Join []string `toml:"join"`
+	Join []string
 	// Port is the gossip port, TCP and UDP.
-	Port int `toml:"gossip_port"`
+	Port int
 	// Bind is the address to listen on.
-	Bind string `toml:"gossip_bind"`
+	Bind string
 	// Advertise is the address (IP or IP:PORT) others reach us at, when
 	// not the first private address (multi-homed hosts, NAT).
-	Advertise string `toml:"advertise"`
+	Advertise string
 	// Profile is memberlist's timing: lan or wan.
-	Profile string `toml:"gossip_profile"`
+	Profile string
 	// Insecure allows gossip without a key file.
-	Insecure bool `toml:"gossip_insecure"`
+	Insecure bool
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{Join: []string{}, Port: DefaultPort, Bind: "0.0.0.0", Profile: "lan"}
-}
-
-// AddFlags registers the gossip flags on fs.
-func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&c.Join, "join", c.Join, "join the gossip network through HOST[:PORT] (repeatable; retried until it answers); gossip is on when given")
-	fs.IntVar(&c.Port, "gossip-port", c.Port, "gossip port, TCP and UDP")
-	fs.StringVar(&c.Bind, "gossip-bind", c.Bind, "address the gossip port listens on")
-	fs.StringVar(&c.Advertise, "advertise", c.Advertise, "address (IP[:PORT]) other members reach us at (default: the first private address)")
-	fs.StringVar(&c.Profile, "gossip-profile", c.Profile, "gossip timing: lan or wan")
-	fs.BoolVar(&c.Insecure, "gossip-insecure", c.Insecure, "allow gossip without --key-file (anyone who reaches the port can join and announce)")
 }
 
 // Enabled reports whether gossip is on.

@@ -19,7 +19,6 @@ import (
 
 	"github.com/diskd/diskd/pkg/store"
 	"github.com/diskd/diskd/pkg/wire"
-	"github.com/spf13/pflag"
 )
 
 // Defaults.
@@ -46,45 +45,45 @@ const (
 	MaxPeerInterval = time.Minute
 )
 
-// Config configures the peer network. DefaultConfig fills it in; AddFlags
-// lets the command line change it.
+// Config configures the peer network. DefaultConfig fills it in; cmd/diskd
+// maps it to flags and the config file's [network] table.
 type Config struct {
 	// Groups are the multicast groups, IPv4 and IPv6 mixed. A family with no
 	// group here uses its default group.
-	Groups []string `toml:"groups"`
+	Groups []string
 	// Port is the UDP port.
-	Port int `toml:"port"`
+	Port int
 	// Interfaces restricts the interfaces used; empty means every interface
 	// that is up, multicast-capable and not loopback.
-	Interfaces []string `toml:"interfaces"`
+	Interfaces []string
 	// TTL is the multicast TTL / hop limit: 1 keeps datagrams on the link.
-	TTL int `toml:"ttl"`
+	TTL int
 	// KeyFile, when set, authenticates the network (see wire.ParseKeys).
-	KeyFile string `toml:"key_file"`
+	KeyFile string
 	// HeartbeatInterval is how often we say we are alive; a peer silent for
 	// three of its intervals is offline. MinPeerInterval to MaxPeerInterval.
-	HeartbeatInterval time.Duration `toml:"heartbeat_interval"`
+	HeartbeatInterval time.Duration
 	// IPv4 and IPv6 switch the families.
-	IPv4 bool `toml:"ipv4"`
-	IPv6 bool `toml:"ipv6"`
+	IPv4 bool
+	IPv6 bool
 	// AnnouncesPerMinute bounds announces caused by local changes
 	// (the first of a burst goes at once).
-	AnnouncesPerMinute int `toml:"announces_per_minute"`
+	AnnouncesPerMinute int
 	// MaxPeers bounds the peers tracked; when full, the peer offline the
 	// longest is forgotten first, else the one heard least recently.
-	MaxPeers int `toml:"max_peers"`
+	MaxPeers int
 	// SourceRate and SourceBurst bound the datagrams accepted per source
 	// address (a token bucket), checked before anything else.
-	SourceRate  float64 `toml:"source_rate"`
-	SourceBurst float64 `toml:"source_burst"`
+	SourceRate  float64
+	SourceBurst float64
 
 	// Enter, when set, runs fn where the service's sockets must be created
 	// and interfaces listed: tests use it to put a service inside a network
 	// namespace. Nil runs fn directly.
-	Enter func(fn func() error) error `toml:"-"`
+	Enter func(fn func() error) error
 	// Instance, when not 0, is the instance ID to announce (the gossip
 	// path announces the same one); 0 makes one at start.
-	Instance uint64 `toml:"-"`
+	Instance uint64
 }
 
 // DefaultConfig returns the defaults.
@@ -101,21 +100,6 @@ func DefaultConfig() Config {
 		SourceRate:         200,
 		SourceBurst:        1000,
 	}
-}
-
-// AddFlags registers the peer network's flags on fs, with c's current
-// values as defaults.
-func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&c.Groups, "group", c.Groups, "multicast group, IPv4 or IPv6 (repeatable; a family not given keeps its default; IPv6 sends to the link-scope groups with --ttl 1, to the wider ones otherwise)")
-	fs.IntVar(&c.Port, "port", c.Port, "UDP port of the peer network")
-	fs.StringArrayVar(&c.Interfaces, "interface", c.Interfaces, "network interface to use (repeatable; default: every multicast-capable one)")
-	fs.IntVar(&c.TTL, "ttl", c.TTL, "multicast TTL / hop limit (1 stays on the link; higher crosses multicast routers)")
-	fs.StringVar(&c.KeyFile, "key-file", c.KeyFile, "file with the network's shared key(s): \"ID SECRET\" lines; authenticates every datagram")
-	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "interval between heartbeats, 1s to 1m; a peer silent for 3 of its intervals (clamped to that range) is offline")
-	fs.BoolVar(&c.IPv4, "ipv4", c.IPv4, "use IPv4 multicast")
-	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "use IPv6 multicast")
-	fs.IntVar(&c.AnnouncesPerMinute, "announce-limit", c.AnnouncesPerMinute, "announces per minute caused by local changes")
-	_ = fs.MarkHidden("announce-limit") // for benchmarks that attach disks quickly
 }
 
 // groups resolves the configured groups per family: the ones joined, and
