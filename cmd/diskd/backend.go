@@ -42,7 +42,7 @@ func (b *backend) Status() api.Status {
 		UptimeSec: time.Since(b.started).Seconds(),
 		StateDir:  b.cfg.StateDir,
 		Socket:    b.socket,
-		Scan:      b.scanner.Status(),
+		Scan:      scanStatus(b.scanner.Status()),
 		Counts: api.Counts{Nodes: c.Nodes, NodesOnline: c.NodesOnline, Disks: c.Disks,
 			DisksPresent: c.DisksPresent, LocalPresent: c.LocalPresent},
 		StoreCounters: b.store.Stats().Map(),
@@ -103,4 +103,21 @@ func (b *backend) Announce() error {
 	}
 	b.net.Announce()
 	return nil
+}
+
+// scanStatus translates the scanner's status to the client API's.
+func scanStatus(s scanner.Status) api.ScanStatus {
+	return api.ScanStatus{
+		LastScan:      s.LastScan,
+		LastDuration:  s.LastDuration.Seconds(),
+		LastError:     s.LastError,
+		LastErrorTime: s.LastErrorTime,
+		FullScans:     s.FullScans,
+		DeviceProbes:  s.DeviceProbes,
+		Uevents:       s.Uevents,
+		MountUpdates:  s.MountUpdates,
+		Blkid:         s.Blkid,
+		BlkidTimeout:  s.BlkidTimeout.Seconds(),
+		UeventsActive: s.UeventsActive,
+	}
 }

@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/blkid"
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/mountinfo"
@@ -72,7 +71,7 @@ type Scanner struct {
 	firstDone chan struct{}
 
 	mu     sync.Mutex // guards status, read by Status from other goroutines
-	status api.ScanStatus
+	status Status
 	// Error lines: what a device's content makes blkid say is not ours to
 	// choose, so a new message is logged at most once per errorLogEvery
 	// while errors go on (the rest counted), not once per message.
@@ -106,9 +105,9 @@ func New(cfg Config) *Scanner {
 		refreshC:  make(chan chan error),
 		callC:     make(chan func()),
 		firstDone: make(chan struct{}),
-		status: api.ScanStatus{
+		status: Status{
 			Blkid:        cfg.BlkidPath,
-			BlkidTimeout: cfg.BlkidTimeout.Seconds(),
+			BlkidTimeout: cfg.BlkidTimeout,
 		},
 	}
 }
@@ -157,8 +156,24 @@ func (s *Scanner) onLoop(ctx context.Context, fn func()) error {
 	}
 }
 
+// Status is the local inventory's freshness: the last scan, the last
+// error, and the scanner's counters.
+type Status struct {
+	LastScan      time.Time     // when the last full scan started
+	LastDuration  time.Duration // how long it took
+	LastError     string        // "" once blkid works again
+	LastErrorTime time.Time
+	FullScans     uint64
+	DeviceProbes  uint64 // devices probed one by one
+	Uevents       uint64
+	MountUpdates  uint64
+	Blkid         string // the blkid program run
+	BlkidTimeout  time.Duration
+	UeventsActive bool // the uevent source is running
+}
+
 // Status reports the last scan and the scanner's counters.
-func (s *Scanner) Status() api.ScanStatus {
+func (s *Scanner) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.status
@@ -483,7 +498,7 @@ func (s *Scanner) finishFull(r result) {
 	defer s.mu.Unlock()
 	s.status.FullScans++
 	s.status.LastScan = r.started
-	s.status.LastDuration = r.took.Seconds()
+	s.status.LastDuration = r.took
 	s.noteErrorLocked(r.err, r.started)
 }
 
