@@ -54,7 +54,9 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	// Each package adds its own "component"; every record names the node.
+	// Every record names the node. The wiring names each component
+	// ("component") where it builds it; packages never set it themselves
+	// (pkg/peer and pkg/gossip still do, until their rework for issue 15).
 	log = log.With("node", cfg.NodeName)
 	var problems []string
 	db, aside, err := store.OpenDB(filepath.Join(cfg.StateDir, "state.db"))
@@ -84,7 +86,7 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	defer ln.Close()
 
-	runner := &blkid.Runner{Path: cfg.Blkid, Timeout: cfg.BlkidTimeout.Duration, Logger: log}
+	runner := &blkid.Runner{Path: cfg.Blkid, Timeout: cfg.BlkidTimeout.Duration, Logger: log.With("component", "blkid")}
 	sc := scanner.New(scanner.Config{
 		Prober:       runner,
 		Sink:         st,
@@ -121,12 +123,12 @@ func run(ctx context.Context, cfg Config) error {
 		log.Info("peer network off (--ipv4=false --ipv6=false): this node neither announces nor listens")
 	}
 	// One policy for the socket and the bus.
-	policy := authz.New(authz.Config{AdminGroup: cfg.AdminGroup, Logger: log})
+	policy := authz.New(authz.Config{AdminGroup: cfg.AdminGroup, Logger: log.With("component", "authz")})
 	if cfg.Legacy {
 		be.legacy, err = legacy.New(legacy.Config{
 			Group: cfg.LegacyGroup, Port: cfg.LegacyPort, Interfaces: cfg.Network.Interfaces,
 			PeerInterval: cfg.LegacyInterval.Duration,
-		}, st, log)
+		}, st, log.With("component", "legacy"))
 		if err != nil {
 			return err
 		}
@@ -137,7 +139,7 @@ func run(ctx context.Context, cfg Config) error {
 		}
 	}
 	if cfg.DBus != "off" {
-		be.bus = dbusapi.New(dbusapi.Config{Bus: cfg.DBus, Version: version, Policy: policy}, st, be, log)
+		be.bus = dbusapi.New(dbusapi.Config{Bus: cfg.DBus, Version: version, Policy: policy}, st, be, log.With("component", "dbus"))
 	} else if os.Geteuid() != 0 {
 		log.Info("D-Bus API off (default when not root; --dbus=session to use the session bus)")
 	}
@@ -159,7 +161,7 @@ func run(ctx context.Context, cfg Config) error {
 	uevents := make(chan uevent.Event, 4096)
 	mounts := make(chan []mountinfo.Mount, 1)
 	if cfg.Uevents {
-		ul := &uevent.Listener{Logger: log}
+		ul := &uevent.Listener{Logger: log.With("component", "uevent")}
 		sc.SetUeventsActive(true)
 		g.Go(func() error {
 			if err := ul.Run(gctx, uevents); err != nil && gctx.Err() == nil {
@@ -170,7 +172,7 @@ func run(ctx context.Context, cfg Config) error {
 			return nil
 		})
 	}
-	mw := &mountinfo.Watcher{Logger: log}
+	mw := &mountinfo.Watcher{Logger: log.With("component", "mountinfo")}
 	g.Go(func() error {
 		err := mw.Run(gctx, func(ms []mountinfo.Mount) {
 			// Latest table wins: replace a pending one rather than block.

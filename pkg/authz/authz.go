@@ -123,7 +123,7 @@ func New(cfg Config) *Policy {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Policy{cfg: cfg, self: uint32(os.Geteuid()), log: cfg.Logger.With("component", "authz"),
+	return &Policy{cfg: cfg, self: uint32(os.Geteuid()), log: cfg.Logger,
 		cache: make(map[uint32]member)}
 }
 

@@ -152,7 +152,7 @@ func (r *Runner) logger() *slog.Logger {
 	if r.Logger == nil {
 		return slog.New(slog.DiscardHandler)
 	}
-	return r.Logger.With("component", "blkid")
+	return r.Logger
 }
 
 // lookPath finds the binary. A bare name also falls back to the sbin

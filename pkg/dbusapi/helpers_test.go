@@ -17,6 +17,7 @@ import (
 
 	contract "github.com/diskd/diskd/dbus"
 	"github.com/diskd/diskd/pkg/api"
+	"github.com/diskd/diskd/pkg/authz"
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/store"
 	"github.com/diskd/diskd/pkg/testutil"
@@ -141,7 +142,11 @@ func (e *env) runService(cfg Config, tweak ...func(*Service)) {
 		cfg.RetryMin, cfg.RetryMax = 20*time.Millisecond, 100*time.Millisecond
 	}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.svc = New(cfg, e.st, e.be, logger)
+	// As cmd/diskd wires them: each component named by who builds it.
+	if cfg.Policy == nil {
+		cfg.Policy = authz.New(authz.Config{Logger: logger.With("component", "authz")})
+	}
+	e.svc = New(cfg, e.st, e.be, logger.With("component", "dbus"))
 	for _, f := range tweak {
 		f(e.svc)
 	}

@@ -131,7 +131,7 @@ func New(cfg Config, st *store.Store, be Backend, logger *slog.Logger) *Service 
 		cfg:      cfg,
 		store:    st,
 		be:       be,
-		log:      logger.With("component", "dbus"),
+		log:      logger,
 		ifaceXML: map[string]string{},
 		ifaces:   map[string]contract.Interface{},
 		state:    "not started",

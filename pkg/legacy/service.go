@@ -117,7 +117,7 @@ func New(cfg Config, st *store.Store, logger *slog.Logger) (*Service, error) {
 	if cfg.LookupAddr == nil {
 		cfg.LookupAddr = net.DefaultResolver.LookupAddr
 	}
-	return &Service{cfg: cfg, st: st, log: logger.With("component", "legacy"), group: g.Unmap(),
+	return &Service{cfg: cfg, st: st, log: logger, group: g.Unmap(),
 		in: make(chan inbound, inboundQueue), now: make(chan struct{}, 1), logLast: make(map[string]time.Time)}, nil
 }
 

@@ -5,6 +5,11 @@
 // node → NODE, device → DEVICE, …) and PRIORITY from the level, so
 // `journalctl COMPONENT=peer` works. Anywhere else they are slog text on
 // the given writer.
+//
+// The "component" attribute is set by whoever builds a component, with
+// logger.With("component", NAME) on the logger it passes in (cmd/diskd's
+// run does it for every component); a package never names itself, so a
+// record carries one component and the wiring decides the names.
 package logging
 
 import (

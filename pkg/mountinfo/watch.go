@@ -37,7 +37,7 @@ func (w *Watcher) Run(ctx context.Context, onChange func([]Mount)) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("component", "mountinfo", "path", path)
+	log = log.With("path", path)
 
 	// A raw descriptor, not an *os.File: the runtime's poller would make
 	// the descriptor non-blocking and own its readiness.

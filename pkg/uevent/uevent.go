@@ -44,7 +44,6 @@ func (l *Listener) Run(ctx context.Context, out chan<- Event) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("component", "uevent")
 
 	conn := &netlink.UEventConn{}
 	if err := conn.Connect(netlink.KernelEvent); err != nil {
