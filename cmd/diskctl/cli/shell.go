@@ -48,6 +48,11 @@ func (e *env) shell(ctx context.Context) error {
 	return sc.Err()
 }
 
+// interactive is the shell. github.com/chzyer/readline has had no release
+// since 2022; its maintained fork, github.com/ergochat/readline, keeps the
+// same API (a change of import path) but is not served by the module proxy
+// this project builds from, so chzyer's v1.5.1 stays until it is
+// (test/shell_test.go drives the shell through a real pty either way).
 func (e *env) interactive() error {
 	hist := ""
 	if home, err := os.UserHomeDir(); err == nil {
