@@ -90,13 +90,15 @@ type Service struct {
 	// For tests: the subscription's buffer, a hook run before each batch
 	// is applied (to hold the adapter back and make it fall behind), more
 	// options for the bus connection, a hook told of each connection's
-	// socket (nil when godbus dialled), and godbus writing every message
-	// (as before the adapter encoded its own), to compare the two.
+	// socket (nil when godbus dialled), godbus writing every message
+	// (as before the adapter encoded its own), to compare the two, and a
+	// hook run before each attempt to connect (to count retries).
 	subBuffer   int
 	beforeApply func()
 	connOptions []dbus.ConnOption
 	onConnect   func(*busSocket)
 	godbusOnly  bool
+	beforeDial  func()
 }
 
 // New returns a Service. It panics if the embedded contract does not parse
@@ -221,6 +223,9 @@ func (s *Service) session(parent context.Context) error {
 	// A bus that accepts but never answers must not hang us: the
 	// handshake gets 10 s, after which the connection is closed.
 	hung := time.AfterFunc(10*time.Second, cancel)
+	if s.beforeDial != nil {
+		s.beforeDial()
+	}
 	conn, sock, err := connect(ctx, addr, s.godbusOnly, append([]dbus.ConnOption{dbus.WithHandler(srv), dbus.WithContext(ctx)}, s.connOptions...)...)
 	hung.Stop()
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/diskd/diskd/pkg/blkid"
@@ -201,7 +202,14 @@ func TestEventsProbeOnlyTheirDevice(t *testing.T) {
 	}
 }
 
+// TestBurstCoalescesIntoFewFullScans runs on synctest's clock: the quiet
+// period after the burst passes at once, and synctest.Wait says when the
+// scanner has nothing left to do.
 func TestBurstCoalescesIntoFewFullScans(t *testing.T) {
+	synctest.Test(t, testBurstCoalescesIntoFewFullScans)
+}
+
+func testBurstCoalescesIntoFewFullScans(t *testing.T) {
 	names := make([]string, 1000)
 	for i := range names {
 		names[i] = fmt.Sprintf("loop%d", i)
@@ -216,9 +224,12 @@ func TestBurstCoalescesIntoFewFullScans(t *testing.T) {
 	for _, n := range names {
 		r.uevents <- uevent.Event{Action: "change", Name: n}
 	}
-	waitFor(t, "all 1000 listed", func() bool { return len(r.names(true)) == 1000 })
 	// Quiet for longer than the gap: nothing else may be pending.
 	time.Sleep(1500 * time.Millisecond)
+	synctest.Wait()
+	if got := len(r.names(true)); got != 1000 {
+		t.Fatalf("%d of 1000 listed after the burst", got)
+	}
 	if got := fake.full.Load() - before; got > 2 {
 		t.Errorf("1000 uevents caused %d full scans, want at most 2", got)
 	}
@@ -299,7 +310,9 @@ func TestMountChangesNeedNoBlkid(t *testing.T) {
 	}
 }
 
-func TestFilter(t *testing.T) {
+func TestFilter(t *testing.T) { synctest.Test(t, testFilter) }
+
+func testFilter(t *testing.T) {
 	fake := newFake("loop0", "loop1", "sda1")
 	r := start(t, fake, Config{Filter: disk.Filter{Include: []string{"/dev/loop*"}, Exclude: []string{"/dev/loop1"}}})
 	<-r.sc.FirstScanDone()
@@ -308,14 +321,17 @@ func TestFilter(t *testing.T) {
 	}
 	r.uevents <- uevent.Event{Action: "change", Name: "sda1"}
 	r.uevents <- uevent.Event{Action: "change", Name: "loop0"}
-	waitFor(t, "probe", func() bool { return fake.probes.Load() >= 1 })
-	time.Sleep(50 * time.Millisecond)
+	// Every event handled, every timer they set run out.
+	time.Sleep(time.Second)
+	synctest.Wait()
 	if got := fake.probes.Load(); got != 1 {
 		t.Errorf("probes = %d: a filtered-out device was probed", got)
 	}
 }
 
-func TestFlappingDeviceIsBudgeted(t *testing.T) {
+func TestFlappingDeviceIsBudgeted(t *testing.T) { synctest.Test(t, testFlappingDeviceIsBudgeted) }
+
+func testFlappingDeviceIsBudgeted(t *testing.T) {
 	fake := newFake("loop0", "loop1")
 	r := start(t, fake, Config{ProbeBudget: 16})
 	<-r.sc.FirstScanDone()
@@ -327,6 +343,7 @@ func TestFlappingDeviceIsBudgeted(t *testing.T) {
 		}
 	}
 	time.Sleep(1500 * time.Millisecond)
+	synctest.Wait()
 	if got := fake.probes.Load(); got > 16 {
 		t.Errorf("%d single probes, want at most the budget of 16", got)
 	}
