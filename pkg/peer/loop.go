@@ -119,8 +119,9 @@ type loop struct {
 	ctx          context.Context // of run: requests acted on end with it
 	waiting      map[[wire.RequestIDSize]byte]waiter
 	served       map[[wire.RequestIDSize]byte]*served
-	busy         int        // requests being acted on
-	relay        relayState // relay.go
+	busy         int         // requests being acted on
+	relay        relayState  // relay.go
+	delta        deltaSender // delta.go
 
 	nextHeartbeat, nextCheck, nextExpire, nextRescan, wantDue time.Time
 }
@@ -307,7 +308,7 @@ func (l *loop) checkEvery() time.Duration {
 
 func (l *loop) nextDue() time.Time {
 	t := l.nextHeartbeat
-	for _, u := range []time.Time{l.nextCheck, l.nextExpire, l.nextRescan, l.wantDue, l.pace.at} {
+	for _, u := range []time.Time{l.nextCheck, l.nextExpire, l.nextRescan, l.wantDue, l.pace.at, l.delta.at} {
 		if !u.IsZero() && u.Before(t) {
 			t = u
 		}
@@ -331,6 +332,9 @@ func (l *loop) runDue(now time.Time) {
 		if gen, _ := l.current(); gen != l.announcedGen || l.requested {
 			l.announce(now, "change or request")
 		}
+	}
+	if !l.delta.at.IsZero() && !now.Before(l.delta.at) {
+		l.localChanged(now) // the budget allows the change that waited
 	}
 	if !l.wantDue.IsZero() && !now.Before(l.wantDue) {
 		l.askMissing(now)
@@ -406,6 +410,9 @@ func (l *loop) reader(fam int, c mconn) {
 			continue
 		}
 		p, err := wire.DecodeBody(h, body)
+		if err == nil && h.Type == wire.TypeDelta && s.cfg.IgnoreDeltas {
+			err = &wire.DropError{Reason: wire.ReasonUnknownType} // as a daemon from before deltas
+		}
 		if err != nil {
 			l.dropped(err, src)
 			continue
@@ -495,6 +502,9 @@ func (l *loop) handle(in inbound) {
 	case wire.TypeAnnounce:
 		ps.name = p.Announce.Name
 		l.offer(now, ps, p)
+	case wire.TypeDelta:
+		ps.name = p.Delta.Name
+		l.onDelta(now, ps, p)
 	case wire.TypeQuery:
 		l.touch(now, ps, false)
 		l.onQuery(now, ps, p.Query)
@@ -705,6 +715,11 @@ func (l *loop) offer(now time.Time, ps *peerState, p *wire.Packet) {
 		l.touch(now, ps, false)
 		return
 	}
+	l.apply(now, ps, c)
+}
+
+// apply puts a complete generation of the peer into the store.
+func (l *loop) apply(now time.Time, ps *peerState, c *wire.Complete) {
 	l.s.st.ApplyPeer(l.node(ps), c.Disks)
 	ps.online, ps.addrsNew, ps.lastTouch = true, false, now
 	l.s.ctr.inc(generationsApplied)
@@ -770,9 +785,6 @@ func (l *loop) fireAnswer(now time.Time) {
 	}
 }
 
-// localChanged schedules an announce of a local change.
-func (l *loop) localChanged(now time.Time) { l.pace.changed(now) }
-
 // pacer times announces of local changes: the first of a burst at once,
 // the rest of the burst coalesced into one at the end of a minimum gap,
 // and at most perMinute in any minute (later ones wait, coalesced).
@@ -837,6 +849,7 @@ func (l *loop) announce(now time.Time, why string) {
 	l.send(dgs)
 	l.lastAnnounce = now
 	l.announcedGen = gen
+	l.delta.sent(gen, inv)
 	l.requested = false
 	l.s.ctr.inc(announcesSent)
 	l.s.log.Debug("announced", "why", why, "generation", gen, "disks", inv.Len(), "datagrams", len(dgs))

@@ -67,8 +67,10 @@ type Config struct {
 	// IPv4 and IPv6 switch the families.
 	IPv4 bool `toml:"ipv4"`
 	IPv6 bool `toml:"ipv6"`
-	// AnnouncesPerMinute bounds announces caused by local changes
-	// (the first of a burst goes at once).
+	// AnnouncesPerMinute bounds whole-inventory announces caused by local
+	// changes too big for one datagram, and requested ones (the first of a
+	// burst goes at once); smaller changes go as delta announces, bounded
+	// by the byte budget (delta.go).
 	AnnouncesPerMinute int `toml:"announces_per_minute"`
 	// MaxPeers bounds the peers tracked; when full, the peer offline the
 	// longest is forgotten first, else the one heard least recently.
@@ -85,6 +87,10 @@ type Config struct {
 	// Instance, when not 0, is the instance ID to announce (the gossip
 	// path announces the same one); 0 makes one at start.
 	Instance uint64 `toml:"-"`
+	// IgnoreDeltas makes the service drop delta announces as a daemon from
+	// before them does (unknown_type): tests of the protocol's
+	// compatibility use it. Never set in a daemon.
+	IgnoreDeltas bool `toml:"-"`
 }
 
 // DefaultConfig returns the defaults.
@@ -114,7 +120,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "interval between heartbeats, 1s to 1m; a peer silent for 3 of its intervals (clamped to that range) is offline")
 	fs.BoolVar(&c.IPv4, "ipv4", c.IPv4, "use IPv4 multicast")
 	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "use IPv6 multicast")
-	fs.IntVar(&c.AnnouncesPerMinute, "announce-limit", c.AnnouncesPerMinute, "announces per minute caused by local changes")
+	fs.IntVar(&c.AnnouncesPerMinute, "announce-limit", c.AnnouncesPerMinute, "whole-inventory announces per minute caused by local changes too big for one datagram")
 	_ = fs.MarkHidden("announce-limit") // for benchmarks that attach disks quickly
 }
 
@@ -347,7 +353,7 @@ func (s *Service) Announce() {
 		return
 	}
 	select {
-	case s.reqs <- func(l *loop) { l.requested = true; l.localChanged(time.Now()) }:
+	case s.reqs <- func(l *loop) { l.requested = true; l.pace.changed(time.Now()) }: // whole, paced
 	default: // a request is already queued; it will announce the latest inventory
 	}
 }

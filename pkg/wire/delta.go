@@ -147,15 +147,17 @@ func (e *Encoder) Delta(gen uint64, name string, baseGen uint64, base, cur *Inve
 	if e.keys != nil {
 		size += TagSize
 	}
-	if size > MaxDatagram || size > e.announceSize(name, cur) {
+	if size > MaxDatagram || size > e.AnnounceSize(name, cur) {
 		return nil, false
 	}
 	return e.seal(TypeDelta, gen, body), true
 }
 
-// announceSize returns about how many bytes announcing inv takes (a few
-// bytes over: chunk numbers are counted at their largest).
-func (e *Encoder) announceSize(name string, inv *Inventory) int {
+// AnnounceSize returns about how many bytes announcing inv takes, in all
+// its datagrams (a few bytes over: chunk numbers are counted at their
+// largest). It encodes nothing and uses no sequence number.
+func (e *Encoder) AnnounceSize(name string, inv *Inventory) int {
+	name = clipName(name)
 	probe := len(must(encMode.Marshal(announceBody{Name: name, Digest: inv.digest[:], Chunk: 65535, Chunks: 65535, Disks: []cbor.RawMessage{}})))
 	per := HeaderSize + probe + 2
 	if e.keys != nil {

@@ -110,7 +110,7 @@ func TestDeltaRoundTrip(t *testing.T) {
 						t.Error("a refused delta used a sequence number")
 					}
 					// Refused only because announcing whole is smaller.
-					if full := enc.announceSize("dkd-h1", cur); full > MaxDatagram {
+					if full := enc.AnnounceSize("dkd-h1", cur); full > MaxDatagram {
 						t.Fatalf("delta refused; announce would take %d bytes", full)
 					}
 					return
@@ -356,7 +356,7 @@ func FuzzDeltaApply(f *testing.F) {
 		dg, ok := enc.Delta(2, "h", 1, old, cur)
 		if !ok {
 			c := Diff(old, cur)
-			if len(c.Upserts)+len(c.Removed) < 3 && enc.announceSize("h", cur) > MaxDatagram {
+			if len(c.Upserts)+len(c.Removed) < 3 && enc.AnnounceSize("h", cur) > MaxDatagram {
 				t.Fatalf("delta of %d changes refused", len(c.Upserts)+len(c.Removed))
 			}
 			return
