@@ -115,54 +115,54 @@ func (d *deltaSender) change(now time.Time, enc *wire.Encoder, name string, gen 
 	return dgs, delta, false
 }
 
-// localChanged sends a local change: as a delta or a small announce at
-// once when the budget allows, later (coalesced) when it does not, or as
-// an announce through the pacer when one datagram cannot carry it. While
-// such an announce is due, changes wait for it: it carries them all.
-func (l *loop) localChanged(now time.Time) {
-	if !l.pace.at.IsZero() {
-		l.delta.at = time.Time{}
+// LocalChanged sends a local change (after SetLocal): as a delta or a
+// small announce at once when the byte budget allows, later (coalesced)
+// when it does not, or as an announce through the pacer when one datagram
+// cannot carry it. While such an announce is due, changes wait for it: it
+// carries them all.
+func (m *Machine) LocalChanged(now time.Time) {
+	if !m.pace.at.IsZero() {
+		m.delta.at = time.Time{}
 		return
 	}
-	gen, inv := l.current()
-	waited, base := !l.delta.at.IsZero(), l.delta.baseGen
-	dgs, delta, full := l.delta.change(now, l.enc, l.s.st.LocalNode().Name, gen, inv)
+	waited, base := !m.delta.at.IsZero(), m.delta.baseGen
+	dgs, delta, full := m.delta.change(now, m.enc, m.cfg.Name, m.invGen, m.inv)
 	switch {
 	case full:
-		l.pace.changed(now)
+		m.pace.changed(now)
 	case dgs == nil:
-		if !waited && !l.delta.at.IsZero() {
-			l.s.ctr.inc(changesWaited)
+		if !waited && !m.delta.at.IsZero() {
+			m.ctr.inc(changesWaited)
 		}
 	case delta:
-		l.send(dgs)
-		l.announcedGen = gen
-		l.s.ctr.inc(deltasSent)
-		l.s.log.Debug("sent a delta", "generation", gen, "base", base, "bytes", len(dgs[0]))
+		m.fx.Send(dgs)
+		m.announcedGen = m.invGen
+		m.ctr.inc(deltasSent)
+		m.log.Debug("sent a delta", "generation", m.invGen, "base", base, "bytes", len(dgs[0]))
 	default:
-		l.send(dgs)
-		l.lastAnnounce, l.announcedGen = now, gen
-		l.s.ctr.inc(announcesSent)
-		l.s.log.Debug("announced", "why", "change", "generation", gen, "disks", inv.Len(), "datagrams", len(dgs))
+		m.fx.Send(dgs)
+		m.lastAnnounce, m.announcedGen = now, m.invGen
+		m.ctr.inc(announcesSent)
+		m.log.Debug("announced", "why", "change", "generation", m.invGen, "disks", m.inv.Len(), "datagrams", len(dgs))
 	}
 }
 
 // onDelta applies a peer's delta, or (it does not hold the base, or the
 // result differs) counts it and asks for the generation as when a
 // heartbeat reveals a gap.
-func (l *loop) onDelta(now time.Time, ps *peerState, p *wire.Packet) {
+func (m *Machine) onDelta(now time.Time, ps *peerState, p *wire.Packet) {
 	if p.Generation == ps.advGen {
 		d := p.Delta.Digest
 		ps.advDigest = &d
 	}
-	c, err := l.asm.AddDelta(now, p.Header, p.Delta)
+	c, err := m.asm.AddDelta(now, p.Header, p.Delta)
 	if err != nil {
-		l.s.ctr.drop(wire.ReasonOf(err))
-		l.s.log.Debug("delta not applied", "peer", ps.did, "err", err)
-		l.touch(now, ps, false)
-		l.checkWant(now, ps)
+		m.ctr.drop(wire.ReasonOf(err))
+		m.log.Debug("delta not applied", "peer", ps.did, "err", err)
+		m.touch(now, ps, false)
+		m.checkWant(now, ps)
 		return
 	}
-	l.s.ctr.inc(deltasApplied)
-	l.apply(now, ps, c)
+	m.ctr.inc(deltasApplied)
+	m.apply(now, ps, c)
 }
