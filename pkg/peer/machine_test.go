@@ -287,8 +287,10 @@ func TestConfigFlags(t *testing.T) {
 			t.Errorf("no --%s", f)
 		}
 	}
-	if f := fs.Lookup("announce-limit"); f == nil || !f.Hidden {
-		t.Error("--announce-limit should exist, hidden")
+	for _, name := range []string{"announce-limit", "debug-ignore-deltas"} {
+		if f := fs.Lookup(name); f == nil || !f.Hidden {
+			t.Errorf("--%s should exist, hidden", name)
+		}
 	}
 }
 

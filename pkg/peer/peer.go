@@ -96,7 +96,8 @@ type Config struct {
 	Instance uint64 `toml:"-"`
 	// IgnoreDeltas makes the service drop delta announces as a daemon from
 	// before them does (unknown_type): tests of the protocol's
-	// compatibility use it. Never set in a daemon.
+	// compatibility use it (hidden flag --debug-ignore-deltas; no config
+	// key). It only makes the daemon slower to learn changes.
 	IgnoreDeltas bool `toml:"-"`
 }
 
@@ -129,6 +130,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "use IPv6 multicast")
 	fs.IntVar(&c.AnnouncesPerMinute, "announce-limit", c.AnnouncesPerMinute, "whole-inventory announces per minute caused by local changes too big for one datagram")
 	_ = fs.MarkHidden("announce-limit") // for benchmarks that attach disks quickly
+	fs.BoolVar(&c.IgnoreDeltas, "debug-ignore-deltas", c.IgnoreDeltas, "drop delta announces as a daemon from before them does (compatibility tests)")
+	_ = fs.MarkHidden("debug-ignore-deltas")
 }
 
 // groups resolves the configured groups per family: the ones joined, and
