@@ -74,8 +74,9 @@ func (r *burstRig) toggle(tb testing.TB, i int) time.Time {
 	return time.Now()
 }
 
-// view returns, for each BURST_i host 2 lists for host 1, whether it is
-// present.
+// view returns, for each of host 1's devices host 2 lists, whether one of
+// its disks is present (keyed by device: an attach probed before blkid
+// could read the filesystem is listed without its label).
 func (r *burstRig) view(tb testing.TB) map[string]bool {
 	tb.Helper()
 	out, err := exec.Command(r.diskctl, "--socket", r.dst.Socket, "list", "--json").Output()
@@ -89,7 +90,7 @@ func (r *burstRig) view(tb testing.TB) map[string]bool {
 	m := map[string]bool{}
 	for _, d := range ds {
 		if d.Host == "dkd-h1" {
-			m[d.Label] = d.Present
+			m[d.Device] = m[d.Device] || d.Present
 		}
 	}
 	return m
@@ -99,7 +100,7 @@ func (r *burstRig) view(tb testing.TB) map[string]bool {
 func (r *burstRig) converged(tb testing.TB) bool {
 	v := r.view(tb)
 	for i, a := range r.attached {
-		if v[fmt.Sprintf("BURST_%d", i)] != a {
+		if v[r.devs[i]] != a {
 			return false
 		}
 	}
