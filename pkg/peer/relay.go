@@ -57,7 +57,8 @@ type relayIn struct {
 func (m *Machine) relays() *relayState {
 	if m.relay.asm == nil {
 		m.relay = relayState{out: map[wire.NodeID]*relayOut{}, in: map[wire.NodeID]*relayIn{},
-			asm: wire.NewAssembler(wire.AssemblerLimits{MaxNodes: m.cfg.MaxPeers})}
+			// No deltas are relayed: keep no bases.
+			asm: wire.NewAssembler(wire.AssemblerLimits{MaxNodes: m.cfg.MaxPeers, MaxBaseBytes: -1})}
 	}
 	return &m.relay
 }

@@ -15,9 +15,10 @@ type AssemblerLimits struct {
 	MaxPending        int // incomplete generations in total (0: 64)
 	MaxPendingBytes   int // bytes of disk entries held incomplete (0: 16 MiB)
 	// MaxBaseBytes bounds the bytes of the last complete inventories kept
-	// as the bases deltas apply to (0: 32 MiB; negative: none kept, every
-	// delta is refused as ReasonNoBase). Over it, the least recently used
-	// node's base goes; its next delta is then recovered by query.
+	// as the bases deltas apply to (0: 16 MiB, about 100,000 typical
+	// disks; negative: none kept, every delta is refused as ReasonNoBase).
+	// Over it, the least recently used node's base goes; its next delta is
+	// then recovered by query.
 	MaxBaseBytes int
 }
 
@@ -33,7 +34,7 @@ func (l *AssemblerLimits) defaults() {
 	def(&l.MaxPending, 64)
 	def(&l.MaxPendingBytes, 16<<20)
 	if l.MaxBaseBytes == 0 {
-		l.MaxBaseBytes = 32 << 20
+		l.MaxBaseBytes = 16 << 20
 	}
 }
 
