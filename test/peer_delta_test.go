@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,15 +61,25 @@ func newBurstRig(tb testing.TB, n int, srcArgs, dstArgs []string) *burstRig {
 }
 
 // toggle attaches device i when it is detached and the other way round,
-// and returns when losetup returned.
+// and returns when losetup returned (an attach waits up to a second for a
+// device still busy from its detach).
 func (r *burstRig) toggle(tb testing.TB, i int) time.Time {
 	tb.Helper()
 	args := []string{r.devs[i], r.imgs[i]}
 	if r.attached[i] {
 		args = []string{"-d", r.devs[i]}
 	}
-	if out, err := exec.Command("losetup", args...).CombinedOutput(); err != nil {
-		tb.Fatalf("losetup %v: %v: %s", args, err, out)
+	// A device just detached may still be busy for a moment (detaching
+	// finishes asynchronously; a blkid may hold it open): try again.
+	for try := 0; ; try++ {
+		out, err := exec.Command("losetup", args...).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if try == 200 || !strings.Contains(string(out), "busy") {
+			tb.Fatalf("losetup %v: %v: %s", args, err, out)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	r.attached[i] = !r.attached[i]
 	return time.Now()
