@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/diskd/diskd/pkg/wire"
@@ -158,7 +159,7 @@ func (m *Machine) onDelta(now time.Time, ps *peerState, p *wire.Packet) {
 	c, err := m.asm.AddDelta(now, p.Header, p.Delta)
 	if err != nil {
 		m.ctr.drop(wire.ReasonOf(err))
-		m.log.Debug("delta not applied", "peer", ps.did, "err", err)
+		m.logLimited(now, logAnnounceDropped, slog.LevelDebug, "delta not applied", "peer", ps.did, "err", err)
 		m.touch(now, ps, false)
 		m.checkWant(now, ps)
 		return

@@ -334,7 +334,7 @@ func (a *Assembler) applied(n *asmNode, gen uint64, digest Digest, base *Invento
 	n.applied, n.gen, n.digest = true, gen, digest
 	a.setBase(n, base)
 	for i := 0; i < len(n.pending); {
-		if q := n.pending[i]; q.gen < gen {
+		if q := n.pending[i]; q.gen <= gen { // a delta may overtake an announce's chunks
 			a.remove(n, q)
 			continue
 		}

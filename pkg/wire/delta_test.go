@@ -374,3 +374,36 @@ func FuzzDeltaApply(f *testing.F) {
 		}
 	})
 }
+
+// TestDeltaOvertakesAnnounce: a delta applied while the announce of the
+// same generation is still arriving ends that assembly; its late chunks
+// are then of a generation already held.
+func TestDeltaOvertakesAnnounce(t *testing.T) {
+	enc, dec := NewEncoder(testNode, testInstance, nil), NewDecoder(nil)
+	ds := sampleDisks(40)
+	old, cur := NewInventory(ds[:39]), NewInventory(ds)
+	asm := baseAt(t, enc, dec, AssemblerLimits{}, 1, old)
+	chunks := enc.Announce(2, "h", cur)
+	if len(chunks) < 2 {
+		t.Fatalf("%d chunks", len(chunks))
+	}
+	p, _ := dec.Decode(chunks[0])
+	if c, err := asm.Add(time.Now(), p.Header, p.Announce); c != nil || err != nil {
+		t.Fatal(c, err)
+	}
+	b, ok := enc.Delta(2, "h", 1, old, cur)
+	if !ok {
+		t.Fatal("no delta")
+	}
+	p, _ = dec.Decode(b)
+	if c, err := asm.AddDelta(time.Now(), p.Header, p.Delta); c == nil || err != nil {
+		t.Fatal(c, err)
+	}
+	if _, _, _, _, pending := asm.Pending(testNode); pending || asm.PendingBytes() != 0 {
+		t.Error("the overtaken assembly is still pending")
+	}
+	p, _ = dec.Decode(chunks[1])
+	if _, err := asm.Add(time.Now(), p.Header, p.Announce); ReasonOf(err) != ReasonHaveGeneration {
+		t.Errorf("late chunk: %v", err)
+	}
+}
