@@ -11,6 +11,7 @@
 // updates and its next wake-up come out. The Service's driver (driver.go,
 // receive.go, links.go, sockets.go, netlink.go) runs one machine over real
 // sockets, a timer and the store: every goroutine starts in driver.run.
+// Package sim runs a thousand machines on a simulated link and clock.
 package peer
 
 import (
