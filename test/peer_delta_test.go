@@ -156,7 +156,11 @@ func TestPeerBurstsArriveAsDeltas(t *testing.T) {
 	}
 	testutil.Eventually(t, peerWait, "the 100 changes listed on host 2", func() bool { return r.converged(t) })
 	src, dst := counters(t, r.src), counters(t, r.dst)
-	if src["deltas_sent"] < 50 || dst["deltas_applied"] < 50 {
+	// How many changes host 1's scanner reports (it folds some of a burst
+	// together) and how many of them a one-datagram announce carries (while
+	// one or two devices are attached, the whole inventory is smaller than
+	// a delta) varies; the old pacer would have sent about 5 announces.
+	if src["deltas_sent"] < 30 || dst["deltas_applied"] != src["deltas_sent"] {
 		t.Errorf("deltas: %d sent, %d applied, for 115 changes", src["deltas_sent"], dst["deltas_applied"])
 	}
 	if src["changes_waited"] != 0 {
