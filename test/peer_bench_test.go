@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"testing"
 	"time"
@@ -195,4 +196,203 @@ func BenchmarkPeerLargeInventory(b *testing.B) {
 	}
 	b.ReportMetric(float64(largest), "largest-datagram-B")
 	b.ReportMetric(float64(chunks), "datagrams/1000-devices")
+}
+
+// snapshot is a daemon's view of host 1's devices at one moment: by
+// device, whether one of its disks is present (an attach probed before
+// blkid could read the filesystem lists the device without its label).
+type snapshot struct {
+	at time.Time // when diskctl answered
+	v  map[string]bool
+}
+
+// poller records a daemon's view of the rig as often as diskctl answers,
+// until stop.
+type poller struct {
+	snaps []snapshot
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func (r *burstRig) poll(d *testutil.Daemon) *poller {
+	p := &poller{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			out, err := exec.Command(r.diskctl, "--socket", d.Socket, "list", "--json").Output()
+			at := time.Now()
+			var ds []disk.Disk
+			if err != nil || json.Unmarshal(out, &ds) != nil {
+				continue
+			}
+			v := map[string]bool{}
+			for _, d := range ds {
+				if d.Host == "dkd-h1" {
+					v[d.Device] = v[d.Device] || d.Present
+				}
+			}
+			p.snaps = append(p.snaps, snapshot{at, v})
+		}
+	}()
+	return p
+}
+
+func (p *poller) end() []snapshot {
+	close(p.stop)
+	<-p.done
+	return p.snaps
+}
+
+// change is one toggle of a rig's device: to attached or not, at when
+// losetup returned.
+type change struct {
+	dev int
+	to  bool
+	at  time.Time
+}
+
+// seen returns when snaps first show each change (zero: never), looking
+// from the change to the next change of the same device, so that a
+// change missed is not credited with a later one's arrival.
+func (r *burstRig) seen(changes []change, snaps []snapshot) []time.Time {
+	out := make([]time.Time, len(changes))
+	for k, c := range changes {
+		until := time.Time{}
+		for _, n := range changes[k+1:] {
+			if n.dev == c.dev {
+				until = n.at
+				break
+			}
+		}
+		for _, s := range snaps {
+			if s.at.Before(c.at) {
+				continue
+			}
+			if !until.IsZero() && s.at.After(until) {
+				break
+			}
+			if s.v[r.devs[c.dev]] == c.to {
+				out[k] = s.at
+				break
+			}
+		}
+	}
+	return out
+}
+
+// BenchmarkPeerBurst: how late the changes of a burst reach a peer, with
+// the daemons' defaults, for three shapes: a lone change (10 attaches
+// 1.2 s apart: each is the first of its burst), 10 attaches 200 ms apart,
+// and 100 changes 20 ms apart (10 devices attached and detached in turn).
+// Each shape runs on fresh daemons, so that none pays for another's
+// traffic. Both daemons are polled with `diskctl list --json` as fast as
+// it answers; per change:
+//   - peer-p50/p99-ms: host 1 listing it → host 2 listing it (the peer
+//     network's part);
+//   - e2e-p50/p99-ms: `losetup` returning → host 2 listing it (local
+//     detection included);
+//   - local-missed, peer-missed: changes host 1 never listed (its scanner
+//     folded them into the next), and changes it listed that host 2 never
+//     did (superseded before they arrived, or lost).
+//
+// The polling resolution, one diskctl round trip, is reported beside them.
+func BenchmarkPeerBurst(b *testing.B) {
+	for _, shape := range []struct {
+		name string
+		n    int
+		gap  time.Duration
+		devs int
+	}{
+		{"lone", 10, 1200 * time.Millisecond, 10},
+		{"10x200ms", 10, 200 * time.Millisecond, 10},
+		{"100x20ms", 100, 20 * time.Millisecond, 10},
+	} {
+		b.Run(shape.name, func(b *testing.B) {
+			r := newBurstRig(b, shape.devs, nil, nil)
+			time.Sleep(time.Second) // past the start-up exchange
+			pd, ps := r.poll(r.dst), r.poll(r.src)
+			var changes []change
+			start := time.Now()
+			every(shape.n, shape.gap, func(i int) {
+				d := i % shape.devs
+				at := r.toggle(b, d)
+				changes = append(changes, change{d, r.attached[d], at})
+			})
+			spacing := time.Since(start) / time.Duration(shape.n)
+			for t0 := time.Now(); !r.converged(b); {
+				// 90 s: without delta announces, changes beyond 10 a minute wait.
+				if time.Since(t0) > 90*time.Second {
+					b.Fatal("host 2 does not show host 1's devices after 90 s")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond)
+			atSrc, atDst := r.seen(changes, ps.end()), r.seen(changes, pd.end())
+			var peer, e2e []time.Duration
+			localMissed, peerMissed := 0, 0
+			for k, c := range changes {
+				switch {
+				case atSrc[k].IsZero():
+					localMissed++
+				case atDst[k].IsZero():
+					peerMissed++
+				default:
+					peer = append(peer, max(0, atDst[k].Sub(atSrc[k])))
+					e2e = append(e2e, atDst[k].Sub(c.at))
+				}
+			}
+			if len(peer) == 0 {
+				b.Fatal("no change seen on both hosts")
+			}
+			t0 := time.Now()
+			r.view(b)
+			b.ReportMetric(ms(percentile(peer, 50)), "peer-p50-ms")
+			b.ReportMetric(ms(percentile(peer, 99)), "peer-p99-ms")
+			b.ReportMetric(ms(percentile(e2e, 50)), "e2e-p50-ms")
+			b.ReportMetric(ms(percentile(e2e, 99)), "e2e-p99-ms")
+			b.ReportMetric(float64(localMissed), "local-missed")
+			b.ReportMetric(float64(peerMissed), "peer-missed")
+			b.ReportMetric(ms(spacing), "spacing-ms")
+			b.ReportMetric(ms(time.Since(t0)), "diskctl-roundtrip-ms")
+		})
+	}
+}
+
+// BenchmarkPeerFlapping: one device attached and detached every 20 ms
+// (or as fast as losetup allows) for two minutes, with the daemons'
+// defaults: the bytes host 1 sends in each minute per address family (UDP
+// payload, heartbeats included: the first minute holds the byte budget's
+// burst, the second shows its rate), the changes it made, and that host 2
+// still ends with the device's last state.
+func BenchmarkPeerFlapping(b *testing.B) {
+	r := newBurstRig(b, 1, nil, nil)
+	time.Sleep(time.Second)
+	n := 0
+	for minute := 1; minute <= 2; minute++ {
+		c0, start := counters(b, r.src), time.Now()
+		for time.Since(start) < time.Minute {
+			r.toggle(b, 0)
+			n++
+			time.Sleep(20 * time.Millisecond)
+		}
+		mins := time.Since(start).Minutes()
+		c1 := counters(b, r.src)
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			b.ReportMetric(float64(c1["sent_bytes_"+fam]-c0["sent_bytes_"+fam])/mins, fmt.Sprintf("min%d-%s-payload-B", minute, fam))
+		}
+		b.ReportMetric(float64(c1["deltas_sent"]-c0["deltas_sent"])/mins, fmt.Sprintf("min%d-deltas", minute))
+		b.ReportMetric(float64(c1["announces_sent"]-c0["announces_sent"])/mins, fmt.Sprintf("min%d-announces", minute))
+	}
+	for t0 := time.Now(); !r.converged(b); {
+		if time.Since(t0) > 90*time.Second {
+			b.Fatal("host 2 does not show the flapping device's last state after 90 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.ReportMetric(float64(n)/2, "changes/min")
 }

@@ -89,6 +89,7 @@ type NetworkConfig struct {
 	SourceBurst        float64                     `toml:"source_burst"`
 	Enter              func(fn func() error) error `toml:"-"`
 	Instance           uint64                      `toml:"-"`
+	IgnoreDeltas       bool                        `toml:"-"`
 }
 
 // GossipConfig is gossip.Config with its config-file keys, top-level and
@@ -188,6 +189,10 @@ func loadConfigFile(c *Config, path string, explicit bool) error {
 	if und := md.Undecoded(); len(und) > 0 {
 		return fmt.Errorf("config %s: unknown option %q", path, und[0].String())
 	}
+	// A bare number would decode into a time.Duration as nanoseconds.
+	if md.Type("network", "heartbeat_interval") == "Integer" {
+		return fmt.Errorf("config %s: network.heartbeat_interval: write a duration as a string with its unit, e.g. \"10s\"", path)
+	}
 	return nil
 }
 
@@ -222,8 +227,10 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&n.HeartbeatInterval, "heartbeat-interval", n.HeartbeatInterval, "interval between heartbeats, 1s to 1m; a peer silent for 3 of its intervals (clamped to that range) is offline")
 	fs.BoolVar(&n.IPv4, "ipv4", n.IPv4, "use IPv4 multicast")
 	fs.BoolVar(&n.IPv6, "ipv6", n.IPv6, "use IPv6 multicast")
-	fs.IntVar(&n.AnnouncesPerMinute, "announce-limit", n.AnnouncesPerMinute, "announces per minute caused by local changes")
+	fs.IntVar(&n.AnnouncesPerMinute, "announce-limit", n.AnnouncesPerMinute, "whole-inventory announces per minute caused by local changes too big for one datagram")
 	_ = fs.MarkHidden("announce-limit") // for benchmarks that attach disks quickly
+	fs.BoolVar(&n.IgnoreDeltas, "debug-ignore-deltas", n.IgnoreDeltas, "drop delta announces as a daemon from before them does (compatibility tests)")
+	_ = fs.MarkHidden("debug-ignore-deltas")
 	fs.BoolVar(&c.Legacy, "legacy", c.Legacy, "bridge to the original Perl diskd (App::Diskd 0.01): list its peers' disks, announce ours in its format (unauthenticated)")
 	fs.StringVar(&c.LegacyGroup, "legacy-group", c.LegacyGroup, "the original's IPv4 multicast group")
 	fs.IntVar(&c.LegacyPort, "legacy-port", c.LegacyPort, "the original's UDP port (we send from it too, as it does)")

@@ -180,6 +180,8 @@ func TestBadValues(t *testing.T) {
 		{[]string{"--config", file("port = 5000\n")}, `unknown option "port"`}, // port is in [network]
 		{[]string{"--config", file("[network]\nport = \"x\"\n")}, "port"},
 		{[]string{"--config", file("blkid_timeout = \"soon\"\n")}, `invalid duration "soon"`},
+		{[]string{"--config", file("[network]\nheartbeat_interval = 10\n")}, `network.heartbeat_interval: write a duration as a string`},
+		{[]string{"--config", file("blkid_timeout = 5\n")}, "blkid_timeout"},
 		{[]string{"--config", file("[network]\nheartbeat_interval = \"5\"\n")}, `last key "network.heartbeat_interval"): invalid duration: "5"`},
 		{[]string{"--config", file("uevents = \"yes\"\n")}, "uevents"},
 		{[]string{"--config", file("node_name = \n")}, "config " + dir},

@@ -58,6 +58,9 @@ const (
 	relaysApplied
 	relaysIgnored
 	dropRelayedFull
+	deltasSent
+	deltasApplied
+	changesWaited
 	numCounters
 )
 
@@ -110,6 +113,9 @@ var counterNames = [numCounters]string{
 	relaysApplied:      "relays_applied",
 	relaysIgnored:      "relays_ignored",    // of a node we hear first hand
 	dropRelayedFull:    "drop_relayed_full", // a relayed node beyond max_peers relayed nodes
+	deltasSent:         "deltas_sent",
+	deltasApplied:      "deltas_applied",
+	changesWaited:      "changes_waited", // local changes that waited for the byte budget (then went coalesced)
 }
 
 type counters struct {

@@ -8,5 +8,5 @@ import "context"
 // Only in binaries built with -tags diskd_debughooks, for the watchdog's
 // end-to-end test.
 func (s *Service) DebugWedge(ctx context.Context) error {
-	return s.queue(ctx, func(*loop) { <-ctx.Done() })
+	return s.queue(ctx, func(*driver) { <-ctx.Done() })
 }

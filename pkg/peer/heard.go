@@ -23,18 +23,23 @@ type Heard struct {
 // Heard returns the peers online on the multicast path, by ID.
 func (s *Service) Heard(ctx context.Context) ([]Heard, error) {
 	var out []Heard
-	err := s.do(ctx, func(l *loop) {
-		for _, ps := range l.peers {
-			if !ps.online || ps.instance == 0 {
-				continue
-			}
-			h := Heard{ID: ps.did, Name: ps.name, Instance: ps.instance}
-			if inst, gen, dg, ok := l.asm.Applied(ps.id); ok && inst == ps.instance {
-				h.Generation, h.Digest, h.Applied = gen, dg, true
-			}
-			out = append(out, h)
+	err := s.do(ctx, func(d *driver) { out = d.m.Heard() })
+	return out, err
+}
+
+// Heard returns the peers online, by ID.
+func (m *Machine) Heard() []Heard {
+	var out []Heard
+	for _, ps := range m.peers {
+		if !ps.online || ps.instance == 0 {
+			continue
 		}
-	})
+		h := Heard{ID: ps.did, Name: ps.name, Instance: ps.instance}
+		if inst, gen, dg, ok := m.asm.Applied(ps.id); ok && inst == ps.instance {
+			h.Generation, h.Digest, h.Applied = gen, dg, true
+		}
+		out = append(out, h)
+	}
 	slices.SortFunc(out, func(a, b Heard) int {
 		if a.ID < b.ID {
 			return -1
@@ -44,5 +49,5 @@ func (s *Service) Heard(ctx context.Context) ([]Heard, error) {
 		}
 		return 0
 	})
-	return out, err
+	return out
 }

@@ -54,31 +54,34 @@ type relayIn struct {
 	online    bool
 }
 
-func (l *loop) relays() *relayState {
-	if l.relay.asm == nil {
-		l.relay = relayState{out: map[wire.NodeID]*relayOut{}, in: map[wire.NodeID]*relayIn{},
-			asm: wire.NewAssembler(wire.AssemblerLimits{MaxNodes: l.cfg.MaxPeers})}
+func (m *Machine) relays() *relayState {
+	if m.relay.asm == nil {
+		m.relay = relayState{out: map[wire.NodeID]*relayOut{}, in: map[wire.NodeID]*relayIn{},
+			// No deltas are relayed: keep no bases.
+			asm: wire.NewAssembler(wire.AssemblerLimits{MaxNodes: m.cfg.MaxPeers, MaxBaseBytes: -1})}
 	}
-	return &l.relay
+	return &m.relay
 }
 
 // SetRelayed replaces the set of nodes this daemon announces on its links
 // on their behalf. A changed or new one is announced at once; one left out
 // is announced offline.
 func (s *Service) SetRelayed(ctx context.Context, rs []Relayed) error {
-	return s.do(ctx, func(l *loop) { l.setRelayed(rs) })
+	return s.do(ctx, func(d *driver) { d.m.SetRelayed(rs) })
 }
 
-func (l *loop) setRelayed(rs []Relayed) {
-	st := l.relays()
+// SetRelayed replaces the set of nodes the machine relays (see
+// Service.SetRelayed).
+func (m *Machine) SetRelayed(rs []Relayed) {
+	st := m.relays()
 	keep := map[wire.NodeID]bool{}
-	gen, _ := l.current()
+	gen := m.invGen
 	for _, r := range rs {
 		id, err := wire.ParseNodeID(r.ID)
-		if err != nil || id == l.s.self {
+		if err != nil || id == m.cfg.Self {
 			continue
 		}
-		if ps := l.peers[id]; ps != nil && ps.online {
+		if ps := m.peers[id]; ps != nil && ps.online {
 			continue // heard first hand here: it speaks for itself
 		}
 		keep[id] = true
@@ -87,35 +90,35 @@ func (l *loop) setRelayed(rs []Relayed) {
 		}
 		o := &relayOut{r: r, id: id, inv: wire.NewInventory(r.Disks)}
 		st.out[id] = o
-		l.send(l.enc.Relay(gen, id, r.Instance, r.Generation, r.Name, o.inv, false))
-		l.s.ctr.inc(relaysSent)
+		m.fx.Send(m.enc.Relay(gen, id, r.Instance, r.Generation, r.Name, o.inv, false))
+		m.ctr.inc(relaysSent)
 	}
 	for id, o := range st.out {
 		if !keep[id] {
 			delete(st.out, id)
-			l.send(l.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, nil, true))
-			l.s.ctr.inc(relaysSent)
+			m.fx.Send(m.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, nil, true))
+			m.ctr.inc(relaysSent)
 		}
 	}
 }
 
 // relayRefresh sends every relayed inventory again every few heartbeats:
 // receivers keep a relayed node online while copies keep coming.
-func (l *loop) relayRefresh() {
-	st := l.relays()
+func (m *Machine) relayRefresh() {
+	st := m.relays()
 	st.beats++
 	if st.beats%relayRefreshEvery != 0 || len(st.out) == 0 {
 		return
 	}
-	l.resendRelayed()
+	m.resendRelayed()
 }
 
 // resendRelayed sends every relayed inventory again.
-func (l *loop) resendRelayed() {
-	gen, _ := l.current()
-	for id, o := range l.relay.out {
-		l.send(l.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, o.inv, false))
-		l.s.ctr.inc(relaysSent)
+func (m *Machine) resendRelayed() {
+	gen := m.invGen
+	for id, o := range m.relay.out {
+		m.fx.Send(m.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, o.inv, false))
+		m.ctr.inc(relaysSent)
 	}
 }
 
@@ -123,8 +126,8 @@ func (l *loop) resendRelayed() {
 // pinging), or one naming a node we relay, with the relayed inventories,
 // at most every relayAnswerGap: a daemon that starts after a relay sent
 // them need not wait for the next refresh.
-func (l *loop) relayOnQuery(now time.Time, q *wire.Query) {
-	st := l.relays()
+func (m *Machine) relayOnQuery(now time.Time, q *wire.Query) {
+	st := m.relays()
 	if len(st.out) == 0 {
 		return
 	}
@@ -141,17 +144,17 @@ func (l *loop) relayOnQuery(now time.Time, q *wire.Query) {
 		return
 	}
 	st.answered = now
-	l.resendRelayed()
+	m.resendRelayed()
 }
 
 // onRelay takes a relayed announce from relay ps.
-func (l *loop) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
-	st := l.relays()
-	if r.Origin == l.s.self {
+func (m *Machine) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
+	st := m.relays()
+	if r.Origin == m.cfg.Self {
 		return
 	}
-	if direct := l.peers[r.Origin]; direct != nil && direct.online {
-		l.s.ctr.inc(relaysIgnored) // we hear it first hand
+	if direct := m.peers[r.Origin]; direct != nil && direct.online {
+		m.ctr.inc(relaysIgnored) // we hear it first hand
 		return
 	}
 	did := r.Origin.Domain()
@@ -160,22 +163,22 @@ func (l *loop) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
 		if r.Offline {
 			return
 		}
-		if len(st.in) >= l.cfg.MaxPeers {
-			l.s.ctr.inc(dropRelayedFull)
+		if len(st.in) >= m.cfg.MaxPeers {
+			m.ctr.inc(dropRelayedFull)
 			return
 		}
 		ri = &relayIn{}
 		st.in[r.Origin] = ri
 	}
 	if ri.online && r.Instance < ri.instance {
-		l.s.ctr.inc(dropStaleInstance)
+		m.ctr.inc(dropStaleInstance)
 		return
 	}
 	if r.Offline {
 		if ri.via == ps.id && ri.online {
 			ri.online = false
 			st.asm.Forget(r.Origin)
-			l.s.st.SetPeerOffline(did)
+			m.fx.PeerOffline(did)
 		}
 		return
 	}
@@ -184,21 +187,21 @@ func (l *loop) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
 	h := wire.Header{Type: wire.TypeAnnounce, Node: r.Origin, Instance: r.Instance, Generation: r.Generation}
 	c, err := st.asm.Add(now, h, &r.Announce)
 	if err != nil && wire.ReasonOf(err) != wire.ReasonHaveGeneration {
-		l.s.ctr.drop(wire.ReasonOf(err))
+		m.ctr.drop(wire.ReasonOf(err))
 	}
 	node := disk.Node{ID: did, Name: r.Announce.Name}
 	switch inst, _, _, ok := st.asm.Applied(r.Origin); {
 	case c != nil:
-		l.s.st.ApplyPeer(node, c.Disks)
-		l.s.ctr.inc(relaysApplied)
+		m.fx.PeerInventory(node, c.Instance, c.Generation, c.Disks)
+		m.ctr.inc(relaysApplied)
 	case ok && inst == r.Instance:
-		l.s.st.TouchPeer(node)
+		m.fx.PeerSeen(node)
 	default:
 		return // not complete yet
 	}
 	ri.online = true
 	if viaChanged {
-		l.s.st.SetPeerReach(did, relayReach(ps))
+		m.fx.PeerReach(did, relayReach(ps))
 	}
 }
 
@@ -214,30 +217,30 @@ func relayReach(ps *peerState) string {
 
 // relayExpire takes offline the relayed nodes whose relay went offline or
 // stopped sending copies, and sends a query's deferred answer.
-func (l *loop) relayExpire(now time.Time) {
-	st := l.relays()
+func (m *Machine) relayExpire(now time.Time) {
+	st := m.relays()
 	if st.answerDue && now.Sub(st.answered) >= relayAnswerGap {
 		st.answerDue, st.answered = false, now
-		l.resendRelayed()
+		m.resendRelayed()
 	}
 	for id, ri := range st.in {
 		if !ri.online {
 			continue
 		}
-		via := l.peers[ri.via]
-		iv := l.cfg.HeartbeatInterval
+		via := m.peers[ri.via]
+		iv := m.cfg.HeartbeatInterval
 		if via != nil && via.interval != 0 {
 			iv = via.interval
 		}
 		if via == nil || !via.online || now.Sub(ri.lastHeard) > relayExpireAfter*iv {
 			ri.online = false
 			st.asm.Forget(id)
-			l.s.st.SetPeerOffline(id.Domain())
+			m.fx.PeerOffline(id.Domain())
 			continue
 		}
 		if via.name != ri.viaName {
 			ri.viaName = via.name
-			l.s.st.SetPeerReach(id.Domain(), relayReach(via))
+			m.fx.PeerReach(id.Domain(), relayReach(via))
 		}
 	}
 }

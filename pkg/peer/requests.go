@@ -1,10 +1,6 @@
 package peer
 
 import (
-	"context"
-	"crypto/rand"
-	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -32,87 +28,6 @@ const (
 	replyResendEvery = time.Second      // a repeat answered from the record at most this often
 )
 
-// RequestHandler acts on a request addressed to this node: from is the
-// requesting node as the store knows it. It returns the reply's status,
-// path and message; the loop fills in the rest. It runs on a goroutine of
-// its own, never on the protocol loop.
-type RequestHandler func(ctx context.Context, from disk.Node, r wire.Request) wire.Reply
-
-// ErrNoAnswer is returned by Request when the owner did not answer.
-var ErrNoAnswer = errors.New("no answer")
-
-// SetRequestHandler installs the handler of requests addressed to us (at
-// any time, Run or not). Without one, requests are answered "failed".
-func (s *Service) SetRequestHandler(h RequestHandler) { s.handler.Store(&h) }
-
-// Authenticated reports whether the network is keyed, so requests can work.
-func (s *Service) Authenticated() bool { return s.keys != nil }
-
-// Request sends r to target and waits for its reply, at most until ctx
-// ends. ID, Target and Sent are filled in here.
-func (s *Service) Request(ctx context.Context, target disk.NodeID, r wire.Request) (wire.Reply, error) {
-	if s.keys == nil {
-		return wire.Reply{}, wire.ErrUnkeyed
-	}
-	t, err := wire.ParseNodeID(target)
-	if err != nil {
-		return wire.Reply{}, err
-	}
-	if t == s.self {
-		return wire.Reply{}, errors.New("a request to ourselves: act locally")
-	}
-	_, _ = rand.Read(r.ID[:])
-	r.Target = t
-	got := make(chan wire.Reply, 1)
-	defer func() {
-		_ = s.do(context.Background(), func(l *loop) { delete(l.waiting, r.ID) })
-	}()
-	gap := requestRetryGap
-	for try := 0; ; try++ {
-		var sendErr error
-		if err := s.do(ctx, func(l *loop) {
-			l.waiting[r.ID] = waiter{target: t, c: got}
-			r.Sent = time.Now()
-			sendErr = l.sendRequest(r)
-		}); err != nil {
-			return wire.Reply{}, err
-		}
-		if sendErr != nil {
-			return wire.Reply{}, sendErr
-		}
-		wait := time.NewTimer(gap)
-		if try == requestRetries {
-			wait.Reset(time.Until(deadlineOr(ctx, time.Now().Add(requestRunFor))))
-		}
-		select {
-		case rep := <-got:
-			wait.Stop()
-			return rep, nil
-		case <-ctx.Done():
-			wait.Stop()
-			return wire.Reply{}, fmt.Errorf("%w: %v", ErrNoAnswer, ctx.Err())
-		case <-wait.C:
-			if try == requestRetries {
-				return wire.Reply{}, ErrNoAnswer
-			}
-			gap *= 2
-		}
-	}
-}
-
-func deadlineOr(ctx context.Context, t time.Time) time.Time {
-	if d, ok := ctx.Deadline(); ok && d.Before(t) {
-		return d
-	}
-	return t
-}
-
-// waiter is a request of ours awaiting its reply.
-type waiter struct {
-	target wire.NodeID
-	c      chan wire.Reply
-}
-
 // served is a request addressed to us: being acted on, or its reply.
 type served struct {
 	at       time.Time
@@ -122,119 +37,120 @@ type served struct {
 	lastSent time.Time
 }
 
-func (l *loop) sendRequest(r wire.Request) error {
-	gen, _ := l.current()
-	b, err := l.enc.Request(gen, r)
+// SendRequest sends r (ID, Target and Sent filled in) and waits for its
+// reply: Effects.Replied hands it over, until ForgetRequest.
+func (m *Machine) SendRequest(r wire.Request) error {
+	b, err := m.enc.Request(m.invGen, r)
 	if err != nil {
 		return err
 	}
-	l.send([][]byte{b})
-	l.s.ctr.inc(requestsSent)
+	m.waiting[r.ID] = r.Target
+	m.fx.Send([][]byte{b})
+	m.ctr.inc(requestsSent)
 	return nil
 }
 
+// ForgetRequest stops waiting for the reply to request id.
+func (m *Machine) ForgetRequest(id [wire.RequestIDSize]byte) { delete(m.waiting, id) }
+
+// Action is a request addressed to us, handed to Effects.Act.
+type Action struct {
+	From    disk.Node // the requesting node, as the store shows it
+	Request wire.Request
+	sv      *served
+	from    wire.NodeID
+}
+
 // onRequest handles a request from ps.
-func (l *loop) onRequest(now time.Time, ps *peerState, r *wire.Request) {
-	if r.Target != l.s.self {
+func (m *Machine) onRequest(now time.Time, ps *peerState, r *wire.Request) {
+	if r.Target != m.cfg.Self {
 		return // for another node
 	}
 	if !r.Fresh(now) {
-		l.s.ctr.inc(dropRequestStale)
-		l.s.logLimited(logRequestStale, slog.LevelWarn, "refusing a request with a time far from ours (a replay, or a clock off by more than 30 s)",
+		m.ctr.inc(dropRequestStale)
+		m.logLimited(now, logRequestStale, slog.LevelWarn, "refusing a request with a time far from ours (a replay, or a clock off by more than 30 s)",
 			"from", ps.did, "name", ps.name, "sent", r.Sent)
 		return
 	}
-	if sv, ok := l.served[r.ID]; ok {
+	if sv, ok := m.served[r.ID]; ok {
 		if sv.from != ps.id {
-			l.s.ctr.inc(dropRequestStale) // an ID reused by another node
+			m.ctr.inc(dropRequestStale) // an ID reused by another node
 			return
 		}
 		if sv.done && now.Sub(sv.lastSent) >= replyResendEvery {
 			sv.lastSent = now
-			l.send([][]byte{sv.reply})
+			m.fx.Send([][]byte{sv.reply})
 		}
 		return
 	}
-	l.pruneServed(now)
+	m.pruneServed(now)
 	sv := &served{at: now, from: ps.id}
-	l.served[r.ID] = sv
-	l.s.ctr.inc(requestsReceived)
+	m.served[r.ID] = sv
+	m.ctr.inc(requestsReceived)
 	refuse := func(st wire.Status, msg string) {
-		l.finishRequest(now, sv, *r, ps.id, wire.Reply{Status: st, Message: msg})
-	}
-	var handle RequestHandler
-	if h := l.s.handler.Load(); h != nil {
-		handle = *h
+		m.finishRequest(now, sv, *r, ps.id, wire.Reply{Status: st, Message: msg})
 	}
 	switch {
 	case !ps.requests.allow(now, requestRate, requestBurst):
 		refuse(wire.StatusRateLimited, "too many requests from your node; try again in a second")
 		return
-	case l.busy >= maxRequestsBusy:
+	case m.busy >= maxRequestsBusy:
 		refuse(wire.StatusRateLimited, "busy with other requests; try again shortly")
 		return
-	case handle == nil:
+	}
+	a := &Action{From: m.node(ps), Request: *r, sv: sv, from: ps.id}
+	if !m.fx.Act(a) {
 		refuse(wire.StatusFailed, "this node does not take requests")
 		return
 	}
-	l.busy++
-	from := l.node(ps)
-	req, id := *r, ps.id
-	l.s.logLimited(logRequest, slog.LevelInfo, "request from a peer", "from", from.ID, "name", from.Name, "uid", r.UID,
+	m.busy++
+	m.logLimited(now, logRequest, slog.LevelInfo, "request from a peer", "from", a.From.ID, "name", a.From.Name, "uid", r.UID,
 		"action", r.Action, "disk", r.Query, "rw", r.RW)
-	go func() {
-		ctx, cancel := context.WithTimeout(l.ctx, requestRunFor)
-		rep := handle(ctx, from, req)
-		cancel()
-		select {
-		case l.s.reqs <- func(l *loop) { l.busy--; l.finishRequest(time.Now(), sv, req, id, rep) }:
-		case <-l.s.stopped:
-		}
-	}()
 }
 
-func (l *loop) finishRequest(now time.Time, sv *served, r wire.Request, from wire.NodeID, rep wire.Reply) {
+// FinishRequest sends the reply to a request handed to Effects.Act.
+func (m *Machine) FinishRequest(now time.Time, a *Action, rep wire.Reply) {
+	m.busy--
+	m.finishRequest(now, a.sv, a.Request, a.from, rep)
+}
+
+func (m *Machine) finishRequest(now time.Time, sv *served, r wire.Request, from wire.NodeID, rep wire.Reply) {
 	rep.ID, rep.To = r.ID, from
-	gen, _ := l.current()
-	b, err := l.enc.Reply(gen, rep)
+	b, err := m.enc.Reply(m.invGen, rep)
 	if err != nil {
 		return // unkeyed: no request got this far
 	}
 	sv.done, sv.reply, sv.lastSent = true, b, now
-	l.send([][]byte{b})
-	l.s.ctr.inc(repliesSent)
+	m.fx.Send([][]byte{b})
+	m.ctr.inc(repliesSent)
 }
 
 // onReply hands a reply to the request of ours it answers.
-func (l *loop) onReply(ps *peerState, r *wire.Reply) {
-	if r.To != l.s.self {
+func (m *Machine) onReply(ps *peerState, r *wire.Reply) {
+	if r.To != m.cfg.Self {
 		return
 	}
-	w, ok := l.waiting[r.ID]
-	if !ok || w.target != ps.id {
+	if t, ok := m.waiting[r.ID]; !ok || t != ps.id {
 		return // not waited for (a repeat), or not from the node asked
 	}
-	select {
-	case w.c <- *r:
-	default:
-	}
+	m.fx.Replied(*r)
 }
 
 // pruneServed forgets request IDs older than requestKeep, and the oldest
 // ones beyond maxRequestsKept.
-func (l *loop) pruneServed(now time.Time) {
+func (m *Machine) pruneServed(now time.Time) {
 	var oldest [wire.RequestIDSize]byte
 	var oldestAt time.Time
-	for id, sv := range l.served {
+	for id, sv := range m.served {
 		if now.Sub(sv.at) > requestKeep && sv.done {
-			delete(l.served, id)
+			delete(m.served, id)
 			continue
 		}
 		if oldestAt.IsZero() || sv.at.Before(oldestAt) {
 			oldest, oldestAt = id, sv.at
 		}
 	}
-	if len(l.served) >= maxRequestsKept {
-		delete(l.served, oldest)
+	if len(m.served) >= maxRequestsKept {
+		delete(m.served, oldest)
 	}
 }

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -13,6 +14,12 @@ type AssemblerLimits struct {
 	MaxPendingPerNode int // incomplete generations per node (0: 2)
 	MaxPending        int // incomplete generations in total (0: 64)
 	MaxPendingBytes   int // bytes of disk entries held incomplete (0: 16 MiB)
+	// MaxBaseBytes bounds the bytes of the last complete inventories kept
+	// as the bases deltas apply to (0: 16 MiB, about 100,000 typical
+	// disks; negative: none kept, every delta is refused as ReasonNoBase).
+	// Over it, the least recently used node's base goes; its next delta is
+	// then recovered by query.
+	MaxBaseBytes int
 }
 
 func (l *AssemblerLimits) defaults() {
@@ -26,6 +33,9 @@ func (l *AssemblerLimits) defaults() {
 	def(&l.MaxPendingPerNode, 2)
 	def(&l.MaxPending, 64)
 	def(&l.MaxPendingBytes, 16<<20)
+	if l.MaxBaseBytes == 0 {
+		l.MaxBaseBytes = 16 << 20
+	}
 }
 
 // AssemblerStats counts what an Assembler threw away on its own initiative.
@@ -33,6 +43,7 @@ type AssemblerStats struct {
 	Evicted      uint64 // incomplete generations dropped to make room
 	Expired      uint64 // incomplete generations that stopped progressing
 	Inconsistent uint64 // incomplete generations replaced by a chunk that disagreed
+	BasesEvicted uint64 // complete inventories forgotten to stay within MaxBaseBytes
 }
 
 // Complete is a generation whose every chunk arrived and whose digest
@@ -59,8 +70,10 @@ type Assembler struct {
 	nodes map[NodeID]*asmNode
 	count int // incomplete generations
 	bytes int
-	stats AssemblerStats
-	clock uint64 // orders touches for LRU eviction
+	// baseBytes is what the nodes' bases hold.
+	baseBytes int
+	stats     AssemblerStats
+	clock     uint64 // orders touches for LRU eviction
 }
 
 type asmNode struct {
@@ -70,6 +83,7 @@ type asmNode struct {
 	digest   Digest
 	pending  []*partial
 	used     uint64
+	base     *Inventory // of gen, for deltas; nil when not kept
 }
 
 type partial struct {
@@ -139,6 +153,7 @@ func (a *Assembler) Forget(node NodeID) {
 		for len(n.pending) > 0 {
 			a.remove(n, n.pending[0])
 		}
+		a.setBase(n, nil)
 		delete(a.nodes, node)
 	}
 }
@@ -206,6 +221,7 @@ func (a *Assembler) Add(now time.Time, h Header, an *Announce) (*Complete, error
 		for len(n.pending) > 0 {
 			a.remove(n, n.pending[0])
 		}
+		a.setBase(n, nil)
 		*n = asmNode{instance: h.Instance, used: a.clock}
 	}
 	// A generation already applied is taken again only with another digest:
@@ -290,6 +306,8 @@ func (a *Assembler) Add(now time.Time, h Header, an *Announce) (*Complete, error
 		Digest: p.digest, Disks: make([]disk.Disk, 0, p.ndisks)}
 	id := h.Node.Domain()
 	seen := make(map[string]bool, p.ndisks)
+	base := &Inventory{entries: raw, names: make([]string, 0, p.ndisks), digest: p.digest}
+	sorted := true
 	for i := range p.chunks {
 		ch := p.got[i].disks
 		for j := range ch {
@@ -297,17 +315,110 @@ func (a *Assembler) Add(now time.Time, h Header, an *Announce) (*Complete, error
 				return nil, drop(ReasonBadInventory, "generation %d lists %q twice", h.Generation, ch[j].Name)
 			}
 			seen[ch[j].Name] = true
+			if k := len(base.names); k > 0 && base.names[k-1] >= ch[j].Name {
+				sorted = false
+			}
+			base.names = append(base.names, ch[j].Name)
 			c.Disks = append(c.Disks, ch[j].ToDisk(id, p.name))
 		}
 	}
-	n.applied, n.gen, n.digest = true, h.Generation, p.digest
+	if !sorted {
+		base = nil // no delta can apply to it: one from a sender that sorts otherwise goes by query
+	}
+	a.applied(n, h.Generation, p.digest, base)
+	return c, nil
+}
+
+// applied records generation gen (digest, entries base) as node n's.
+func (a *Assembler) applied(n *asmNode, gen uint64, digest Digest, base *Inventory) {
+	n.applied, n.gen, n.digest = true, gen, digest
+	a.setBase(n, base)
 	for i := 0; i < len(n.pending); {
-		if q := n.pending[i]; q.gen < h.Generation {
+		if q := n.pending[i]; q.gen <= gen { // a delta may overtake an announce's chunks
 			a.remove(n, q)
 			continue
 		}
 		i++
 	}
+}
+
+// setBase replaces n's base, keeping the bases within MaxBaseBytes by
+// forgetting the least recently used other nodes' ones.
+func (a *Assembler) setBase(n *asmNode, base *Inventory) {
+	if n.base != nil {
+		a.baseBytes -= n.base.size()
+		n.base = nil
+	}
+	if base == nil || a.lim.MaxBaseBytes < 0 {
+		return
+	}
+	size := base.size()
+	if size > a.lim.MaxBaseBytes {
+		a.stats.BasesEvicted++
+		return
+	}
+	for a.baseBytes+size > a.lim.MaxBaseBytes {
+		var v *asmNode
+		for _, o := range a.nodes {
+			if o != n && o.base != nil && (v == nil || o.used < v.used) {
+				v = o
+			}
+		}
+		if v == nil {
+			break
+		}
+		a.baseBytes -= v.base.size()
+		v.base = nil
+		a.stats.BasesEvicted++
+	}
+	n.base = base
+	a.baseBytes += size
+}
+
+// BaseBytes returns the bytes held as bases for deltas.
+func (a *Assembler) BaseBytes() int { return a.baseBytes }
+
+// AddDelta offers a delta announce received at now. When the assembler
+// holds exactly its base (the node's instance, the base generation and
+// digest, and the inventory kept), it returns the complete generation the
+// delta makes, checked against the delta's digest. Otherwise it returns a
+// *DropError: ReasonNoBase when the base is not held (the caller recovers
+// by query), ReasonHaveGeneration or ReasonOldGeneration when the node is
+// already there or past it, ReasonBadDigest when the result is not what
+// the sender meant, ReasonTooManyDisks beyond the disks' limit.
+func (a *Assembler) AddDelta(now time.Time, h Header, d *Delta) (*Complete, error) {
+	a.clock++
+	n := a.nodes[h.Node]
+	if n == nil || !n.applied || n.instance != h.Instance {
+		return nil, drop(ReasonNoBase, "delta from generation %d: nothing applied", d.Base)
+	}
+	n.used = a.clock
+	switch {
+	case h.Generation == n.gen && d.Digest == n.digest:
+		return nil, drop(ReasonHaveGeneration, "generation %d", h.Generation)
+	case h.Generation < n.gen:
+		return nil, drop(ReasonOldGeneration, "generation %d < %d", h.Generation, n.gen)
+	case n.base == nil || d.Base != n.gen || d.BaseDigest != n.digest:
+		return nil, drop(ReasonNoBase, "delta from generation %d, holding %d", d.Base, n.gen)
+	}
+	inv := n.base.Apply(d.names(), d.raw, d.Removed)
+	if inv.digest != d.Digest {
+		return nil, drop(ReasonBadDigest, "generation %d: digest %v, announced %v", h.Generation, inv.digest, d.Digest)
+	}
+	if len(inv.entries) > a.lim.MaxDisks {
+		return nil, drop(ReasonTooManyDisks, "generation %d has more than %d disks", h.Generation, a.lim.MaxDisks)
+	}
+	c := &Complete{Node: h.Node, Instance: h.Instance, Generation: h.Generation, Name: d.Name,
+		Digest: d.Digest, Disks: make([]disk.Disk, len(inv.entries))}
+	id := h.Node.Domain()
+	for i, raw := range inv.entries {
+		var w Disk
+		if err := decMode.Unmarshal(raw, &w); err != nil { // checked when received; cannot fail
+			return nil, &DropError{ReasonBadBody, fmt.Errorf("delta base entry %d: %w", i, err)}
+		}
+		c.Disks[i] = w.ToDisk(id, d.Name)
+	}
+	a.applied(n, h.Generation, d.Digest, inv)
 	return c, nil
 }
 
@@ -323,6 +434,7 @@ func (a *Assembler) evictIdleNode() bool {
 	if vn == nil {
 		return false
 	}
+	a.setBase(vn, nil)
 	delete(a.nodes, vid)
 	return true
 }

@@ -64,6 +64,7 @@ type goodbyeBody struct{}
 // sorted by name, each entry encoded once, with its digest.
 type Inventory struct {
 	entries [][]byte
+	names   []string // entries[i] is the disk named names[i]; sorted
 	digest  Digest
 	// Skipped counts disks left out: identifiers over their limits, a name
 	// given twice, or beyond MaxDisks.
@@ -104,6 +105,7 @@ func NewInventory(disks []disk.Disk) *Inventory {
 			}
 		}
 		inv.entries = append(inv.entries, b)
+		inv.names = append(inv.names, w.Name)
 	}
 	inv.digest = digestOf(inv.entries)
 	return inv
@@ -314,8 +316,11 @@ func (d *Decoder) Decode(b []byte) (*Packet, error) {
 
 // DecodeBody decodes and checks the body of an opened datagram.
 func DecodeBody(h Header, body []byte) (*Packet, error) {
-	if h.Type == TypeRelay {
+	switch h.Type {
+	case TypeRelay:
 		return decodeRelay(h, body)
+	case TypeDelta:
+		return decodeDelta(h, body)
 	}
 	p := &Packet{Header: h}
 	if h.Type < TypeHeartbeat || h.Type > TypeReply {
@@ -368,20 +373,11 @@ func DecodeBody(h Header, body []byte) (*Packet, error) {
 		if ab.Chunks < 1 || ab.Chunks > MaxChunks || ab.Chunk >= ab.Chunks {
 			return nil, drop(ReasonBadField, "chunk %d of %d", ab.Chunk, ab.Chunks)
 		}
-		out := &Announce{Name: ab.Name, Chunk: int(ab.Chunk), Chunks: int(ab.Chunks),
-			Disks: make([]Disk, len(ab.Disks)), raw: make([][]byte, len(ab.Disks))}
+		out := &Announce{Name: ab.Name, Chunk: int(ab.Chunk), Chunks: int(ab.Chunks)}
 		copy(out.Digest[:], ab.Digest)
-		for i, raw := range ab.Disks {
-			if len(raw) > MaxDiskEntry {
-				return nil, drop(ReasonBadField, "disk entry of %d bytes", len(raw))
-			}
-			if err := decMode.Unmarshal(raw, &out.Disks[i]); err != nil {
-				return nil, &DropError{ReasonBadBody, fmt.Errorf("announce disk %d: %w", i, err)}
-			}
-			if err := out.Disks[i].validate(); err != nil {
-				return nil, err
-			}
-			out.raw[i] = raw
+		var err error
+		if out.Disks, out.raw, err = decodeEntries("announce", ab.Disks); err != nil {
+			return nil, err
 		}
 		p.Announce = out
 	case TypeQuery:
@@ -411,6 +407,25 @@ func DecodeBody(h Header, body []byte) (*Packet, error) {
 		}
 	}
 	return p, nil
+}
+
+// decodeEntries decodes and checks the disk entries of a body (what names
+// the body in errors), returning them and their bytes as received.
+func decodeEntries(what string, raws []cbor.RawMessage) ([]Disk, [][]byte, error) {
+	disks, out := make([]Disk, len(raws)), make([][]byte, len(raws))
+	for i, raw := range raws {
+		if len(raw) > MaxDiskEntry {
+			return nil, nil, drop(ReasonBadField, "disk entry of %d bytes", len(raw))
+		}
+		if err := decMode.Unmarshal(raw, &disks[i]); err != nil {
+			return nil, nil, &DropError{ReasonBadBody, fmt.Errorf("%s disk %d: %w", what, i, err)}
+		}
+		if err := disks[i].validate(); err != nil {
+			return nil, nil, err
+		}
+		out[i] = raw
+	}
+	return disks, out, nil
 }
 
 func checkName(s string) error {

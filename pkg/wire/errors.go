@@ -34,6 +34,7 @@ const (
 	ReasonBadInventory          // complete generation lists one disk name twice
 	ReasonControlChar           // a name, path or identifier holds a C0 or C1 control character
 	ReasonUnkeyedRequest        // a request or reply without a tag: never acted on
+	ReasonNoBase                // a delta against a generation we do not hold: recovered by query
 	numReasons
 )
 
@@ -61,6 +62,7 @@ var reasonNames = [numReasons]string{
 	ReasonBadInventory:   "bad_inventory",
 	ReasonControlChar:    "control_char",
 	ReasonUnkeyedRequest: "unkeyed_request",
+	ReasonNoBase:         "no_base",
 }
 
 func (r Reason) String() string {

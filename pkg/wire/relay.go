@@ -86,20 +86,11 @@ func decodeRelay(h Header, body []byte) (*Packet, error) {
 		return nil, drop(ReasonBadField, "chunk %d of %d", rb.Chunk, rb.Chunks)
 	}
 	r := &Relay{Origin: NodeID(rb.Origin), Instance: rb.Instance, Generation: rb.Generation, Offline: rb.Offline,
-		Announce: Announce{Name: rb.Name, Chunk: int(rb.Chunk), Chunks: int(rb.Chunks),
-			Disks: make([]Disk, len(rb.Disks)), raw: make([][]byte, len(rb.Disks))}}
+		Announce: Announce{Name: rb.Name, Chunk: int(rb.Chunk), Chunks: int(rb.Chunks)}}
 	copy(r.Announce.Digest[:], rb.Digest)
-	for i, raw := range rb.Disks {
-		if len(raw) > MaxDiskEntry {
-			return nil, drop(ReasonBadField, "disk entry of %d bytes", len(raw))
-		}
-		if err := decMode.Unmarshal(raw, &r.Announce.Disks[i]); err != nil {
-			return nil, &DropError{ReasonBadBody, fmt.Errorf("relay disk %d: %w", i, err)}
-		}
-		if err := r.Announce.Disks[i].validate(); err != nil {
-			return nil, err
-		}
-		r.Announce.raw[i] = raw
+	var err error
+	if r.Announce.Disks, r.Announce.raw, err = decodeEntries("relay", rb.Disks); err != nil {
+		return nil, err
 	}
 	return &Packet{Header: h, Relay: r}, nil
 }

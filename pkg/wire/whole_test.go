@@ -119,8 +119,8 @@ func TestRelayRoundTrip(t *testing.T) {
 	}
 	// The next unknown type is refused as before (what an older daemon
 	// does with type 7).
-	unknown := relay.seal(Type(8), 4, relayBody{})
+	unknown := relay.seal(Type(9), 4, relayBody{})
 	if _, err := dec.Decode(unknown); ReasonOf(err) != ReasonUnknownType {
-		t.Errorf("type 8: %v, want unknown_type", err)
+		t.Errorf("type 9: %v, want unknown_type", err)
 	}
 }

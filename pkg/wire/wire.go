@@ -75,6 +75,8 @@ func (t Type) String() string {
 		return "reply"
 	case TypeRelay:
 		return "relay"
+	case TypeDelta:
+		return "delta"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -162,5 +164,6 @@ type Packet struct {
 	Request   *Request
 	Reply     *Reply
 	Relay     *Relay // relay.go
+	Delta     *Delta // delta.go
 	// A goodbye has no body.
 }

@@ -361,6 +361,7 @@ func TestDecodeDrops(t *testing.T) {
 		{"tag cut", k1, hbK[:len(hbK)-1], ReasonBadTag},
 		{"key ID changed", k12, set(hbK, 7, 2), ReasonBadTag},
 		{"unknown type", nil, build(9, []byte{0xa0}, nil), ReasonUnknownType},
+		{"unknown type 255", nil, build(255, []byte{0xa0}, nil), ReasonUnknownType},
 		{"unknown type keyed", k1, build(0, []byte{0xa0}, k1), ReasonUnknownType},
 		{"body null", nil, build(TypeGoodbye, []byte{0xf6}, nil), ReasonBadBody},
 		{"body array", nil, build(TypeGoodbye, []byte{0x80}, nil), ReasonBadBody},
@@ -589,6 +590,11 @@ func goldens(t testing.TB) map[string][]byte {
 		out["query-all"+suffix] = enc.Query(42, nil)
 		out["query-one"+suffix] = enc.Query(42, []NodeID{{0xaa, 0xbb}})
 		out["goodbye"+suffix] = enc.Goodbye(42)
+		d, ok := enc.Delta(43, "dkd-h1", 42, inv, NewInventory(changed(sampleDisks(4), 1)))
+		if !ok {
+			t.Fatal("no delta")
+		}
+		out["delta"+suffix] = d
 	}
 	return out
 }
@@ -677,7 +683,38 @@ func FuzzDecode(f *testing.F) {
 				// Whatever decodes must not upset an assembler either.
 				asm := NewAssembler(AssemblerLimits{})
 				_, _ = asm.Add(time.Now(), p.Header, a)
-			case TypeGoodbye:
+			case TypeDelta:
+				dl := p.Delta
+				if dl == nil || dl.Base >= p.Generation || hasControl(dl.Name) || len(dl.Upserts) > maxDisksChunk {
+					t.Fatalf("delta %+v", dl)
+				}
+				for i := range dl.Upserts {
+					if err := dl.Upserts[i].validate(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, n := range dl.Removed {
+					if err := (&Disk{Name: n}).validate(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// Whatever decodes must not upset an assembler holding a
+				// base, nor one holding none.
+				asm := NewAssembler(AssemblerLimits{})
+				_, _ = asm.AddDelta(time.Now(), p.Header, dl)
+				h := p.Header
+				h.Generation = dl.Base
+				for _, b := range NewEncoder(h.Node, h.Instance, nil).Announce(dl.Base, "x", NewInventory(sampleDisks(3))) {
+					q, err := NewDecoder(nil).Decode(b)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, _ = asm.Add(time.Now(), q.Header, q.Announce)
+				}
+				_, _ = asm.AddDelta(time.Now(), p.Header, dl)
+			case TypeGoodbye, TypeRequest, TypeReply, TypeRelay:
+				// Checked by their own decoders' tests (request_test.go,
+				// relay); here only: they decode without panicking.
 			default:
 				t.Fatalf("type %v decoded", p.Type)
 			}

@@ -3,6 +3,7 @@ package peer
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -75,19 +76,36 @@ func TestPacer(t *testing.T) {
 	}
 }
 
-// offline returns a loop with no sockets: sends go nowhere, but every
-// decision and counter is real.
-func offline(t *testing.T) *loop {
+// testFx is a machine's effects on a real store; sends are kept.
+type testFx struct {
+	storeEffects
+	sent [][]byte
+}
+
+func (f *testFx) Send(dgs [][]byte)  { f.sent = append(f.sent, dgs...) }
+func (f *testFx) Act(*Action) bool   { return false }
+func (f *testFx) Replied(wire.Reply) {}
+
+// testMachine is a machine with its effects and store at hand.
+type testMachine struct {
+	*Machine
+	fx *testFx
+	st *store.Store
+}
+
+// offline returns a machine with no sockets: sends go nowhere, but every
+// decision and counter is real, and store updates reach a real store.
+func offline(t *testing.T) testMachine {
 	t.Helper()
 	st := store.New(store.Options{Local: disk.Node{ID: "0123456789abcdef0123456789abcdef", Name: "me"}})
-	s, err := New(DefaultConfig(), st, nil)
+	self, err := wire.ParseNodeID(st.LocalNode().ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &loop{s: s, cfg: &s.cfg,
-		enc: wire.NewEncoder(s.self, wire.NewInstance(t0), nil), asm: wire.NewAssembler(wire.AssemblerLimits{}),
-		conns: map[int]mconn{}, joined: map[int]map[int]ifaceInfo{4: {}, 6: {}},
-		peers: map[wire.NodeID]*peerState{}, pace: pacer{perMinute: 10}}
+	fx := &testFx{storeEffects: storeEffects{st}}
+	m := NewMachine(MachineConfig{Self: self, Name: "me", Instance: wire.NewInstance(t0),
+		HeartbeatInterval: DefaultInterval, Rand: rand.New(rand.NewPCG(1, 2))}, fx)
+	return testMachine{Machine: m, fx: fx, st: st}
 }
 
 func TestAnswers(t *testing.T) {
@@ -98,7 +116,7 @@ func TestAnswers(t *testing.T) {
 		return ps
 	}
 	all := &wire.Query{}
-	c := func(name counter) uint64 { return l.s.ctr.get(name) }
+	c := func(name counter) uint64 { return l.ctr.get(name) }
 
 	// A query for all: an announce after 20-120 ms.
 	a := asker(1, ms(0))
@@ -129,7 +147,7 @@ func TestAnswers(t *testing.T) {
 		t.Errorf("announces %d, want 2", c(announcesSent))
 	}
 	// A query naming us is always answered with an announce.
-	l.onQuery(l.lastAnnounce.Add(10*time.Millisecond), a, &wire.Query{Targets: []wire.NodeID{l.s.self}})
+	l.onQuery(l.lastAnnounce.Add(10*time.Millisecond), a, &wire.Query{Targets: []wire.NodeID{l.cfg.Self}})
 	if l.answer == nil || !l.answer.full {
 		t.Error("targeted query not answered with an announce")
 	}
@@ -157,7 +175,7 @@ func TestAnswerLimits(t *testing.T) {
 	for i := range 5 {
 		l.onQuery(ms(i*10), ps, all)
 	}
-	if got := l.s.ctr.get(dropQueryLimited); got != 2 {
+	if got := l.ctr.get(dropQueryLimited); got != 2 {
 		t.Errorf("limited %d of 5 queries from one asker, want 2", got)
 	}
 	// Many queriers: at most answerBurst answers at once, then 5 a second.
@@ -174,7 +192,7 @@ func TestAnswerLimits(t *testing.T) {
 		for l.answer != nil && !ms(i*50+49).Before(l.answer.at) {
 			l.fireAnswer(l.answer.at)
 		}
-		sent = int(l.s.ctr.get(answersSent))
+		sent = int(l.ctr.get(answersSent))
 	}
 	// 5 s of queries every 50 ms: the bucket allows 10 + 5/s * 5 s.
 	if sent > answerBurst+answerRate*5+1 {
@@ -320,7 +338,7 @@ func TestAdvertisedIntervalIsClamped(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			l := offline(t)
 			enc := wire.NewEncoder(wire.NodeID{7}, wire.NewInstance(t0), nil)
-			l.handle(inbound{p: packet(t, enc.Heartbeat(0, wire.Heartbeat{Name: "x", Interval: tt.advertised})), at: t0})
+			l.Receive(t0, packet(t, enc.Heartbeat(0, wire.Heartbeat{Name: "x", Interval: tt.advertised})), netip.Addr{})
 			ps := l.peers[wire.NodeID{7}]
 			if ps == nil || !ps.online {
 				t.Fatal("heartbeat did not make the peer online")
@@ -333,10 +351,10 @@ func TestAdvertisedIntervalIsClamped(t *testing.T) {
 			if ps.online {
 				t.Errorf("still online after %v of silence", tt.offlineBy)
 			}
-			if got := l.s.ctr.get(intervalsClamped); got != tt.clamped {
+			if got := l.ctr.get(intervalsClamped); got != tt.clamped {
 				t.Errorf("intervals_clamped %d, want %d", got, tt.clamped)
 			}
-			if n, ok := l.s.st.Node(ps.did); !ok || n.Online {
+			if n, ok := l.st.Node(ps.did); !ok || n.Online {
 				t.Errorf("store: %+v", n)
 			}
 		})
@@ -357,7 +375,7 @@ func TestFullPeerTableEvictsLeastRecentlyHeard(t *testing.T) {
 			enc = wire.NewEncoder(wire.NodeID{id}, wire.NewInstance(t0), nil)
 			encs[id] = enc
 		}
-		l.handle(inbound{p: packet(t, enc.Heartbeat(0, wire.Heartbeat{Name: fmt.Sprint(id), Interval: time.Second})), at: at})
+		l.Receive(at, packet(t, enc.Heartbeat(0, wire.Heartbeat{Name: fmt.Sprint(id), Interval: time.Second})), netip.Addr{})
 	}
 	ids := func() []byte {
 		var out []byte
@@ -375,7 +393,7 @@ func TestFullPeerTableEvictsLeastRecentlyHeard(t *testing.T) {
 	if got := ids(); !slices.Equal(got, []byte{1, 3, 4}) {
 		t.Fatalf("peers %v, want [1 3 4]", got)
 	}
-	if n, _ := l.s.st.Node(wire.NodeID{2}.Domain()); n.Online {
+	if n, _ := l.st.Node(wire.NodeID{2}.Domain()); n.Online {
 		t.Error("evicted peer still online in the store")
 	}
 	// 3 goes silent (offline at 3 s of silence): it goes before 1, which
@@ -390,7 +408,7 @@ func TestFullPeerTableEvictsLeastRecentlyHeard(t *testing.T) {
 	if got := ids(); !slices.Equal(got, []byte{1, 4, 5}) {
 		t.Fatalf("peers %v, want [1 4 5]", got)
 	}
-	if got := l.s.ctr.get(peersEvicted); got != 2 {
+	if got := l.ctr.get(peersEvicted); got != 2 {
 		t.Errorf("peers_evicted %d, want 2", got)
 	}
 	if l.lru.len() != len(l.peers) {
@@ -416,12 +434,11 @@ func TestLogLimitsArePerKind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &loop{s: s}
 	buf.Reset()
 	for i := range 10000 {
 		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		l.dropped(&wire.DropError{Reason: wire.ReasonBadTag}, src)
-		l.dropped(&wire.DropError{Reason: wire.ReasonBadMagic}, src)
+		s.dropped(&wire.DropError{Reason: wire.ReasonBadTag}, src)
+		s.dropped(&wire.DropError{Reason: wire.ReasonBadMagic}, src)
 		s.logLimited(logRateLimited, slog.LevelWarn, "source over its datagram rate; dropping", "src", src)
 	}
 	if n := strings.Count(buf.String(), "\n"); n != 3 {
