@@ -1,8 +1,11 @@
 // Package scanner keeps the store's local inventory true: it decides what
 // to probe when. Kernel uevents probe just the device they name (a remove
-// drops it without running blkid), bursts of events coalesce into at most
-// one full scan a second, mount-table changes update mount points without
-// blkid, and a periodic full scan catches anything events missed. blkid
+// drops it without running blkid); events for a device already waiting for
+// its probe fold into that one probe; single-device probes draw on a token
+// bucket (ProbeBudget a second, with a burst of as many), and once it is
+// empty the devices still waiting are covered by a full scan, at most one
+// per MinFullGap. Mount-table changes update mount points without blkid,
+// and a periodic full scan catches anything events missed. blkid
 // runs on a worker goroutine, so a hanging blkid never stops the scanner
 // from hearing events; a failing one leaves the last good inventory. An
 // event wins over a scan or probe that started before it: what blkid read
@@ -49,12 +52,15 @@ type Config struct {
 	// MinFullGap is the least time between the starts of two full scans;
 	// bursts and refreshes wait for it. 0 means one second.
 	MinFullGap time.Duration
-	// MaxProbeBatch: a batch of events naming more devices than this
-	// becomes one full scan instead of one probe each. 0 means 8.
+	// MaxProbeBatch: the most devices one probe job holds; devices that
+	// wait beyond it go in the next job, oldest event first. 0 means 8.
 	MaxProbeBatch int
-	// ProbeBudget: once this many single-device probes ran in the last
-	// second (a flapping device, a udev storm), further events wait for the
-	// next full scan instead. 0 means 64.
+	// ProbeBudget: single-device probes a second, as a token bucket that
+	// holds as many (a burst of changes runs at once; a flapping device or
+	// a udev storm runs at most 2 x ProbeBudget probes in its first second
+	// and ProbeBudget a second after). Once the bucket is empty, the
+	// devices still waiting are covered by a full scan when MinFullGap
+	// allows, or wait for a token. 0 means 64.
 	ProbeBudget  int
 	BlkidPath    string        // for status only
 	BlkidTimeout time.Duration // for status only
@@ -214,16 +220,22 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 	defer wg.Wait()
 
 	var (
-		devices    = make(map[string]device)
-		mountsBy   = map[string][]string{}
-		pending    = make(map[string]bool) // device names with events not yet probed
-		fullWanted = true                  // the first scan
-		waiters    []chan error            // Refresh callers waiting for the next full scan
+		devices  = make(map[string]device)
+		mountsBy = map[string][]string{}
+		// Device names with events not yet probed, each with the sequence
+		// number of its first such event: probes go oldest first, so a
+		// storm on some devices cannot starve the others.
+		pending    = make(map[string]uint64)
+		seq        uint64
+		fullWanted = true       // the first scan
+		waiters    []chan error // Refresh callers waiting for the next full scan
 		busy       bool
 		lastFull   time.Time
 		gapTimer   *time.Timer
 		gapC       <-chan time.Time
-		probed     []time.Time // starts of recent single-device probes
+		tokTimer   *time.Timer
+		tokC       <-chan time.Time
+		tokens     = newBucket(s.cfg.ProbeBudget, time.Now())
 		// Devices that had an event since the job in flight was handed to
 		// the worker: what that job read of them may predate the event.
 		newer = make(map[string]bool)
@@ -239,46 +251,55 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			s.cfg.Sink.SetLocal(s.compose(devices, mountsBy))
 		}
 	}
+	armGap := func(wait time.Duration) {
+		if gapC == nil {
+			gapTimer = time.NewTimer(wait)
+			gapC = gapTimer.C
+		}
+	}
 
 	dispatch := func() {
 		if busy {
 			return
 		}
-		if !fullWanted && len(pending) > 0 {
-			// Drop probe times older than a second, then check the budget.
-			cut := 0
-			for cut < len(probed) && time.Since(probed[cut]) > time.Second {
-				cut++
-			}
-			probed = probed[cut:]
-			if len(pending) > s.cfg.MaxProbeBatch || len(probed)+len(pending) > s.cfg.ProbeBudget {
-				fullWanted = true
-			}
+		now := time.Now()
+		gapWait := time.Duration(0)
+		if !lastFull.IsZero() {
+			gapWait = s.cfg.MinFullGap - now.Sub(lastFull)
+		}
+		n := min(len(pending), s.cfg.MaxProbeBatch, tokens.available(now))
+		if !fullWanted && len(pending) > 0 && gapWait <= 0 && (len(pending) > s.cfg.MaxProbeBatch || n == 0) {
+			// More devices than a probe job holds, or the budget spent (a
+			// flapping device, a udev storm): one full scan covers them all.
+			fullWanted = true
 		}
 		var j job
 		switch {
 		case fullWanted:
-			if wait := s.cfg.MinFullGap - time.Since(lastFull); !lastFull.IsZero() && wait > 0 {
-				if gapC == nil {
-					gapTimer = time.NewTimer(wait)
-					gapC = gapTimer.C
-				}
+			if gapWait > 0 {
+				armGap(gapWait)
 				return
 			}
 			j = job{full: true}
-			lastFull = time.Now()
+			lastFull = now
 			fullWanted = false
 			clear(pending)
+		case n > 0:
+			j.names = oldest(pending, n)
+			for _, name := range j.names {
+				delete(pending, name)
+			}
+			tokens.take(n)
 		case len(pending) > 0:
-			for n := range pending {
-				j.names = append(j.names, n)
+			// The budget is spent and the gap not yet over: the next full
+			// scan covers what waits, unless a token comes first for a
+			// batch small enough to probe.
+			armGap(gapWait)
+			if tokC == nil && len(pending) <= s.cfg.MaxProbeBatch {
+				tokTimer = time.NewTimer(tokens.wait(now))
+				tokC = tokTimer.C
 			}
-			slices.Sort(j.names)
-			clear(pending)
-			now := time.Now()
-			for range j.names {
-				probed = append(probed, now)
-			}
+			return
 		default:
 			return
 		}
@@ -290,6 +311,29 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		}
 	}
 
+	// event handles one uevent on the loop.
+	event := func(ev uevent.Event) {
+		s.countUevent()
+		if ev.Name == "" || !s.cfg.Filter.Allows("/dev/"+ev.Name) {
+			return
+		}
+		if busy {
+			newer[ev.Name] = true
+		}
+		if ev.Action == "remove" {
+			if _, ok := devices[ev.Name]; ok {
+				delete(devices, ev.Name)
+				publish()
+			}
+			delete(pending, ev.Name)
+			return
+		}
+		if _, ok := pending[ev.Name]; !ok {
+			seq++
+			pending[ev.Name] = seq
+		}
+	}
+
 	for {
 		dispatch()
 		select {
@@ -297,8 +341,10 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			for _, w := range waiters {
 				w <- ctx.Err()
 			}
-			if gapTimer != nil {
-				gapTimer.Stop()
+			for _, t := range []*time.Timer{gapTimer, tokTimer} {
+				if t != nil {
+					t.Stop()
+				}
 			}
 			return nil
 		case r := <-results:
@@ -331,22 +377,21 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 				s.log.Warn("uevent source ended; relying on periodic scans")
 				continue
 			}
-			s.countUevent()
-			if ev.Name == "" || !s.cfg.Filter.Allows("/dev/"+ev.Name) {
-				continue
-			}
-			if busy {
-				newer[ev.Name] = true
-			}
-			if ev.Action == "remove" {
-				if _, ok := devices[ev.Name]; ok {
-					delete(devices, ev.Name)
-					publish()
+			event(ev)
+			// Take the events already queued before probing: a detach
+			// sends two changes at once, and both fold into one probe.
+			for drained := false; !drained && uevents != nil; {
+				select {
+				case ev, ok := <-uevents:
+					if !ok {
+						drained = true
+						break
+					}
+					event(ev)
+				default:
+					drained = true
 				}
-				delete(pending, ev.Name)
-				continue
 			}
-			pending[ev.Name] = true
 		case ms, ok := <-mounts:
 			if !ok {
 				mounts = nil
@@ -367,6 +412,8 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			fn()
 		case <-gapC:
 			gapC = nil
+		case <-tokC:
+			tokC = nil
 		}
 	}
 }

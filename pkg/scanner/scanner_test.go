@@ -38,6 +38,9 @@ type fakeBlkid struct {
 	// but not yet printed.
 	late chan struct{}
 	read chan struct{}
+	// When each run started (under mu): the storm tests count them per
+	// second of synctest's clock.
+	fullAt, probeAt []time.Time
 }
 
 // readLate makes the next runs read, report, and wait for the returned
@@ -86,6 +89,7 @@ func (f *fakeBlkid) ScanAll(ctx context.Context) ([]blkid.Record, error) {
 		<-f.hold
 	}
 	f.mu.Lock()
+	f.fullAt = append(f.fullAt, time.Now())
 	if f.err != nil {
 		f.mu.Unlock()
 		return nil, f.err
@@ -103,6 +107,7 @@ func (f *fakeBlkid) ScanAll(ctx context.Context) ([]blkid.Record, error) {
 func (f *fakeBlkid) Probe(ctx context.Context, dev string) (blkid.Record, bool, error) {
 	f.probes.Add(1)
 	f.mu.Lock()
+	f.probeAt = append(f.probeAt, time.Now())
 	if f.err != nil {
 		f.mu.Unlock()
 		return blkid.Record{}, false, f.err
@@ -329,26 +334,113 @@ func testFilter(t *testing.T) {
 	}
 }
 
-func TestFlappingDeviceIsBudgeted(t *testing.T) { synctest.Test(t, testFlappingDeviceIsBudgeted) }
-
-func testFlappingDeviceIsBudgeted(t *testing.T) {
-	fake := newFake("loop0", "loop1")
-	r := start(t, fake, Config{ProbeBudget: 16})
-	<-r.sc.FirstScanDone()
-	before := fake.full.Load()
-	for i := 0; i < 1000; i++ {
-		r.uevents <- uevent.Event{Action: "change", Name: []string{"loop0", "loop1"}[i%2]}
-		if i%50 == 0 {
-			time.Sleep(20 * time.Millisecond) // spread over ~0.4 s
-		}
+// TestStormIsBounded: a udev storm (an event every millisecond for three
+// seconds) on a flapping device, on 4 devices and on 100, runs at most
+// 2 x ProbeBudget single probes in any second (the bucket's burst and its
+// refill), ProbeBudget a second over the whole storm, and at most one full
+// scan per MinFullGap (2 in any second), and still ends with every
+// device's last state.
+func TestStormIsBounded(t *testing.T) {
+	for _, devs := range []int{1, 4, 100} {
+		t.Run(fmt.Sprintf("%d devices", devs), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { testStormIsBounded(t, devs) })
+		})
 	}
+}
+
+func testStormIsBounded(t *testing.T, devs int) {
+	const budget, storm = 16, 3 * time.Second
+	fake := newFake()
+	r := start(t, fake, Config{ProbeBudget: budget})
+	<-r.sc.FirstScanDone()
+	t0 := time.Now()
+	for i := 0; time.Since(t0) < storm; i++ {
+		name := fmt.Sprintf("loop%d", i%devs)
+		fake.set(name, fmt.Sprintf("L%d", i))
+		r.uevents <- uevent.Event{Action: "change", Name: name}
+		time.Sleep(time.Millisecond)
+	}
+	last := make(map[string]string)
+	fake.mu.Lock()
+	for dev, rec := range fake.devs {
+		last[strings.TrimPrefix(dev, "/dev/")] = rec.Label
+	}
+	fake.mu.Unlock()
 	time.Sleep(1500 * time.Millisecond)
 	synctest.Wait()
-	if got := fake.probes.Load(); got > 16 {
-		t.Errorf("%d single probes, want at most the budget of 16", got)
+	for _, d := range r.st.Disks(nil) {
+		if d.Present && d.Label != last[d.Name] {
+			t.Errorf("%s listed as %q after the storm, last set %q", d.Name, d.Label, last[d.Name])
+		}
 	}
-	if got := fake.full.Load() - before; got < 1 || got > 2 {
-		t.Errorf("%d full scans, want 1 or 2 once the budget is spent", got)
+	if got := len(r.names(true)); got != devs {
+		t.Errorf("%d of %d devices listed after the storm", got, devs)
+	}
+	fake.mu.Lock()
+	probeAt, fullAt := fake.probeAt, fake.fullAt[1:] // the first scan is not the storm's
+	fake.mu.Unlock()
+	if worst := busiestSecond(probeAt); worst > 2*budget {
+		t.Errorf("%d single probes in one second, want at most 2 x %d", worst, budget)
+	}
+	if worst := busiestSecond(fullAt); worst > 2 {
+		t.Errorf("%d full scans in one second, want at most 2", worst)
+	}
+	secs := int(storm/time.Second) + 2 // the storm and the quiet after it
+	if n := len(probeAt); n > budget*(secs+1) {
+		t.Errorf("%d single probes in %d s, want at most %d", n, secs, budget*(secs+1))
+	}
+	if n := len(fullAt); n > secs {
+		t.Errorf("%d full scans in %d s, want at most %d", n, secs, secs)
+	}
+	t.Logf("%d devices: %d probes (busiest second %d), %d full scans", devs, len(probeAt), busiestSecond(probeAt), len(fullAt))
+}
+
+// busiestSecond returns the most of ts (in order) within any one second.
+func busiestSecond(ts []time.Time) int {
+	worst, lo := 0, 0
+	for hi := range ts {
+		for ts[hi].Sub(ts[lo]) >= time.Second {
+			lo++
+		}
+		worst = max(worst, hi-lo+1)
+	}
+	return worst
+}
+
+// TestBurstOfChangesIsProbedAtOnce: 100 changes 20 ms apart on 10 devices
+// (an attach is one uevent, a loop detach two at once) are each probed
+// when they happen, none folded into a later scan: the bucket holds such
+// a burst.
+func TestBurstOfChangesIsProbedAtOnce(t *testing.T) {
+	synctest.Test(t, testBurstOfChangesIsProbedAtOnce)
+}
+
+func testBurstOfChangesIsProbedAtOnce(t *testing.T) {
+	fake := newFake()
+	r := start(t, fake, Config{})
+	<-r.sc.FirstScanDone()
+	full := fake.full.Load()
+	attached := make([]bool, 10)
+	for i := range 100 {
+		d := i % 10
+		name := fmt.Sprintf("loop%d", d)
+		attached[d] = !attached[d]
+		if attached[d] {
+			fake.set(name, "BURST")
+			r.uevents <- uevent.Event{Action: "change", Name: name}
+		} else {
+			fake.del(name)
+			r.uevents <- uevent.Event{Action: "change", Name: name}
+			r.uevents <- uevent.Event{Action: "change", Name: name, Env: map[string]string{"DISK_MEDIA_CHANGE": "1"}}
+		}
+		synctest.Wait() // no time passes: the change must be listed now
+		if got := slices.Contains(r.names(true), name); got != attached[d] {
+			t.Fatalf("change %d: %s listed = %v right after its event, want %v", i, name, got, attached[d])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := fake.full.Load() - full; n != 0 {
+		t.Errorf("%d full scans during the burst, want none", n)
 	}
 }
 
