@@ -5,12 +5,13 @@
 // bucket (ProbeBudget a second, with a burst of as many), and once it is
 // empty the devices still waiting are covered by a full scan, at most one
 // per MinFullGap. Mount-table changes update mount points without blkid,
-// and a periodic full scan catches anything events missed. blkid
-// runs on a worker goroutine, so a hanging blkid never stops the scanner
-// from hearing events; a failing one leaves the last good inventory. An
-// event wins over a scan or probe that started before it: what blkid read
-// of that device is set aside, so a device removed during a slow full scan
-// is not brought back by the scan's result.
+// and a periodic full scan catches anything events missed. blkid runs
+// on worker goroutines (two probe jobs at once, a full scan alone), so a
+// hanging blkid never stops the scanner from hearing events, and while one
+// hangs the other worker goes on probing; a failing one leaves the last
+// good inventory. An event wins over a scan or probe that started before
+// it: what blkid read of that device is set aside, so a device removed
+// during a slow full scan is not brought back by the scan's result.
 package scanner
 
 import (
@@ -191,11 +192,17 @@ type device struct {
 	sys sysfs.Info
 }
 
-// job is work for the blkid worker: a full scan, or probes of some devices.
+// job is work for a blkid worker: a full scan, or probes of some devices.
 type job struct {
+	id    uint64
 	full  bool
 	names []string
 }
+
+// probeWorkers is how many probe jobs run at once: an event that comes
+// while one blkid runs (a slow device, a loaded host) is probed beside it
+// rather than after it. A full scan runs alone.
+const probeWorkers = 2
 
 type result struct {
 	job     job
@@ -212,11 +219,13 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 	jobs := make(chan job)
 	results := make(chan result)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.worker(ctx, jobs, results)
-	}()
+	for range probeWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.worker(ctx, jobs, results)
+		}()
+	}
 	defer wg.Wait()
 
 	var (
@@ -229,16 +238,18 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		seq        uint64
 		fullWanted = true       // the first scan
 		waiters    []chan error // Refresh callers waiting for the next full scan
-		busy       bool
+		inflight   int          // jobs handed to the workers and not yet merged
+		fullBusy   bool         // one of them is a full scan
+		jobID      uint64
 		lastFull   time.Time
 		gapTimer   *time.Timer
 		gapC       <-chan time.Time
 		tokTimer   *time.Timer
 		tokC       <-chan time.Time
 		tokens     = newBucket(s.cfg.ProbeBudget, time.Now())
-		// Devices that had an event since the job in flight was handed to
-		// the worker: what that job read of them may predate the event.
-		newer = make(map[string]bool)
+		// By job in flight: the devices that had an event since it was
+		// handed to a worker; what it read of them may predate the event.
+		newer = make(map[uint64]map[string]bool)
 		first = true
 		// Nothing is published before the first successful full scan: until
 		// then the store serves the inventory loaded from the state file.
@@ -258,16 +269,20 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		}
 	}
 
-	dispatch := func() {
-		if busy {
-			return
+	// dispatch hands the next job to a worker, if one is due and may run,
+	// and reports whether it did.
+	dispatch := func() bool {
+		if fullBusy || inflight == probeWorkers {
+			return false
 		}
 		now := time.Now()
 		gapWait := time.Duration(0)
 		if !lastFull.IsZero() {
 			gapWait = s.cfg.MinFullGap - now.Sub(lastFull)
 		}
-		n := min(len(pending), s.cfg.MaxProbeBatch, tokens.available(now))
+		// Waiting devices are shared among the free workers.
+		free := probeWorkers - inflight
+		n := min((len(pending)+free-1)/free, s.cfg.MaxProbeBatch, tokens.available(now))
 		if !fullWanted && len(pending) > 0 && gapWait <= 0 && (len(pending) > s.cfg.MaxProbeBatch || n == 0) {
 			// More devices than a probe job holds, or the budget spent (a
 			// flapping device, a udev storm): one full scan covers them all.
@@ -278,7 +293,10 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		case fullWanted:
 			if gapWait > 0 {
 				armGap(gapWait)
-				return
+				return false
+			}
+			if inflight > 0 {
+				return false // a full scan runs alone; the probes end soon
 			}
 			j = job{full: true}
 			lastFull = now
@@ -299,15 +317,20 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 				tokTimer = time.NewTimer(tokens.wait(now))
 				tokC = tokTimer.C
 			}
-			return
+			return false
 		default:
-			return
+			return false
 		}
-		busy = true
-		clear(newer)
+		jobID++
+		j.id = jobID
+		inflight++
+		fullBusy = j.full
+		newer[j.id] = make(map[string]bool)
 		select {
 		case jobs <- j:
+			return true
 		case <-ctx.Done():
+			return false
 		}
 	}
 
@@ -317,8 +340,8 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 		if ev.Name == "" || !s.cfg.Filter.Allows("/dev/"+ev.Name) {
 			return
 		}
-		if busy {
-			newer[ev.Name] = true
+		for _, m := range newer {
+			m[ev.Name] = true
 		}
 		if ev.Action == "remove" {
 			if _, ok := devices[ev.Name]; ok {
@@ -335,7 +358,8 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 	}
 
 	for {
-		dispatch()
+		for dispatch() {
+		}
 		select {
 		case <-ctx.Done():
 			for _, w := range waiters {
@@ -348,11 +372,14 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			}
 			return nil
 		case r := <-results:
-			busy = false
+			inflight--
+			fullBusy = fullBusy && !r.job.full
 			if r.job.full && r.err == nil {
 				baseline = true
 			}
-			if stale := merge(devices, r, newer); len(stale) > 0 {
+			stale := merge(devices, r, newer[r.job.id])
+			delete(newer, r.job.id)
+			if len(stale) > 0 {
 				s.log.Debug("kept newer events over a scan's result", "devices", stale, "full", r.job.full)
 			}
 			publish()
@@ -463,7 +490,8 @@ func merge(devices map[string]device, r result, newer map[string]bool) []string 
 	return slices.Compact(stale)
 }
 
-// worker runs blkid jobs one at a time, off the event loop.
+// worker runs blkid jobs one at a time, off the event loop; probeWorkers
+// of them run.
 func (s *Scanner) worker(ctx context.Context, jobs <-chan job, results chan<- result) {
 	for {
 		var j job

@@ -41,6 +41,9 @@ type fakeBlkid struct {
 	// When each run started (under mu): the storm tests count them per
 	// second of synctest's clock.
 	fullAt, probeAt []time.Time
+	// A probe of stallDev waits on stall (a hung device).
+	stallDev string
+	stall    chan struct{}
 }
 
 // readLate makes the next runs read, report, and wait for the returned
@@ -108,6 +111,12 @@ func (f *fakeBlkid) Probe(ctx context.Context, dev string) (blkid.Record, bool, 
 	f.probes.Add(1)
 	f.mu.Lock()
 	f.probeAt = append(f.probeAt, time.Now())
+	if dev == f.stallDev {
+		stall := f.stall
+		f.mu.Unlock()
+		<-stall
+		f.mu.Lock()
+	}
 	if f.err != nil {
 		f.mu.Unlock()
 		return blkid.Record{}, false, f.err
@@ -441,6 +450,34 @@ func testBurstOfChangesIsProbedAtOnce(t *testing.T) {
 	}
 	if n := fake.full.Load() - full; n != 0 {
 		t.Errorf("%d full scans during the burst, want none", n)
+	}
+}
+
+// TestHungProbeDoesNotHoldOthers: while blkid hangs on one device, an
+// event for another is probed beside it, and the hung device's probe
+// lands once blkid answers.
+func TestHungProbeDoesNotHoldOthers(t *testing.T) { synctest.Test(t, testHungProbeDoesNotHoldOthers) }
+
+func testHungProbeDoesNotHoldOthers(t *testing.T) {
+	fake := newFake()
+	r := start(t, fake, Config{})
+	<-r.sc.FirstScanDone()
+	fake.mu.Lock()
+	fake.stallDev, fake.stall = "/dev/loop0", make(chan struct{})
+	fake.mu.Unlock()
+	fake.set("loop0", "SLOW")
+	r.uevents <- uevent.Event{Action: "change", Name: "loop0"}
+	synctest.Wait()
+	fake.set("loop1", "FAST")
+	r.uevents <- uevent.Event{Action: "change", Name: "loop1"}
+	synctest.Wait()
+	if got := r.names(true); !slices.Equal(got, []string{"loop1"}) {
+		t.Fatalf("listed %v while loop0's probe hangs, want [loop1]", got)
+	}
+	close(fake.stall)
+	synctest.Wait()
+	if got := r.names(true); !slices.Equal(got, []string{"loop0", "loop1"}) {
+		t.Fatalf("listed %v once loop0's probe answered", got)
 	}
 }
 
