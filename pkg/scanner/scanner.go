@@ -199,6 +199,10 @@ type job struct {
 	names []string
 }
 
+// maxDrain is how many queued uevents the loop takes at once before it
+// hands out work and answers its other inputs again.
+const maxDrain = 256
+
 // probeWorkers is how many probe jobs run at once: an event that comes
 // while one blkid runs (a slow device, a loaded host) is probed beside it
 // rather than after it. A full scan runs alone.
@@ -406,8 +410,9 @@ func (s *Scanner) Run(ctx context.Context, uevents <-chan uevent.Event, mounts <
 			}
 			event(ev)
 			// Take the events already queued before probing: a detach
-			// sends two changes at once, and both fold into one probe.
-			for drained := false; !drained && uevents != nil; {
+			// sends two changes at once, and both fold into one probe. At
+			// most maxDrain, so that a flood cannot hold the loop.
+			for i, drained := 0, false; !drained && i < maxDrain; i++ {
 				select {
 				case ev, ok := <-uevents:
 					if !ok {

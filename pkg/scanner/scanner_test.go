@@ -247,8 +247,8 @@ func testBurstCoalescesIntoFewFullScans(t *testing.T) {
 	if got := fake.full.Load() - before; got > 2 {
 		t.Errorf("1000 uevents caused %d full scans, want at most 2", got)
 	}
-	// Batches before the burst piles up may be probed one by one (how many
-	// depends on scheduling), but never more than the budget.
+	// Until the gap after the first scan is over, the oldest devices are
+	// probed in jobs of MaxProbeBatch, but never more than the bucket holds.
 	if got := fake.probes.Load(); got > 64 {
 		t.Errorf("1000 uevents caused %d single probes, over the budget of 64", got)
 	}
