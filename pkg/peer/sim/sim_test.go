@@ -92,3 +92,30 @@ func TestSimulatedNetwork(t *testing.T) {
 // intervals after its last heartbeat, found at the next check (at most a
 // second later).
 func offlineBy(iv time.Duration) time.Duration { return 3*iv + time.Second + 10*time.Millisecond }
+
+// TestSimulatedLoss: on a link that loses datagrams, a node that missed
+// an announce learns of the gap from the next heartbeat and asks: every
+// node still converges, at start and after a change.
+func TestSimulatedLoss(t *testing.T) {
+	opt := options(t, 30)
+	opt.Loss = 0.05
+	n := New(opt)
+	for i := range n.Nodes {
+		n.Start(i)
+	}
+	// One heartbeat interval reveals every gap; the queries that follow
+	// take a few seconds more.
+	bound := peer.DefaultInterval + 5*time.Second
+	if !n.RunUntil(Epoch.Add(bound), 10*time.Millisecond, n.Converged) {
+		t.Fatalf("not converged %v after start, with 5%% loss", bound)
+	}
+	t.Logf("converged %v after start, with 5%% loss", n.Now().Sub(Epoch))
+	for i := range 5 {
+		n.Change(i)
+	}
+	changed := n.Now()
+	if !n.RunUntil(n.Now().Add(bound), 10*time.Millisecond, n.Converged) {
+		t.Fatalf("changes not everywhere %v later, with 5%% loss", bound)
+	}
+	t.Logf("changes everywhere %v later", n.Now().Sub(changed))
+}
