@@ -77,6 +77,12 @@ func TestSimulatedNetwork(t *testing.T) {
 			t.Fatalf("node %d holds the node that said goodbye online", i)
 		}
 	}
+	// The other two copies come later, and count as replays.
+	n.Run(n.Now().Add(100 * time.Millisecond))
+	if c := n.Nodes[0].M.Counters(); c["goodbyes_received"] != 1 || c["drop_stale_instance"] != 2 {
+		t.Errorf("goodbyes_received %d, drop_stale_instance %d: want the first of 3 copies taken, 2 dropped",
+			c["goodbyes_received"], c["drop_stale_instance"])
+	}
 	if !n.Converged() {
 		t.Error("the network is not converged after a kill and a goodbye")
 	}
@@ -118,4 +124,26 @@ func TestSimulatedLoss(t *testing.T) {
 		t.Fatalf("changes not everywhere %v later, with 5%% loss", bound)
 	}
 	t.Logf("changes everywhere %v later", n.Now().Sub(changed))
+}
+
+// TestSendsPerNodeStayFlat: what a node sends - at a power cut and then
+// idle - does not grow with the size of the network (what it receives
+// does: that is multicast).
+func TestSendsPerNodeStayFlat(t *testing.T) {
+	sent := func(size int) float64 {
+		n := New(options(t, size))
+		for i := range n.Nodes {
+			n.Start(i)
+		}
+		n.Run(Epoch.Add(90 * time.Second))
+		if !n.Converged() {
+			t.Fatalf("N=%d: not converged", size)
+		}
+		return float64(n.Total().SentDatagrams) / float64(size)
+	}
+	small, large := sent(10), sent(100)
+	t.Logf("datagrams sent per node in the first 90 s: %.1f with 10 nodes, %.1f with 100", small, large)
+	if large > 1.2*small {
+		t.Errorf("a node of 100 sends %.1f datagrams, one of 10 sends %.1f", large, small)
+	}
 }
