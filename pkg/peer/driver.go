@@ -93,9 +93,6 @@ func newDriver(s *Service) (*driver, error) {
 		waiting: make(map[[wire.RequestIDSize]byte]chan wire.Reply),
 	}
 	d.m = newMachine(s.machineConfig(instance), d, &s.ctr, &s.logLimit)
-	s.mu.Lock()
-	s.inst = instance
-	s.mu.Unlock()
 	var errs []error
 	err := s.cfg.Enter(func() error {
 		if s.cfg.IPv4 {

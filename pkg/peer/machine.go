@@ -56,7 +56,8 @@ type MachineConfig struct {
 // its sockets and updates the store; a simulation delivers datagrams to
 // the other machines and keeps a light table. A Machine calls its Effects
 // only from within one of its own methods, so an Effects needs no lock of
-// its own for the machine's sake.
+// its own for the machine's sake; an Effects must not call the machine
+// back (Act hands the request on, and FinishRequest comes later).
 type Effects interface {
 	// Send puts datagrams on the link: to the group, on every joined
 	// interface of every family, in order.

@@ -182,7 +182,6 @@ type Service struct {
 
 	mu     sync.Mutex // guards the snapshot below, for Status
 	ifaces []string
-	inst   uint64
 
 	// ifnames maps interface indexes to names for the readers, which must
 	// not look names up themselves (they may run in another namespace).

@@ -69,8 +69,9 @@ type Node struct {
 // Traffic counts one node's datagrams.
 type Traffic struct {
 	SentDatagrams, SentBytes, ReceivedDatagrams, ReceivedBytes uint64
-	// SentByType counts the datagrams sent by wire type (header byte 5).
-	SentByType [16]uint64
+	// SentByType and SentBytesByType count what was sent by wire type
+	// (header byte 5).
+	SentByType, SentBytesByType [16]uint64
 }
 
 type entry struct {
@@ -107,8 +108,9 @@ func (n *Net) Total() Traffic {
 		t.SentBytes += nd.Traffic.SentBytes
 		t.ReceivedDatagrams += nd.Traffic.ReceivedDatagrams
 		t.ReceivedBytes += nd.Traffic.ReceivedBytes
-		for k, v := range nd.Traffic.SentByType {
-			t.SentByType[k] += v
+		for k := range nd.Traffic.SentByType {
+			t.SentByType[k] += nd.Traffic.SentByType[k]
+			t.SentBytesByType[k] += nd.Traffic.SentBytesByType[k]
 		}
 	}
 	return t
@@ -265,6 +267,7 @@ func (n *Net) step(e event) {
 		nd.Traffic.SentDatagrams++
 		nd.Traffic.SentBytes += uint64(len(e.dg))
 		nd.Traffic.SentByType[e.dg[5]&15]++
+		nd.Traffic.SentBytesByType[e.dg[5]&15] += uint64(len(e.dg))
 		lat := n.opt.LatencyMin
 		if d := n.opt.LatencyMax - n.opt.LatencyMin; d > 0 {
 			lat += time.Duration(n.rand.Int64N(int64(d)))
