@@ -115,7 +115,7 @@ func run(ctx context.Context, cfg Config) error {
 	// instance of one node.
 	cfg.Network.Instance = wire.NewInstance(time.Now())
 	if cfg.Network.IPv4 || cfg.Network.IPv6 {
-		if be.net, err = peer.New(peer.Config(cfg.Network), st, log); err != nil {
+		if be.net, err = peer.New(peer.Config(cfg.Network), st, log.With("component", "peer")); err != nil {
 			return err
 		}
 		be.net.SetRequestHandler(be.serveRequest)

@@ -235,7 +235,7 @@ func New(cfg Config, st *store.Store, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer: local %w", err)
 	}
-	log := logger.With("component", "peer")
+	log := logger
 	if keys == nil {
 		log.Warn("peer network is unauthenticated: anyone on the link can announce disks (set --key-file)")
 	}
