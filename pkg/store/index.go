@@ -56,7 +56,8 @@ func (x *whereIndex) keys(d *disk.Disk, buf *[6]uint64) []uint64 {
 
 func (x *whereIndex) add(r *row) {
 	var buf [6]uint64
-	for _, h := range x.keys(&r.d, &buf) {
+	d := r.disk()
+	for _, h := range x.keys(&d, &buf) {
 		if rs, ok := x.more[h]; ok {
 			x.more[h] = append(rs, r)
 		} else if o, ok := x.one[h]; ok {
@@ -69,8 +70,12 @@ func (x *whereIndex) add(r *row) {
 }
 
 func (x *whereIndex) remove(r *row) {
+	if r.enc.Load() == nil {
+		return // a new row, not filled yet: not indexed
+	}
 	var buf [6]uint64
-	for _, h := range x.keys(&r.d, &buf) {
+	d := r.disk()
+	for _, h := range x.keys(&d, &buf) {
 		if x.one[h] == r {
 			delete(x.one, h)
 			continue
@@ -110,7 +115,7 @@ func (x *whereIndex) lookup(q string) []*row {
 			break
 		}
 		for _, r := range x.rows(maphash.String(x.seed, k)) {
-			if !slices.Contains(out, r) && r.d.Matches(q) {
+			if d := r.disk(); !slices.Contains(out, r) && d.Matches(q) {
 				out = append(out, r)
 			}
 		}

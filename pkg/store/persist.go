@@ -290,33 +290,36 @@ func (s *Store) Load(db *DB) error {
 			if !ok || rec.Disk.Name == "" {
 				return nil // its node record is gone: an interrupted eviction
 			}
-			r := &row{d: rec.Disk, since: rec.Since, past: rec.Past, hidx: -1}
+			d := rec.Disk
+			r := &row{since: rec.Since, past: rec.Past, hidx: -1}
 			if r.since.IsZero() {
-				r.since = r.d.FirstSeen
+				r.since = d.FirstSeen
 			}
-			r.d.ID = disk.Identity(&r.d) // derived, whatever the record says
-			r.d.Row = disk.Key(k)
-			if string(k) == r.d.ID {
-				r.d.Row = disk.Key(r.d.ID) // share the string: most rows are primaries
+			d.Node = e.node.ID       // one string for all the node's rows
+			d.ID = disk.Identity(&d) // derived, whatever the record says
+			d.Row = disk.Key(k)
+			if string(k) == d.ID {
+				d.Row = disk.Key(d.ID) // share the string: most rows are primaries
 			}
-			r.d.Mounts = cloneMounts(r.d.Mounts)
 			if !e.node.Local {
-				r.d.Present = false
+				d.Present = false
 			}
 			if max := s.opts.HistoryPerDisk - 1; len(r.past) > max {
 				r.past = r.past[:max]
 			}
-			if prev := e.present[r.d.Name]; r.d.Present && prev != nil {
+			if prev := e.present[d.Name]; d.Present && prev != nil {
 				// Two present rows at one place cannot both be true; the
 				// first scan decides. Keep the later one present.
-				if olderRow(r, prev) {
-					r.d.Present = false
+				if d.LastSeen.Compare(prev.d.LastSeen) < 0 || d.LastSeen.Equal(prev.d.LastSeen) && d.Row < prev.d.Row {
+					d.Present = false
 				} else {
 					prev.d.Present = false
+					prev.reencode()
 					delete(e.present, prev.d.Name)
 					heap.Push(&s.absent, prev)
 				}
 			}
+			r.set(&d)
 			s.rows[r.d.Row] = r
 			s.where.add(r)
 			if r.d.Row.IsClone() {
@@ -340,10 +343,6 @@ func (s *Store) Load(db *DB) error {
 		slices.SortFunc(cs, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
 		s.uniqueQuietLocked(id)
 	}
-	// Rows changed above without markRow: drop what lists derived.
-	for _, r := range s.rows {
-		s.invalidateLocked(r)
-	}
 	return nil
 }
 
@@ -358,8 +357,9 @@ func (s *Store) uniqueQuietLocked(id string) {
 		}
 	}
 	for _, r := range rs {
-		if r != nil {
+		if r != nil && r.d.NotUnique != (n >= 2) {
 			r.d.NotUnique = n >= 2
+			r.reencode()
 		}
 	}
 }

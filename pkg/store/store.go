@@ -125,15 +125,18 @@ type nodeEntry struct {
 }
 
 // row is one disk: d holds its current (or last) placement and state, d.Row
-// its key.
+// its key; the rest of the disk is in enc (see compact.go).
 type row struct {
-	d     disk.Disk
+	d     rowDisk
 	since time.Time       // when the current placement began
 	past  []disk.Sighting // earlier placements, newest first
 	hidx  int             // index in Store.absent; -1 while present
-	// enc is d as JSON, made by the first list after a change (see
-	// list.go); nil until then.
+	// enc is the disk as JSON (disk.AppendJSON), made on every change
+	// (markRow); never nil while the row is in the table.
 	enc atomic.Pointer[rowJSON]
+	// raw is the disk as reported when enc cannot give it back exactly
+	// (invalid UTF-8); nil for nearly every row.
+	raw *disk.Disk
 }
 
 // Stats counts what the store did that a user may want to know about:
@@ -240,7 +243,7 @@ func (s *Store) LocalDisks() (gen uint64, disks []disk.Disk) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, r := range s.nodes[s.opts.Local.ID].present {
-		disks = append(disks, cloneDisk(&r.d))
+		disks = append(disks, r.disk())
 	}
 	sortDisks(disks)
 	return s.localGen, disks
@@ -466,7 +469,7 @@ func (s *Store) atPlaceLocked(id string, node disk.NodeID, name string) *row {
 
 // updateLocked applies a report to the row placed where it was reported.
 func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
-	if r.d.Present && disk.SameDevice(&r.d, in) {
+	if r.d.Present && r.sameDevice(in) {
 		// Unchanged: refresh last-seen without an event or a write.
 		// Persisted last-seen is refreshed when something else changes or
 		// at a clean stop (see Flush), which is what "last seen" needs:
@@ -481,7 +484,7 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 	}
 	s.uniqueLocked(r.d.ID, r)
 	s.markRow(r)
-	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(r.disk())})
 	return true
 }
 
@@ -489,8 +492,9 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 func (s *Store) fill(r *row, in *disk.Disk, now time.Time) {
 	first, key, nu := r.d.FirstSeen, r.d.Row, r.d.NotUnique
 	s.where.remove(r)
-	r.d = *in
-	r.d.Row, r.d.FirstSeen, r.d.LastSeen, r.d.Present, r.d.NotUnique = key, first, now, true, nu
+	d := *in
+	d.Row, d.FirstSeen, d.LastSeen, d.Present, d.NotUnique = key, first, now, true, nu
+	r.set(&d)
 	s.where.add(r)
 }
 
@@ -518,7 +522,7 @@ func (s *Store) moveLocked(p *row, e *nodeEntry, in *disk.Disk, now time.Time) {
 	s.setPresentLocked(p)
 	s.uniqueLocked(p.d.ID, p)
 	s.markRow(p)
-	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&p.d))})
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(p.disk())})
 }
 
 // addLocked creates a row under key for a report on e; nil when no room
@@ -543,7 +547,7 @@ func (s *Store) addLocked(e *nodeEntry, key disk.Key, in *disk.Disk, now time.Ti
 	s.setPresentLocked(r)
 	s.uniqueLocked(r.d.ID, r)
 	s.markRow(r)
-	s.publish(disk.Event{Kind: disk.DiskAdded, Disk: ptr(cloneDisk(&r.d))})
+	s.publish(disk.Event{Kind: disk.DiskAdded, Disk: ptr(r.disk())})
 	return r
 }
 
@@ -603,7 +607,7 @@ func (s *Store) goneLocked(r *row, at time.Time, leaving map[*row]bool) {
 	heap.Push(&s.absent, r)
 	s.uniqueLocked(r.d.ID, r, leaving)
 	s.markRow(r)
-	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(r.disk())})
 }
 
 // soleCloneLocked returns the one present clone of primary row p that is
@@ -638,7 +642,8 @@ func (s *Store) promoteLocked(p, c *row) {
 	s.unplaceLocked(p)
 	key := p.d.Row
 	s.where.remove(p)
-	p.d = c.d
+	p.d, p.raw = c.d, c.raw
+	p.enc.Store(c.enc.Load())
 	p.d.Row, p.d.FirstSeen = key, first
 	s.where.add(p)
 	p.since = c.since
@@ -646,7 +651,7 @@ func (s *Store) promoteLocked(p, c *row) {
 	s.setPresentLocked(p)
 	s.uniqueLocked(p.d.ID, p)
 	s.markRow(p)
-	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&p.d))})
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(p.disk())})
 }
 
 func rowSet(rs []*row) map[*row]bool {
@@ -697,7 +702,7 @@ func (s *Store) uniqueLocked(id string, self *row, leaving ...map[*row]bool) {
 		r.d.NotUnique = nu
 		if r != self {
 			s.markRow(r)
-			s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
+			s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(r.disk())})
 		}
 	}
 	set(p)
@@ -714,7 +719,8 @@ func (s *Store) sighting(r *row) disk.Sighting {
 			last = e.node.LastSeen
 		}
 	}
-	return disk.Sighting{Node: r.d.Node, Host: r.d.Host, Name: r.d.Name, Device: r.d.Device,
+	d := r.disk()
+	return disk.Sighting{Node: d.Node, Host: d.Host, Name: d.Name, Device: d.Device,
 		FirstSeen: r.since, LastSeen: last}
 }
 
@@ -778,11 +784,12 @@ func (s *Store) forgetRowLocked(r *row) {
 	}
 	s.dirty.forgetRow(r.d.Row)
 	s.signalDirty()
-	s.publish(disk.Event{Kind: disk.DiskForgotten, Disk: ptr(cloneDisk(&r.d))})
+	s.publish(disk.Event{Kind: disk.DiskForgotten, Disk: ptr(r.disk())})
 }
 
 // Disks returns copies of the disks keep accepts (all when keep is nil),
-// sorted by host, then device.
+// sorted by host, then device. keep sees the row's own disk (LastSeen not
+// yet raised to its node's) and must not hold on to it.
 func (s *Store) Disks(keep func(*disk.Disk) bool) []disk.Disk {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -793,9 +800,14 @@ func (s *Store) Disks(keep func(*disk.Disk) bool) []disk.Disk {
 	}
 	for _, e := range nodes {
 		for _, r := range e.sortedLocked() {
-			if keep == nil || keep(&r.d) {
-				out = append(out, s.diskCopy(e, r))
+			d := r.disk()
+			if keep != nil && !keep(&d) {
+				continue
 			}
+			if d.Present && e.node.LastSeen.After(d.LastSeen) {
+				d.LastSeen = e.node.LastSeen // as diskCopy
+			}
+			out = append(out, d)
 		}
 	}
 	return out
@@ -815,12 +827,25 @@ func (s *Store) sortedNodesLocked() []*nodeEntry {
 }
 
 // sortRowPtrs orders one node's rows by device, then kernel name, present
-// before remembered, then key.
+// before remembered, then key. The device is read from each row's
+// encoding once, not at every comparison.
 func sortRowPtrs(ptrs []*row) {
-	slices.SortFunc(ptrs, func(a, b *row) int {
-		return cmp.Or(cmp.Compare(a.d.Device, b.d.Device), cmp.Compare(a.d.Name, b.d.Name),
+	type sortKey struct {
+		dev string
+		r   *row
+	}
+	ks := make([]sortKey, len(ptrs))
+	for i, r := range ptrs {
+		ks[i] = sortKey{r.device(), r}
+	}
+	slices.SortFunc(ks, func(x, y sortKey) int {
+		a, b := x.r, y.r
+		return cmp.Or(cmp.Compare(x.dev, y.dev), cmp.Compare(a.d.Name, b.d.Name),
 			-cmpBool(a.d.Present, b.d.Present), cmp.Compare(a.d.Row, b.d.Row))
 	})
+	for i := range ks {
+		ptrs[i] = ks[i].r
+	}
 }
 
 func cmpBool(a, b bool) int {
@@ -836,7 +861,7 @@ func cmpBool(a, b bool) int {
 // diskCopy is r's disk as readers see it: a present disk was seen as
 // recently as its node was heard.
 func (s *Store) diskCopy(e *nodeEntry, r *row) disk.Disk {
-	c := cloneDisk(&r.d)
+	c := r.disk()
 	if c.Present && e != nil && e.node.LastSeen.After(c.LastSeen) {
 		c.LastSeen = e.node.LastSeen
 	}

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"slices"
+	"time"
+
+	"github.com/diskd/diskd/pkg/disk"
+)
+
+// A row does not keep a disk.Disk. With 100,000 rows the struct alone
+// (twenty string headers, three times) was 40 MB beside the 45 MB of JSON
+// that lists write, and the JSON already holds every field. So a row
+// keeps, as plain fields, only what the store works with on every change
+// (rowDisk: identity, key, placement, presence, times), and the other
+// fields (host, device, UUIDs, labels, type, size, flags, mount points)
+// only inside its JSON encoding (rowJSON), which is made when the row
+// changes. The rare readers of a whole disk (where, history, events, the
+// state file) decode it (row.disk).
+//
+// JSON loses one thing: invalid UTF-8 is written as U+FFFD. A row whose
+// disk does not come back from its encoding exactly (checked on every
+// change, not assumed) keeps the reported disk beside it (row.raw).
+
+// rowDisk is the part of a row's disk kept as plain fields.
+type rowDisk struct {
+	ID        string
+	Row       disk.Key
+	Node      disk.NodeID
+	Name      string
+	Present   bool
+	NotUnique bool
+	FirstSeen time.Time
+	LastSeen  time.Time
+}
+
+// set makes d the row's disk: its plain fields and its encoding.
+func (r *row) set(d *disk.Disk) {
+	r.d = rowDisk{ID: d.ID, Row: d.Row, Node: d.Node, Name: d.Name, Present: d.Present,
+		NotUnique: d.NotUnique, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen}
+	c := encodeRow(d)
+	r.enc.Store(c)
+	r.raw = nil
+	if back := decodeDisk(c.b); !sameCold(&back, d) {
+		raw := cloneDisk(d)
+		r.raw = &raw
+	}
+}
+
+// reencode makes the row's encoding again after its plain fields changed.
+func (r *row) reencode() {
+	d := r.disk()
+	r.set(&d)
+}
+
+// disk returns the row's disk (its own LastSeen, not raised to its
+// node's), a copy the caller owns. Strings may share the encoding's bytes,
+// which are never modified.
+func (r *row) disk() disk.Disk {
+	var d disk.Disk
+	if r.raw != nil {
+		d = cloneDisk(r.raw)
+	} else {
+		d = decodeDisk(r.enc.Load().b)
+	}
+	h := &r.d
+	d.ID, d.Row, d.Node, d.Name, d.Present, d.NotUnique, d.FirstSeen, d.LastSeen =
+		h.ID, h.Row, h.Node, h.Name, h.Present, h.NotUnique, h.FirstSeen, h.LastSeen
+	return d
+}
+
+// hotDisk is the row's disk with only the plain fields set: what the
+// list filters look at, without decoding the rest.
+func (r *row) hotDisk() disk.Disk {
+	h := &r.d
+	return disk.Disk{ID: h.ID, Row: h.Row, Node: h.Node, Name: h.Name, Present: h.Present,
+		NotUnique: h.NotUnique, FirstSeen: h.FirstSeen, LastSeen: h.LastSeen}
+}
+
+// sameCold reports whether a and b agree on the fields a row keeps only
+// in its encoding. Mount lists compare as lists: nil and empty are both
+// written as [].
+func sameCold(a, b *disk.Disk) bool {
+	return a.Host == b.Host && a.Device == b.Device && a.MajMin == b.MajMin && a.UUID == b.UUID &&
+		a.PartUUID == b.PartUUID && a.Label == b.Label && a.PartLabel == b.PartLabel &&
+		a.Type == b.Type && a.Usage == b.Usage && a.Size == b.Size &&
+		a.ReadOnly == b.ReadOnly && a.Removable == b.Removable && slices.Equal(a.Mounts, b.Mounts)
+}
+
+// decodeDisk reads the fields a row keeps only in its encoding back from
+// b (disk.ParseOwnJSON: the strings share b's bytes, which are never
+// modified). Mounts is never nil. An encoding it cannot read comes back
+// as an empty disk, which set, checking every encoding it makes, then
+// keeps beside it as reported.
+func decodeDisk(b []byte) disk.Disk {
+	d, ok := disk.ParseOwnJSON(b)
+	if !ok {
+		d = disk.Disk{}
+	}
+	if d.Mounts == nil {
+		d.Mounts = []string{}
+	}
+	return d
+}
+
+// sameDevice reports whether in describes the row's device as it is
+// (disk.SameDevice).
+func (r *row) sameDevice(in *disk.Disk) bool {
+	d := r.disk()
+	return disk.SameDevice(&d, in)
+}
+
+// device returns the row's device path.
+func (r *row) device() string {
+	if r.raw != nil {
+		return r.raw.Device
+	}
+	return decodeDisk(r.enc.Load().b).Device
+}
+
+// label returns the row's filesystem label.
+func (r *row) label() string {
+	if r.raw != nil {
+		return r.raw.Label
+	}
+	return decodeDisk(r.enc.Load().b).Label
+}
