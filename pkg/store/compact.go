@@ -29,14 +29,48 @@ type rowDisk struct {
 	Name      string
 	Present   bool
 	NotUnique bool
+	hidx      int32 // the row's index in Store.absent; -1 while present
 	FirstSeen time.Time
 	LastSeen  time.Time
+}
+
+// placements is what a row knows of its placements beyond the disk.
+type placements struct {
+	since time.Time       // when the current placement began; zero: FirstSeen
+	past  []disk.Sighting // earlier placements, newest first
+}
+
+// since is when the row's current placement began.
+func (r *row) since() time.Time {
+	if r.moved == nil || r.moved.since.IsZero() {
+		return r.d.FirstSeen
+	}
+	return r.moved.since
+}
+
+// setSince records when the current placement began; a row never moved
+// (since is its FirstSeen) keeps nothing for it.
+func (r *row) setSince(t time.Time) {
+	switch {
+	case r.moved != nil:
+		r.moved.since = t
+	case !sameTime(t, r.d.FirstSeen):
+		r.moved = &placements{since: t}
+	}
+}
+
+// past is the row's earlier placements, newest first.
+func (r *row) past() []disk.Sighting {
+	if r.moved == nil {
+		return nil
+	}
+	return r.moved.past
 }
 
 // set makes d the row's disk: its plain fields and its encoding.
 func (r *row) set(d *disk.Disk) {
 	r.d = rowDisk{ID: d.ID, Row: d.Row, Node: d.Node, Name: d.Name, Present: d.Present,
-		NotUnique: d.NotUnique, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen}
+		NotUnique: d.NotUnique, hidx: r.d.hidx, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen}
 	c := encodeRow(d)
 	r.enc.Store(c)
 	r.raw = nil

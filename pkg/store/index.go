@@ -13,8 +13,9 @@ import (
 // whereIndex finds the rows a query can name (disk.Matches) without
 // walking the table: `where` among 100,000 disks is a map lookup, not a
 // scan. It maps a hash of each name a row answers to (label, partition
-// label, device path and identity as they are; UUID and PARTUUID folded,
-// as Matches compares them case-insensitively) to the rows. It only
+// label and device path as they are; UUID and PARTUUID folded, as Matches
+// compares them case-insensitively) to the rows. Identities are not in
+// it: the table's own keys find them (Store.Where). It only
 // narrows: every candidate is checked with Matches, so a hash collision
 // costs a comparison, never a wrong answer. Hashes rather than strings,
 // and a name held by one row kept apart from names held by several (one
@@ -48,7 +49,6 @@ func (x *whereIndex) keys(d *disk.Disk, buf *[6]uint64) []uint64 {
 	add(d.Label)
 	add(d.PartLabel)
 	add(d.Device)
-	add(d.ID)
 	add(foldKey(d.UUID))
 	add(foldKey(d.PartUUID))
 	return ks
@@ -104,12 +104,19 @@ func (x *whereIndex) rows(h uint64) []*row {
 	return x.more[h]
 }
 
-// lookup returns the rows q names, each once, in no particular order.
-func (x *whereIndex) lookup(q string) []*row {
+// lookup returns the rows q names, each once, in no particular order:
+// those indexed under q, and the candidates given (rows whose identity
+// may be q).
+func (x *whereIndex) lookup(q string, candidates ...*row) []*row {
 	if q == "" {
 		return nil
 	}
 	var out []*row
+	for _, r := range candidates {
+		if d := r.disk(); !slices.Contains(out, r) && d.Matches(q) {
+			out = append(out, r)
+		}
+	}
 	for i, k := range [2]string{q, foldKey(q)} {
 		if i == 1 && k == q {
 			break

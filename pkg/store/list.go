@@ -98,7 +98,7 @@ func (e *nodeEntry) sortedLocked() []*row {
 		return *p
 	}
 	rs := make([]*row, 0, len(e.rows))
-	for _, r := range e.rows {
+	for r := range e.rows {
 		rs = append(rs, r)
 	}
 	sortRowPtrs(rs)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"time"
@@ -291,10 +292,7 @@ func (s *Store) Load(db *DB) error {
 				return nil // its node record is gone: an interrupted eviction
 			}
 			d := rec.Disk
-			r := &row{since: rec.Since, past: rec.Past, hidx: -1}
-			if r.since.IsZero() {
-				r.since = d.FirstSeen
-			}
+			r := &row{}
 			d.Node = e.node.ID       // one string for all the node's rows
 			d.ID = disk.Identity(&d) // derived, whatever the record says
 			d.Row = disk.Key(k)
@@ -304,8 +302,8 @@ func (s *Store) Load(db *DB) error {
 			if !e.node.Local {
 				d.Present = false
 			}
-			if max := s.opts.HistoryPerDisk - 1; len(r.past) > max {
-				r.past = r.past[:max]
+			if max := s.opts.HistoryPerDisk - 1; len(rec.Past) > max {
+				rec.Past = rec.Past[:max]
 			}
 			if prev := e.present[d.Name]; d.Present && prev != nil {
 				// Two present rows at one place cannot both be true; the
@@ -320,6 +318,14 @@ func (s *Store) Load(db *DB) error {
 				}
 			}
 			r.set(&d)
+			r.d.hidx = -1
+			if len(rec.Past) > 0 {
+				r.moved = &placements{past: rec.Past}
+			}
+			if rec.Since.IsZero() {
+				rec.Since = d.FirstSeen
+			}
+			r.setSince(rec.Since)
 			s.rows[r.d.Row] = r
 			s.where.add(r)
 			if r.d.Row.IsClone() {
@@ -343,6 +349,11 @@ func (s *Store) Load(db *DB) error {
 		slices.SortFunc(cs, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
 		s.uniqueQuietLocked(id)
 	}
+	// Decoding the file left garbage about the size of the table (each
+	// record's JSON decoded, its encoding made and checked); the heap
+	// grew to hold both. Return those pages now rather than keep them
+	// for the life of the daemon: the table is read once, at start.
+	debug.FreeOSMemory()
 	return nil
 }
 
@@ -518,7 +529,7 @@ func (s *Store) takeDirty() (nodes []disk.Node, rows []rowRecord, forgetNodes []
 			continue
 		}
 		if r, ok := s.rows[k]; ok {
-			rec := rowRecord{Disk: s.diskCopy(s.nodes[r.d.Node], r), Since: r.since, Past: slices.Clone(r.past)}
+			rec := rowRecord{Disk: s.diskCopy(s.nodes[r.d.Node], r), Since: r.since(), Past: slices.Clone(r.past())}
 			if rec.Since.Equal(rec.Disk.FirstSeen) {
 				rec.Since = time.Time{}
 			}

@@ -117,7 +117,7 @@ type Store struct {
 
 type nodeEntry struct {
 	node    disk.Node
-	rows    map[disk.Key]*row // rows whose current placement is on this node
+	rows    map[*row]struct{} // rows whose current placement is on this node
 	present map[string]*row   // the present row at each kernel name
 	// sorted is rows in list order, made by the first list after a
 	// change (see list.go); nil until then.
@@ -127,10 +127,11 @@ type nodeEntry struct {
 // row is one disk: d holds its current (or last) placement and state, d.Row
 // its key; the rest of the disk is in enc (see compact.go).
 type row struct {
-	d     rowDisk
-	since time.Time       // when the current placement began
-	past  []disk.Sighting // earlier placements, newest first
-	hidx  int             // index in Store.absent; -1 while present
+	d rowDisk
+	// moved is the row's placements beyond its current one; nil for a
+	// disk never moved (most of them), whose placement began when it was
+	// first seen (see since).
+	moved *placements
 	// enc is the disk as JSON (disk.AppendJSON), made on every change
 	// (markRow); never nil while the row is in the table.
 	enc atomic.Pointer[rowJSON]
@@ -214,7 +215,7 @@ func New(opts Options) *Store {
 }
 
 func newNodeEntry(n disk.Node) *nodeEntry {
-	return &nodeEntry{node: n, rows: make(map[disk.Key]*row), present: make(map[string]*row)}
+	return &nodeEntry{node: n, rows: make(map[*row]struct{}), present: make(map[string]*row)}
 }
 
 // LocalNode returns this node.
@@ -370,7 +371,7 @@ func (s *Store) leastRecentPeerLocked(spare disk.NodeID) *nodeEntry {
 
 func (s *Store) forgetNodeLocked(e *nodeEntry) {
 	var ids []string // identities that may have lost a present copy
-	for _, r := range sortedRows(e.rows) {
+	for _, r := range sortedRowSet(e.rows) {
 		if r.d.Present {
 			ids = append(ids, r.d.ID)
 		}
@@ -513,7 +514,7 @@ func (s *Store) moveLocked(p *row, e *nodeEntry, in *disk.Disk, now time.Time) {
 		}
 		s.pushPastLocked(p, s.sighting(p))
 		s.unplaceLocked(p)
-		p.since = now
+		p.setSince(now)
 		s.fill(p, in, now)
 		s.placeLocked(p, e)
 	} else {
@@ -536,9 +537,10 @@ func (s *Store) addLocked(e *nodeEntry, key disk.Key, in *disk.Disk, now time.Ti
 		s.stats.RefusedDisks++
 		return nil
 	}
-	r := &row{hidx: -1, since: now}
+	r := &row{}
 	s.fill(r, in, now)
-	r.d.Row, r.d.FirstSeen = key, now
+	r.d.Row, r.d.FirstSeen, r.d.hidx = key, now, -1
+	r.setSince(now)
 	s.rows[key] = r
 	if key.IsClone() {
 		s.clones[r.d.ID] = append(s.clones[r.d.ID], r)
@@ -558,7 +560,7 @@ func (s *Store) roomOnNodeLocked(e *nodeEntry, keep *row) bool {
 		return true
 	}
 	var oldest *row
-	for _, r := range e.rows {
+	for r := range e.rows {
 		if r != keep && !r.d.Present && (oldest == nil || olderRow(r, oldest)) {
 			oldest = r
 		}
@@ -633,8 +635,8 @@ func (s *Store) soleCloneLocked(p *row, leaving map[*row]bool) *row {
 // and c is forgotten. One event each.
 func (s *Store) promoteLocked(p, c *row) {
 	s.pushPastLocked(p, s.sighting(p))
-	for i := len(c.past) - 1; i >= 0; i-- {
-		s.pushPastLocked(p, c.past[i])
+	for i := len(c.past()) - 1; i >= 0; i-- {
+		s.pushPastLocked(p, c.past()[i])
 	}
 	first := min64(p.d.FirstSeen, c.d.FirstSeen)
 	e := s.nodes[c.d.Node]
@@ -642,11 +644,13 @@ func (s *Store) promoteLocked(p, c *row) {
 	s.unplaceLocked(p)
 	key := p.d.Row
 	s.where.remove(p)
+	hidx := p.d.hidx
 	p.d, p.raw = c.d, c.raw
+	p.d.hidx = hidx
 	p.enc.Store(c.enc.Load())
 	p.d.Row, p.d.FirstSeen = key, first
 	s.where.add(p)
-	p.since = c.since
+	p.setSince(c.since())
 	s.placeLocked(p, e)
 	s.setPresentLocked(p)
 	s.uniqueLocked(p.d.ID, p)
@@ -721,22 +725,26 @@ func (s *Store) sighting(r *row) disk.Sighting {
 	}
 	d := r.disk()
 	return disk.Sighting{Node: d.Node, Host: d.Host, Name: d.Name, Device: d.Device,
-		FirstSeen: r.since, LastSeen: last}
+		FirstSeen: r.since(), LastSeen: last}
 }
 
 // pushPastLocked adds a sighting at the front of r's history, dropping
 // the oldest beyond the bound (which counts the current placement).
 func (s *Store) pushPastLocked(r *row, sg disk.Sighting) {
-	r.past = slices.Insert(r.past, 0, sg)
-	if max := s.opts.HistoryPerDisk - 1; len(r.past) > max {
-		s.stats.HistoryTrimmed += uint64(len(r.past) - max)
-		r.past = slices.Clip(r.past[:max])
+	since := r.since()
+	if r.moved == nil {
+		r.moved = &placements{since: since}
+	}
+	r.moved.past = slices.Insert(r.moved.past, 0, sg)
+	if max := s.opts.HistoryPerDisk - 1; len(r.moved.past) > max {
+		s.stats.HistoryTrimmed += uint64(len(r.moved.past) - max)
+		r.moved.past = slices.Clip(r.moved.past[:max])
 	}
 }
 
 func (s *Store) placeLocked(r *row, e *nodeEntry) {
 	e.sorted.Store(nil)
-	e.rows[r.d.Row] = r
+	e.rows[r] = struct{}{}
 	if r.d.Present {
 		e.present[r.d.Name] = r
 	}
@@ -748,7 +756,7 @@ func (s *Store) unplaceLocked(r *row) {
 		return
 	}
 	e.sorted.Store(nil)
-	delete(e.rows, r.d.Row)
+	delete(e.rows, r)
 	if e.present[r.d.Name] == r {
 		delete(e.present, r.d.Name)
 	}
@@ -758,8 +766,8 @@ func (s *Store) unplaceLocked(r *row) {
 // its placement.
 func (s *Store) setPresentLocked(r *row) {
 	r.d.Present = true
-	if r.hidx >= 0 {
-		heap.Remove(&s.absent, r.hidx)
+	if r.d.hidx >= 0 {
+		heap.Remove(&s.absent, int(r.d.hidx))
 	}
 	if e := s.nodes[r.d.Node]; e != nil {
 		e.present[r.d.Name] = r
@@ -769,8 +777,8 @@ func (s *Store) setPresentLocked(r *row) {
 // forgetRowLocked removes r from the table.
 func (s *Store) forgetRowLocked(r *row) {
 	s.unplaceLocked(r)
-	if r.hidx >= 0 {
-		heap.Remove(&s.absent, r.hidx)
+	if r.d.hidx >= 0 {
+		heap.Remove(&s.absent, int(r.d.hidx))
 	}
 	delete(s.rows, r.d.Row)
 	s.where.remove(r)
@@ -883,7 +891,12 @@ func (s *Store) Disk(k disk.Key) (disk.Disk, bool) {
 // present ones first, then history, most recently seen first.
 func (s *Store) Where(q string) []disk.Disk {
 	s.mu.RLock()
-	rs := s.where.lookup(q)
+	// A row whose identity is q: the primary keyed q, and q's clones.
+	ids := s.clones[q]
+	if p := s.rows[disk.Key(q)]; p != nil {
+		ids = append(slices.Clip(ids), p)
+	}
+	rs := s.where.lookup(q, ids...)
 	out := make([]disk.Disk, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, s.diskCopy(s.nodes[r.d.Node], r))
@@ -918,8 +931,8 @@ func (s *Store) History(q string) []disk.History {
 			continue // forgotten between the two locks
 		}
 		h := disk.History{Disk: s.diskCopy(s.nodes[r.d.Node], r)}
-		h.Sightings = append(make([]disk.Sighting, 0, 1+len(r.past)), s.sighting(r))
-		h.Sightings = append(h.Sightings, r.past...)
+		h.Sightings = append(make([]disk.Sighting, 0, 1+len(r.past())), s.sighting(r))
+		h.Sightings = append(h.Sightings, r.past()...)
 		out = append(out, h)
 	}
 	return out
@@ -1028,6 +1041,16 @@ func sortedRows[K comparable](m map[K]*row) []*row {
 	return out
 }
 
+// sortedRowSet returns a set's rows in key order.
+func sortedRowSet(m map[*row]struct{}) []*row {
+	out := make([]*row, 0, len(m))
+	for r := range m {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
+	return out
+}
+
 // olderRow orders absent rows for eviction: the longest gone first.
 func olderRow(a, b *row) bool {
 	if c := a.d.LastSeen.Compare(b.d.LastSeen); c != 0 {
@@ -1044,18 +1067,18 @@ func (h absentHeap) Len() int           { return len(h) }
 func (h absentHeap) Less(i, j int) bool { return olderRow(h[i], h[j]) }
 func (h absentHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].hidx, h[j].hidx = i, j
+	h[i].d.hidx, h[j].d.hidx = int32(i), int32(j)
 }
 func (h *absentHeap) Push(x any) {
 	r := x.(*row)
-	r.hidx = len(*h)
+	r.d.hidx = int32(len(*h))
 	*h = append(*h, r)
 }
 func (h *absentHeap) Pop() any {
 	old := *h
 	r := old[len(old)-1]
 	old[len(old)-1] = nil
-	r.hidx = -1
+	r.d.hidx = -1
 	*h = old[:len(old)-1]
 	return r
 }
