@@ -197,6 +197,10 @@ func (p *parser) str() string {
 	start := p.i
 	for p.i < len(p.b) {
 		c := p.b[p.i]
+		if plain[c] {
+			p.i++
+			continue
+		}
 		switch {
 		case c == '"':
 			s := p.s[start:p.i]
@@ -221,6 +225,15 @@ func (p *parser) str() string {
 	p.fail()
 	return ""
 }
+
+// plain marks the bytes a string holds as they are: not a quote, a
+// backslash, a control character or the start of a multi-byte rune.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // escaped reads the rest of a string that has escapes, from start.
 func (p *parser) escaped(start int) string {
