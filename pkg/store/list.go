@@ -2,7 +2,6 @@ package store
 
 import (
 	"io"
-	"slices"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -23,12 +22,33 @@ import (
 // Every other change goes through markRow, which drops the row's encoding
 // and its node's sorted order (see invalidateLocked).
 
-// rowJSON is one row's disk encoded as disk.AppendJSON encodes it, with
-// last_seen at b[tsOff:tsEnd] (inside the quotes) encoding ts.
+// rowJSON is one row's disk encoded as disk.AppendJSON encodes it, but
+// for the node ID: the same 46 bytes in every row of a node are left out
+// at b[idEnd] (just after the identity) and written by the list once per
+// node (nodeKey). last_seen is at b[tsOff:tsEnd] (inside the quotes),
+// encoding ts.
 type rowJSON struct {
-	b            []byte
-	tsOff, tsEnd int32
-	ts           time.Time
+	b                   []byte
+	idEnd, tsOff, tsEnd int32
+	ts                  time.Time
+}
+
+// nodeKey is what a rowJSON leaves out: `,"node_id":"NODE"`.
+func nodeKey(node disk.NodeID) []byte {
+	return disk.AppendJSONString([]byte(`,"node_id":`), string(node))
+}
+
+// appendTo appends the encoding with the node's part put back (node is
+// nodeKey's) and last_seen replaced by ts unless ts is nil.
+func (c *rowJSON) appendTo(b, node, ts []byte) []byte {
+	b = append(b, c.b[:c.idEnd]...)
+	b = append(b, node...)
+	if ts == nil {
+		return append(b, c.b[c.idEnd:]...)
+	}
+	b = append(b, c.b[c.idEnd:c.tsOff]...)
+	b = append(b, ts...)
+	return append(b, c.b[c.tsEnd:]...)
 }
 
 // sameTime reports whether a and b format the same way: the same instant
@@ -47,14 +67,19 @@ func encodeRow(d *disk.Disk) *rowJSON {
 		d = &c
 	}
 	var scratch [1024]byte
-	b := slices.Clip(slices.Clone(disk.AppendJSON(scratch[:0], d)))
+	full := disk.AppendJSON(scratch[:0], d)
+	// The identity is the first key, the node ID the second.
+	idEnd := len(disk.AppendJSONString([]byte(`{"id":`), d.ID))
+	nodeEnd := idEnd + len(nodeKey(d.Node))
+	b := make([]byte, 0, len(full)-(nodeEnd-idEnd))
+	b = append(append(b, full[:idEnd]...), full[nodeEnd:]...)
 	// last_seen is the last key but not_unique; find it from the end.
 	off := lastIndex(b, lastSeenKey) + len(lastSeenKey)
 	end := off
 	for b[end] != '"' {
 		end++
 	}
-	return &rowJSON{b: b, tsOff: int32(off), tsEnd: int32(end), ts: d.LastSeen}
+	return &rowJSON{b: b, idEnd: int32(idEnd), tsOff: int32(off), tsEnd: int32(end), ts: d.LastSeen}
 }
 
 func lastIndex(b, sep []byte) int {
@@ -75,7 +100,7 @@ func (c *rowJSON) withTime(t time.Time) *rowJSON {
 	b = append(b, ts...)
 	end := len(b)
 	b = append(b, c.b[c.tsEnd:]...)
-	return &rowJSON{b: b, tsOff: c.tsOff, tsEnd: int32(end), ts: t}
+	return &rowJSON{b: b, idEnd: c.idEnd, tsOff: c.tsOff, tsEnd: int32(end), ts: t}
 }
 
 // encodingLocked returns r's encoding with its own last-seen, splicing
@@ -120,13 +145,21 @@ func (s *Store) invalidateLocked(r *row) {
 // replaced), so writing it holds no lock.
 type JSONList struct {
 	items []listItem
+	nodes []listNode
 }
 
-// listItem is one disk: its cached encoding, with last_seen replaced by
-// ts when ts is set (its node's time).
+// listItem is one disk: its cached encoding, its node (an index in
+// JSONList.nodes), and whether last_seen is replaced by its node's.
 type listItem struct {
-	c  *rowJSON
-	ts []byte
+	c      *rowJSON
+	node   int32
+	nodeTS bool
+}
+
+// listNode is what a list writes for each row of a node: its nodeKey and
+// its last-seen time (what a present disk shows), formatted once.
+type listNode struct {
+	key, ts []byte
 }
 
 // Len returns the number of disks.
@@ -165,22 +198,24 @@ func (s *Store) disksJSON(keep func(*disk.Disk) bool, withLabels bool) (l *JSONL
 		l.items = make([]listItem, 0, len(s.rows))
 	}
 	for _, e := range s.sortedNodesLocked() {
-		var nodeTS []byte // e.node.LastSeen formatted, once per list
+		ni := int32(len(l.nodes))
+		l.nodes = append(l.nodes, listNode{key: nodeKey(e.node.ID)})
+		nd := &l.nodes[ni]
 		for _, r := range e.sortedLocked() {
 			if keep != nil {
 				if h := r.hotDisk(); !keep(&h) {
 					continue
 				}
 			}
-			var it listItem
+			it := listItem{node: ni}
 			if r.d.Present && e.node.LastSeen.After(r.d.LastSeen) {
 				// Seen as recently as its node was heard (diskCopy): any
 				// encoding of the row will do, its own time is not shown.
-				if nodeTS == nil {
-					nodeTS = e.node.LastSeen.AppendFormat(nil, time.RFC3339Nano)
+				if nd.ts == nil {
+					nd.ts = e.node.LastSeen.AppendFormat(nil, time.RFC3339Nano)
 				}
 				it.c = r.enc.Load()
-				it.ts = nodeTS
+				it.nodeTS = true
 			} else {
 				it.c = r.encodingLocked()
 			}
@@ -210,12 +245,11 @@ func (l *JSONList) WriteTo(w io.Writer) (int64, error) {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		if it.ts == nil {
-			buf = append(buf, it.c.b...)
+		nd := &l.nodes[it.node]
+		if it.nodeTS {
+			buf = it.c.appendTo(buf, nd.key, nd.ts)
 		} else {
-			buf = append(buf, it.c.b[:it.c.tsOff]...)
-			buf = append(buf, it.ts...)
-			buf = append(buf, it.c.b[it.c.tsEnd:]...)
+			buf = it.c.appendTo(buf, nd.key, nil)
 		}
 		if len(buf) >= listChunk-1024 {
 			if err := flush(); err != nil {
