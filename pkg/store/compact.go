@@ -2,6 +2,7 @@ package store
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -74,7 +75,7 @@ func (r *row) set(d *disk.Disk) {
 	c := encodeRow(d)
 	r.enc.Store(c)
 	r.raw = nil
-	if back := decodeDisk(c.b); !sameCold(&back, d) {
+	if back := c.decode(d.ID); !sameCold(&back, d) {
 		raw := cloneDisk(d)
 		r.raw = &raw
 	}
@@ -94,7 +95,7 @@ func (r *row) disk() disk.Disk {
 	if r.raw != nil {
 		d = cloneDisk(r.raw)
 	} else {
-		d = decodeDisk(r.enc.Load().b)
+		d = r.enc.Load().decode(r.d.ID)
 	}
 	h := &r.d
 	d.ID, d.Row, d.Node, d.Name, d.Present, d.NotUnique, d.FirstSeen, d.LastSeen =
@@ -120,15 +121,19 @@ func sameCold(a, b *disk.Disk) bool {
 		a.ReadOnly == b.ReadOnly && a.Removable == b.Removable && slices.Equal(a.Mounts, b.Mounts)
 }
 
-// decodeDisk reads the fields a row keeps only in its encoding back from
-// b (disk.ParseOwnJSON: the strings share b's bytes, which are never
-// modified). Mounts is never nil. An encoding it cannot read comes back
-// as an empty disk, which set, checking every encoding it makes, then
-// keeps beside it as reported.
-func decodeDisk(b []byte) disk.Disk {
-	d, ok := disk.ParseOwnJSON(b)
+// decode reads the fields a row keeps only in its encoding back from it
+// (disk.ParseOwnJSON: the strings share its bytes, which are never
+// modified); id is the row's identity, which holds the UUID when the
+// encoding left it out. Mounts is never nil. An encoding it cannot read
+// comes back as an empty disk, which set, checking every encoding it
+// makes, then keeps beside it as reported.
+func (c *rowJSON) decode(id string) disk.Disk {
+	d, ok := disk.ParseOwnJSON(c.b)
 	if !ok {
 		d = disk.Disk{}
+	}
+	if c.uuidOff > 0 {
+		d.UUID = strings.TrimPrefix(id, disk.IdentityUUID)
 	}
 	if d.Mounts == nil {
 		d.Mounts = []string{}
@@ -148,7 +153,7 @@ func (r *row) device() string {
 	if r.raw != nil {
 		return r.raw.Device
 	}
-	return decodeDisk(r.enc.Load().b).Device
+	return r.enc.Load().decode(r.d.ID).Device
 }
 
 // label returns the row's filesystem label.
@@ -156,5 +161,5 @@ func (r *row) label() string {
 	if r.raw != nil {
 		return r.raw.Label
 	}
-	return decodeDisk(r.enc.Load().b).Label
+	return r.enc.Load().decode(r.d.ID).Label
 }

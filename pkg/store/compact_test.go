@@ -52,6 +52,9 @@ func TestCompactRoundTrip(t *testing.T) {
 		d := base
 		d.Mounts = []string{s, s}
 		cases = append(cases, d)
+		// The identity holds the UUID (the encoding leaves it out).
+		d.ID, d.UUID = disk.IdentityUUID+s, s
+		cases = append(cases, d)
 	}
 	zero := disk.Disk{}
 	nilMounts := base
@@ -80,6 +83,9 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("case %d: round trip\n got %#v\nwant %#v", i, got, want)
+	}
+	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != (r.enc.Load().uuidOff > 0) {
+		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, r.enc.Load().uuidOff > 0)
 	}
 	if got.Device != r.device() || got.Label != r.label() {
 		t.Errorf("case %d: device %q label %q, decoded %q %q", i, r.device(), r.label(), got.Device, got.Label)
@@ -110,6 +116,9 @@ func FuzzCompactRoundTrip(f *testing.F) {
 			MajMin: b, UUID: c, PartUUID: a, Label: b, PartLabel: c, Type: a, Usage: b, Size: size,
 			ReadOnly: flag, Removable: !flag, Mounts: []string{a, b, c}, Present: flag,
 			NotUnique: !flag, FirstSeen: time.Unix(int64(size%1e10), 0).UTC(), LastSeen: time.Unix(0, int64(size%1e18))}
+		if size%2 == 0 {
+			d.ID = disk.IdentityUUID + d.UUID
+		}
 		checkRoundTrip(t, 0, d)
 	})
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"io"
 	"time"
 
@@ -23,15 +24,23 @@ import (
 // and its node's sorted order (see invalidateLocked).
 
 // rowJSON is one row's disk encoded as disk.AppendJSON encodes it, but
-// for the node ID: the same 46 bytes in every row of a node are left out
-// at b[idEnd] (just after the identity) and written by the list once per
-// node (nodeKey). last_seen is at b[tsOff:tsEnd] (inside the quotes),
-// encoding ts.
+// for what is written twice: the node ID, the same 46 bytes in every row
+// of a node, is left out at b[idEnd] (just after the identity) and
+// written by the list once per node (nodeKey); the UUID, when the
+// identity is "uuid:" and that very UUID (as blkid prints most), is left
+// out at b[uuidOff] and written from the identity (uuidOff is 0 when it
+// is in b). last_seen is at b[tsOff:tsEnd] (inside the quotes), encoding
+// ts.
 type rowJSON struct {
-	b                   []byte
-	idEnd, tsOff, tsEnd int32
-	ts                  time.Time
+	b                            []byte
+	idEnd, uuidOff, tsOff, tsEnd int32
+	ts                           time.Time
 }
+
+var (
+	uuidKey = []byte(`,"uuid":`)
+	idUUID  = `{"id":"` + disk.IdentityUUID // how an encoding with uuidOff starts
+)
 
 // nodeKey is what a rowJSON leaves out: `,"node_id":"NODE"`.
 func nodeKey(node disk.NodeID) []byte {
@@ -43,10 +52,19 @@ func nodeKey(node disk.NodeID) []byte {
 func (c *rowJSON) appendTo(b, node, ts []byte) []byte {
 	b = append(b, c.b[:c.idEnd]...)
 	b = append(b, node...)
-	if ts == nil {
-		return append(b, c.b[c.idEnd:]...)
+	rest := c.idEnd
+	if c.uuidOff > 0 {
+		// The identity's string is "uuid:" and the UUID's, escaped alike.
+		b = append(b, c.b[rest:c.uuidOff]...)
+		b = append(b, uuidKey...)
+		b = append(b, '"')
+		b = append(b, c.b[len(idUUID):c.idEnd]...)
+		rest = c.uuidOff
 	}
-	b = append(b, c.b[c.idEnd:c.tsOff]...)
+	if ts == nil {
+		return append(b, c.b[rest:]...)
+	}
+	b = append(b, c.b[rest:c.tsOff]...)
 	b = append(b, ts...)
 	return append(b, c.b[c.tsEnd:]...)
 }
@@ -71,15 +89,31 @@ func encodeRow(d *disk.Disk) *rowJSON {
 	// The identity is the first key, the node ID the second.
 	idEnd := len(disk.AppendJSONString([]byte(`{"id":`), d.ID))
 	nodeEnd := idEnd + len(nodeKey(d.Node))
-	b := make([]byte, 0, len(full)-(nodeEnd-idEnd))
-	b = append(append(b, full[:idEnd]...), full[nodeEnd:]...)
+	cut := nodeEnd - idEnd
+	uOff, uEnd := 0, 0
+	if d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID {
+		// A quote is escaped inside a string, so the key's first
+		// occurrence is the key.
+		uOff = bytes.Index(full[nodeEnd:], uuidKey) + nodeEnd
+		uEnd = uOff + len(disk.AppendJSONString(uuidKey, d.UUID))
+		cut += uEnd - uOff
+	}
+	b := make([]byte, 0, len(full)-cut)
+	b = append(b, full[:idEnd]...)
+	if uOff > 0 {
+		b = append(b, full[nodeEnd:uOff]...)
+		b = append(b, full[uEnd:]...)
+		uOff -= nodeEnd - idEnd
+	} else {
+		b = append(b, full[nodeEnd:]...)
+	}
 	// last_seen is the last key but not_unique; find it from the end.
 	off := lastIndex(b, lastSeenKey) + len(lastSeenKey)
 	end := off
 	for b[end] != '"' {
 		end++
 	}
-	return &rowJSON{b: b, idEnd: int32(idEnd), tsOff: int32(off), tsEnd: int32(end), ts: d.LastSeen}
+	return &rowJSON{b: b, idEnd: int32(idEnd), uuidOff: int32(uOff), tsOff: int32(off), tsEnd: int32(end), ts: d.LastSeen}
 }
 
 func lastIndex(b, sep []byte) int {
@@ -100,7 +134,7 @@ func (c *rowJSON) withTime(t time.Time) *rowJSON {
 	b = append(b, ts...)
 	end := len(b)
 	b = append(b, c.b[c.tsEnd:]...)
-	return &rowJSON{b: b, idEnd: c.idEnd, tsOff: c.tsOff, tsEnd: int32(end), ts: t}
+	return &rowJSON{b: b, idEnd: c.idEnd, uuidOff: c.uuidOff, tsOff: c.tsOff, tsEnd: int32(end), ts: t}
 }
 
 // encodingLocked returns r's encoding with its own last-seen, splicing
