@@ -87,6 +87,15 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != (r.enc.Load().uuidOff > 0) {
 		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, r.enc.Load().uuidOff > 0)
 	}
+	// Encodings without escapes take the quick way.
+	plain := true
+	for _, s := range append([]string{d.ID, d.Host, d.Name, d.Device, d.MajMin, d.UUID, d.PartUUID,
+		d.Label, d.PartLabel, d.Type, d.Usage}, d.Mounts...) {
+		plain = plain && string(disk.AppendJSONString(nil, s)) == `"`+s+`"`
+	}
+	if _, quick := quickDecode(r.enc.Load().b); quick != plain {
+		t.Errorf("case %d: no escapes %v, decoded the quick way %v", i, plain, quick)
+	}
 	if got.Device != r.device() || got.Label != r.label() {
 		t.Errorf("case %d: device %q label %q, decoded %q %q", i, r.device(), r.label(), got.Device, got.Label)
 	}
