@@ -436,13 +436,25 @@ func (s *Store) Flush(db *DB) error {
 // faults them back in. Only the store's one writer calls it, between
 // transactions, so no remap can race with it.
 func (db *DB) dropResident() {
-	fi, err := os.Stat(db.Path)
-	if err != nil || fi.Size() == 0 {
-		return
+	if addr, n := db.mappedSpan(); n > 0 {
+		unix.Syscall(unix.SYS_MADVISE, addr, n, unix.MADV_DONTNEED)
 	}
-	info := db.bolt.Info()
-	// The mapping is at least as long as the file (bbolt rounds it up).
-	unix.Syscall(unix.SYS_MADVISE, info.Data, uintptr(fi.Size()), unix.MADV_DONTNEED)
+}
+
+// mappedSpan is the part of bbolt's mapping that holds the database: its
+// pages in use, which bbolt always maps. Not the file's size: bbolt grows
+// the file ahead of its mapping (by 16 MiB steps), and MADV_DONTNEED past
+// the mapping's end would zero whatever memory follows it, the Go heap
+// included (a "bad sweepgen" crash after a 100,000-disk save).
+func (db *DB) mappedSpan() (addr, n uintptr) {
+	var size int64
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	}); err != nil || size <= 0 {
+		return 0, 0
+	}
+	return db.bolt.Info().Data, uintptr(size)
 }
 
 // RunPersist saves dirty records delay after the first change of a batch,
