@@ -32,10 +32,11 @@
 // heard least recently, offline ones first; the row absent the longest);
 // every such decision is counted in Stats.
 //
-// Readers of 100,000 rows do not walk them: each row's JSON encoding and
-// each node's rows in list order are kept until a change (list.go), and
-// `where` looks names up in an index (index.go). Every change of a row
-// goes through markRow (which drops what lists derived from it) and every
+// Readers of 100,000 rows do not walk them: each row is kept as its JSON
+// encoding, which a list writes as it is (compact.go, list.go), each
+// node's rows in list order are kept until a change, and `where` looks
+// names up in an index (index.go). Every change of a row goes through
+// markRow (which encodes it again and drops its node's order) and every
 // change of the names it answers to through fill, promoteLocked or
 // forgetRowLocked (which keep the index in step); TestDerivedViewsStayInStep
 // holds both to a scan.
@@ -59,7 +60,7 @@ const (
 	DefaultMaxPeers        = 4096
 	DefaultMaxDisksPerNode = 4096
 	// DefaultMaxDisks is sized for a network that has seen 100,000 disks,
-	// with room to spare; about 1.5 KiB of memory each (README figures).
+	// with room to spare; about 0.8 KiB of live heap each (README figures).
 	DefaultMaxDisks = 131072
 	// DefaultHistoryPerDisk is how many placements a disk remembers,
 	// the current one included.
