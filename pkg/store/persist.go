@@ -352,8 +352,11 @@ func (s *Store) Load(db *DB) error {
 	// Decoding the file left garbage about the size of the table (each
 	// record's JSON decoded, its encoding made and checked); the heap
 	// grew to hold both. Return those pages now rather than keep them
-	// for the life of the daemon: the table is read once, at start.
-	debug.FreeOSMemory()
+	// for the life of the daemon: the table is read once, at start. A
+	// small table is not worth the collection (start to ready counts).
+	if len(s.rows) >= 10_000 {
+		debug.FreeOSMemory()
+	}
 	return nil
 }
 
