@@ -21,9 +21,11 @@ import (
 )
 
 // churnBlkid writes a blkid stand-in whose every full scan reports n
-// devices /dev/churnN with fresh random labels and UUIDs (so every scan
-// rewrites n records of the state file), plus KEEP_0..9 on /dev/keepN
-// while the file keep exists. It returns the script and keep's path.
+// devices /dev/churnN with fresh random labels (so every scan rewrites n
+// records of the state file), plus KEEP_0..9 on /dev/keepN while the file
+// keep exists. It returns the script and keep's path. The UUIDs stay: with
+// fresh ones every scan, the table grew by n absent disks a scan until the
+// store's limit of rows per node forgot the oldest absent ones, KEEP's.
 func churnBlkid(t *testing.T, n int) (script, keep string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -34,7 +36,7 @@ case "$*" in *-p*) exit 2;; esac
 if [ -e %s ]; then
   i=0; while [ $i -lt 10 ]; do printf 'DEVNAME=/dev/keep%%d\nUUID=%%08x-5555-4000-8000-000000000000\nLABEL=KEEP_%%d\nTYPE=ext4\n\n' $i $i $i; i=$((i+1)); done
 fi
-exec awk -v seed="$$" 'BEGIN { srand(seed); for (i = 0; i < %d; i++) printf "DEVNAME=/dev/churn%%d\nUUID=%%08x-6666-4000-8000-%%012d\nLABEL=CHURN_%%d\nTYPE=ext4\n\n", i, int(rand()*2147483647), i, int(rand()*1000000000) }'
+exec awk -v seed="$$" 'BEGIN { srand(seed); for (i = 0; i < %d; i++) printf "DEVNAME=/dev/churn%%d\nUUID=%%08x-6666-4000-8000-000000000000\nLABEL=CHURN_%%d_%%d\nTYPE=ext4\n\n", i, i, i, int(rand()*1000000000) }'
 `, keep, n)
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)

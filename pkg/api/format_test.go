@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -76,6 +77,34 @@ func TestHumanSizeMatchesFmt(t *testing.T) {
 	for _, s := range sizes {
 		if got, want := HumanSize(s), humanSizeFmt(s); got != want {
 			t.Errorf("HumanSize(%d) = %q, want %q", s, got, want)
+		}
+	}
+}
+
+// TestRequestAppendJSON: a request is written as encoding/json writes it,
+// for every field set or not, with hostile strings.
+func TestRequestAppendJSON(t *testing.T) {
+	strs := []string{"", "where", "LABEL-1", `"q"\`, "<&>", "\x00\x1f\x7f", "\xff\xfe", "\u2028é日本", "\ufffd"}
+	for i, s := range strs {
+		for mask := range 1 << 6 {
+			r := Request{Cmd: s}
+			if mask&1 != 0 {
+				r.Arg = strs[(i+1)%len(strs)]
+			}
+			if mask&2 != 0 {
+				r.Host = strs[(i+2)%len(strs)]
+			}
+			if mask&4 != 0 {
+				r.Label = strs[(i+3)%len(strs)]
+			}
+			r.Present, r.RW, r.Force = mask&8 != 0, mask&16 != 0, mask&32 != 0
+			want, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.AppendJSON(nil); string(got) != string(want) {
+				t.Errorf("%#v:\n got %s\nwant %s", r, got, want)
+			}
 		}
 	}
 }

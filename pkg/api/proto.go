@@ -39,6 +39,32 @@ type Request struct {
 	Force   bool   `json:"force,omitempty"` // unmount: a mount diskd did not make (root on the owner only)
 }
 
+// AppendJSON appends r as encoding/json encodes it (a test holds the two
+// equal), without its reflection: a diskctl that sends one request and
+// exits would spend a tenth of its run setting that up.
+func (r Request) AppendJSON(b []byte) []byte {
+	b = append(b, `{"cmd":`...)
+	b = disk.AppendJSONString(b, r.Cmd)
+	for _, f := range [...]struct{ key, v string }{{`,"arg":`, r.Arg}, {`,"host":`, r.Host}} {
+		if f.v != "" {
+			b = disk.AppendJSONString(append(b, f.key...), f.v)
+		}
+	}
+	if r.Present {
+		b = append(b, `,"present":true`...)
+	}
+	if r.Label != "" {
+		b = disk.AppendJSONString(append(b, `,"label":`...), r.Label)
+	}
+	if r.RW {
+		b = append(b, `,"rw":true`...)
+	}
+	if r.Force {
+		b = append(b, `,"force":true`...)
+	}
+	return append(b, '}')
+}
+
 // MountResult says what mount or unmount did, and where.
 type MountResult struct {
 	Disk   string      `json:"disk"` // as asked: the label or UUID

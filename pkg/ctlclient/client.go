@@ -66,11 +66,7 @@ func (c *Client) Do(ctx context.Context, req api.Request, out any) error {
 		c.conn.SetDeadline(dl)
 		defer c.conn.SetDeadline(time.Time{})
 	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	b = append(b, '\n')
+	b := append(req.AppendJSON(make([]byte, 0, 128)), '\n')
 	if _, err := c.conn.Write(b); err != nil {
 		return fmt.Errorf("send %s: %w", req.Cmd, err)
 	}
@@ -83,10 +79,24 @@ func (c *Client) readResponse(cmd string, out any) error {
 		return fmt.Errorf("%s: reading reply: %w", cmd, err)
 	}
 	// A successful reply is framed as okPrefix RESULT "}": a caller that
-	// only passes the result on gets it without parsing tens of MB thrice.
-	if raw, ok := out.(*json.RawMessage); ok && bytes.HasPrefix(line, okPrefix) && bytes.HasSuffix(line, []byte("}\n")) {
-		*raw = line[len(okPrefix) : len(line)-2]
-		return nil
+	// only passes the result on gets it without parsing tens of MB thrice,
+	// and disks are read by disk.ParseJSONArray, without encoding/json's
+	// reflection (which costs a short-lived diskctl about 0.2 ms to set up,
+	// a tenth of a `where`).
+	if bytes.HasPrefix(line, okPrefix) && bytes.HasSuffix(line, []byte("}\n")) {
+		result := line[len(okPrefix) : len(line)-2]
+		switch out := out.(type) {
+		case *json.RawMessage:
+			*out = result
+			return nil
+		case *[]disk.Disk:
+			ds, err := disk.ParseJSONArray(result)
+			if err != nil {
+				return fmt.Errorf("%s: decoding result: %w", cmd, err)
+			}
+			*out = ds
+			return nil
+		}
 	}
 	var resp api.Response
 	if err := json.Unmarshal(line, &resp); err != nil {
@@ -131,11 +141,7 @@ func (c *Client) ListJSONTo(ctx context.Context, f api.ListFilter, w io.Writer) 
 		c.conn.SetDeadline(dl)
 		defer c.conn.SetDeadline(time.Time{})
 	}
-	b, err := json.Marshal(listRequest(f))
-	if err != nil {
-		return err
-	}
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+	if _, err := c.conn.Write(append(listRequest(f).AppendJSON(nil), '\n')); err != nil {
 		return fmt.Errorf("send list: %w", err)
 	}
 	if head, err := c.r.Peek(len(okPrefix)); err != nil || !bytes.Equal(head, okPrefix) {

@@ -70,6 +70,10 @@ func AppendJSONArray(b []byte, ds []Disk) []byte {
 	return append(b, ']')
 }
 
+// AppendJSONString appends s as a JSON string, exactly as encoding/json
+// writes it.
+func AppendJSONString(b []byte, s string) []byte { return appendString(b, s) }
+
 func appendOpt(b []byte, key, v string) []byte {
 	if v == "" {
 		return b

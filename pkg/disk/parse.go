@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // ParseJSONArray decodes a JSON array of disks into the values
@@ -30,10 +31,26 @@ func ParseJSONArray(b []byte) ([]Disk, error) {
 // parser is a position in a JSON text; ok goes false at the first thing
 // it does not read exactly as encoding/json would.
 type parser struct {
-	b  []byte
-	s  string // b, once: unescaped strings are its substrings
-	i  int
-	ok bool
+	b       []byte
+	s       string // b, once: unescaped strings are its substrings
+	i       int
+	ok      bool
+	noTimes bool // skip times (ParseOwnJSON)
+}
+
+// ParseOwnJSON decodes one disk that AppendJSON wrote into b, as
+// ParseJSONArray would, except that the times are left zero (read past,
+// not parsed); ok is false for anything it does not read exactly. The
+// strings share b's bytes, so b must never be modified afterwards: this
+// is for a holder of immutable encodings (the store's rows), which has
+// the times at hand and decodes the rest on demand.
+func ParseOwnJSON(b []byte) (d Disk, ok bool) {
+	if len(b) == 0 {
+		return d, false
+	}
+	p := &parser{b: b, s: unsafe.String(&b[0], len(b)), ok: true, noTimes: true}
+	p.disk(&d)
+	return d, p.ok && p.i == len(b)
 }
 
 func parseArray(b []byte) ([]Disk, bool) {
@@ -180,6 +197,10 @@ func (p *parser) str() string {
 	start := p.i
 	for p.i < len(p.b) {
 		c := p.b[p.i]
+		if plain[c] {
+			p.i++
+			continue
+		}
 		switch {
 		case c == '"':
 			s := p.s[start:p.i]
@@ -204,6 +225,15 @@ func (p *parser) str() string {
 	p.fail()
 	return ""
 }
+
+// plain marks the bytes a string holds as they are: not a quote, a
+// backslash, a control character or the start of a multi-byte rune.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // escaped reads the rest of a string that has escapes, from start.
 func (p *parser) escaped(start int) string {
@@ -362,6 +392,9 @@ func (p *parser) time() time.Time {
 	}
 	raw := p.b[start-1 : p.i+1]
 	p.i++
+	if p.noTimes {
+		return time.Time{}
+	}
 	var t time.Time
 	if err := t.UnmarshalJSON(raw); err != nil {
 		p.fail()

@@ -23,7 +23,7 @@ func referenceDisks(s *Store) []disk.Disk {
 	var out []disk.Disk
 	for _, e := range s.sortedNodesLocked() {
 		var rs []*row
-		for _, r := range e.rows {
+		for r := range e.rows {
 			rs = append(rs, r)
 		}
 		sortRowPtrs(rs)
@@ -134,7 +134,10 @@ func TestDerivedViewsStayInStep(t *testing.T) {
 	labels := []string{"A", "B", "ſTICK", "stick", "", "Ω"}
 	uuids := []string{"aaaa-1", "AAAA-1", "bbbb-2", "ſſſſ-3", "SSSS-3", "", "cccc-4"}
 	queries := []string{"A", "B", "stick", "STICK", "ſtick", "aaaa-1", "AaAa-1", "ssss-3", "ſſſſ-3", "/dev/sda",
-		"/dev/sdb", "uuid:aaaa-1", "uuid:bbbb-2", "PARTX", "partx-1", "Ω", "ω", "nothing"}
+		"/dev/sdb", "uuid:aaaa-1", "uuid:bbbb-2", "PARTX", "partx-1", "Ω", "ω", "nothing",
+		// Identities: found through the table's keys, not the index.
+		"uuid:ssss-3", "uuid:ſſſſ-3", "UUID:aaaa-1", "partuuid:partx-1", "weak:" + string(localID) + "/sda/1048576",
+		"weak:" + string(peerID) + "/sdb/2097152"}
 	rng := rand.New(rand.NewPCG(1, 2))
 	report := func() []disk.Disk {
 		var ds []disk.Disk

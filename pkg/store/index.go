@@ -13,8 +13,9 @@ import (
 // whereIndex finds the rows a query can name (disk.Matches) without
 // walking the table: `where` among 100,000 disks is a map lookup, not a
 // scan. It maps a hash of each name a row answers to (label, partition
-// label, device path and identity as they are; UUID and PARTUUID folded,
-// as Matches compares them case-insensitively) to the rows. It only
+// label and device path as they are; UUID and PARTUUID folded, as Matches
+// compares them case-insensitively) to the rows. Identities are not in
+// it: the table's own keys find them (Store.Where). It only
 // narrows: every candidate is checked with Matches, so a hash collision
 // costs a comparison, never a wrong answer. Hashes rather than strings,
 // and a name held by one row kept apart from names held by several (one
@@ -48,7 +49,6 @@ func (x *whereIndex) keys(d *disk.Disk, buf *[6]uint64) []uint64 {
 	add(d.Label)
 	add(d.PartLabel)
 	add(d.Device)
-	add(d.ID)
 	add(foldKey(d.UUID))
 	add(foldKey(d.PartUUID))
 	return ks
@@ -56,7 +56,8 @@ func (x *whereIndex) keys(d *disk.Disk, buf *[6]uint64) []uint64 {
 
 func (x *whereIndex) add(r *row) {
 	var buf [6]uint64
-	for _, h := range x.keys(&r.d, &buf) {
+	d := r.disk()
+	for _, h := range x.keys(&d, &buf) {
 		if rs, ok := x.more[h]; ok {
 			x.more[h] = append(rs, r)
 		} else if o, ok := x.one[h]; ok {
@@ -69,8 +70,12 @@ func (x *whereIndex) add(r *row) {
 }
 
 func (x *whereIndex) remove(r *row) {
+	if r.enc.Load() == nil {
+		return // a new row, not filled yet: not indexed
+	}
 	var buf [6]uint64
-	for _, h := range x.keys(&r.d, &buf) {
+	d := r.disk()
+	for _, h := range x.keys(&d, &buf) {
 		if x.one[h] == r {
 			delete(x.one, h)
 			continue
@@ -99,18 +104,25 @@ func (x *whereIndex) rows(h uint64) []*row {
 	return x.more[h]
 }
 
-// lookup returns the rows q names, each once, in no particular order.
-func (x *whereIndex) lookup(q string) []*row {
+// lookup returns the rows q names, each once, in no particular order:
+// those indexed under q, and the candidates given (rows whose identity
+// may be q).
+func (x *whereIndex) lookup(q string, candidates ...*row) []*row {
 	if q == "" {
 		return nil
 	}
 	var out []*row
+	for _, r := range candidates {
+		if d := r.disk(); !slices.Contains(out, r) && d.Matches(q) {
+			out = append(out, r)
+		}
+	}
 	for i, k := range [2]string{q, foldKey(q)} {
 		if i == 1 && k == q {
 			break
 		}
 		for _, r := range x.rows(maphash.String(x.seed, k)) {
-			if !slices.Contains(out, r) && r.d.Matches(q) {
+			if d := r.disk(); !slices.Contains(out, r) && d.Matches(q) {
 				out = append(out, r)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"time"
@@ -290,33 +291,41 @@ func (s *Store) Load(db *DB) error {
 			if !ok || rec.Disk.Name == "" {
 				return nil // its node record is gone: an interrupted eviction
 			}
-			r := &row{d: rec.Disk, since: rec.Since, past: rec.Past, hidx: -1}
-			if r.since.IsZero() {
-				r.since = r.d.FirstSeen
+			d := rec.Disk
+			r := &row{}
+			d.Node = e.node.ID       // one string for all the node's rows
+			d.ID = disk.Identity(&d) // derived, whatever the record says
+			d.Row = disk.Key(k)
+			if string(k) == d.ID {
+				d.Row = disk.Key(d.ID) // share the string: most rows are primaries
 			}
-			r.d.ID = disk.Identity(&r.d) // derived, whatever the record says
-			r.d.Row = disk.Key(k)
-			if string(k) == r.d.ID {
-				r.d.Row = disk.Key(r.d.ID) // share the string: most rows are primaries
-			}
-			r.d.Mounts = cloneMounts(r.d.Mounts)
 			if !e.node.Local {
-				r.d.Present = false
+				d.Present = false
 			}
-			if max := s.opts.HistoryPerDisk - 1; len(r.past) > max {
-				r.past = r.past[:max]
+			if max := s.opts.HistoryPerDisk - 1; len(rec.Past) > max {
+				rec.Past = rec.Past[:max]
 			}
-			if prev := e.present[r.d.Name]; r.d.Present && prev != nil {
+			if prev := e.present[d.Name]; d.Present && prev != nil {
 				// Two present rows at one place cannot both be true; the
 				// first scan decides. Keep the later one present.
-				if olderRow(r, prev) {
-					r.d.Present = false
+				if d.LastSeen.Compare(prev.d.LastSeen) < 0 || d.LastSeen.Equal(prev.d.LastSeen) && d.Row < prev.d.Row {
+					d.Present = false
 				} else {
 					prev.d.Present = false
+					prev.reencode()
 					delete(e.present, prev.d.Name)
 					heap.Push(&s.absent, prev)
 				}
 			}
+			r.set(&d)
+			r.d.hidx = -1
+			if len(rec.Past) > 0 {
+				r.moved = &placements{past: rec.Past}
+			}
+			if rec.Since.IsZero() {
+				rec.Since = d.FirstSeen
+			}
+			r.setSince(rec.Since)
 			s.rows[r.d.Row] = r
 			s.where.add(r)
 			if r.d.Row.IsClone() {
@@ -340,9 +349,13 @@ func (s *Store) Load(db *DB) error {
 		slices.SortFunc(cs, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
 		s.uniqueQuietLocked(id)
 	}
-	// Rows changed above without markRow: drop what lists derived.
-	for _, r := range s.rows {
-		s.invalidateLocked(r)
+	// Decoding the file left garbage about the size of the table (each
+	// record's JSON decoded, its encoding made and checked); the heap
+	// grew to hold both. Return those pages now rather than keep them
+	// for the life of the daemon: the table is read once, at start. A
+	// small table is not worth the collection (start to ready counts).
+	if len(s.rows) >= 10_000 {
+		debug.FreeOSMemory()
 	}
 	return nil
 }
@@ -358,8 +371,9 @@ func (s *Store) uniqueQuietLocked(id string) {
 		}
 	}
 	for _, r := range rs {
-		if r != nil {
+		if r != nil && r.d.NotUnique != (n >= 2) {
 			r.d.NotUnique = n >= 2
+			r.reencode()
 		}
 	}
 }
@@ -425,13 +439,25 @@ func (s *Store) Flush(db *DB) error {
 // faults them back in. Only the store's one writer calls it, between
 // transactions, so no remap can race with it.
 func (db *DB) dropResident() {
-	fi, err := os.Stat(db.Path)
-	if err != nil || fi.Size() == 0 {
-		return
+	if addr, n := db.mappedSpan(); n > 0 {
+		unix.Syscall(unix.SYS_MADVISE, addr, n, unix.MADV_DONTNEED)
 	}
-	info := db.bolt.Info()
-	// The mapping is at least as long as the file (bbolt rounds it up).
-	unix.Syscall(unix.SYS_MADVISE, info.Data, uintptr(fi.Size()), unix.MADV_DONTNEED)
+}
+
+// mappedSpan is the part of bbolt's mapping that holds the database: its
+// pages in use, which bbolt always maps. Not the file's size: bbolt grows
+// the file ahead of its mapping (by 16 MiB steps), and MADV_DONTNEED past
+// the mapping's end would zero whatever memory follows it, the Go heap
+// included (a "bad sweepgen" crash after a 100,000-disk save).
+func (db *DB) mappedSpan() (addr, n uintptr) {
+	var size int64
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	}); err != nil || size <= 0 {
+		return 0, 0
+	}
+	return db.bolt.Info().Data, uintptr(size)
 }
 
 // RunPersist saves dirty records delay after the first change of a batch,
@@ -518,7 +544,7 @@ func (s *Store) takeDirty() (nodes []disk.Node, rows []rowRecord, forgetNodes []
 			continue
 		}
 		if r, ok := s.rows[k]; ok {
-			rec := rowRecord{Disk: s.diskCopy(s.nodes[r.d.Node], r), Since: r.since, Past: slices.Clone(r.past)}
+			rec := rowRecord{Disk: s.diskCopy(s.nodes[r.d.Node], r), Since: r.since(), Past: slices.Clone(r.past())}
 			if rec.Since.Equal(rec.Disk.FirstSeen) {
 				rec.Since = time.Time{}
 			}

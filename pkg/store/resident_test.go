@@ -77,3 +77,57 @@ func TestStateFileNotKeptResident(t *testing.T) {
 		t.Errorf("where NEW = %v", got)
 	}
 }
+
+// mappingOf returns the start and end of this process's mapping of path
+// that starts at addr, from /proc/self/maps.
+func mappingOf(t *testing.T, path string, addr uintptr) (start, end uintptr) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Skipf("no maps: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		fs := strings.Fields(l)
+		if len(fs) < 6 || fs[len(fs)-1] != path {
+			continue
+		}
+		se := strings.SplitN(fs[0], "-", 2)
+		s, err1 := strconv.ParseUint(se[0], 16, 64)
+		e, err2 := strconv.ParseUint(se[1], 16, 64)
+		if err1 == nil && err2 == nil && uintptr(s) == addr {
+			return uintptr(s), uintptr(e)
+		}
+	}
+	t.Fatalf("%s is not mapped at %#x", path, addr)
+	return 0, 0
+}
+
+// TestDropResidentStaysInsideTheMapping: bbolt grows the state file ahead
+// of its mapping, so the span whose pages are dropped (MADV_DONTNEED, which
+// zeroes anonymous memory) must end where the mapping ends, not where the
+// file does: past it lies other memory, the Go heap included.
+func TestDropResidentStaysInsideTheMapping(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, _, err := OpenDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
+	testutil.FillPeers(s, 40_000)
+	if err := s.Flush(db); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, n := db.mappedSpan()
+	start, end := mappingOf(t, path, addr)
+	if addr+n > end {
+		t.Errorf("dropping %d bytes from %#x runs past the mapping's end %#x", n, addr, end)
+	}
+	if uintptr(fi.Size()) <= end-start {
+		t.Logf("file %d bytes, mapping %d: the file is not ahead of the mapping here", fi.Size(), end-start)
+	}
+}

@@ -32,10 +32,11 @@
 // heard least recently, offline ones first; the row absent the longest);
 // every such decision is counted in Stats.
 //
-// Readers of 100,000 rows do not walk them: each row's JSON encoding and
-// each node's rows in list order are kept until a change (list.go), and
-// `where` looks names up in an index (index.go). Every change of a row
-// goes through markRow (which drops what lists derived from it) and every
+// Readers of 100,000 rows do not walk them: each row is kept as its JSON
+// encoding, which a list writes as it is (compact.go, list.go), each
+// node's rows in list order are kept until a change, and `where` looks
+// names up in an index (index.go). Every change of a row goes through
+// markRow (which encodes it again and drops its node's order) and every
 // change of the names it answers to through fill, promoteLocked or
 // forgetRowLocked (which keep the index in step); TestDerivedViewsStayInStep
 // holds both to a scan.
@@ -59,7 +60,7 @@ const (
 	DefaultMaxPeers        = 4096
 	DefaultMaxDisksPerNode = 4096
 	// DefaultMaxDisks is sized for a network that has seen 100,000 disks,
-	// with room to spare; about 1.5 KiB of memory each (README figures).
+	// with room to spare; about 0.8 KiB of live heap each (README figures).
 	DefaultMaxDisks = 131072
 	// DefaultHistoryPerDisk is how many placements a disk remembers,
 	// the current one included.
@@ -117,7 +118,7 @@ type Store struct {
 
 type nodeEntry struct {
 	node    disk.Node
-	rows    map[disk.Key]*row // rows whose current placement is on this node
+	rows    map[*row]struct{} // rows whose current placement is on this node
 	present map[string]*row   // the present row at each kernel name
 	// sorted is rows in list order, made by the first list after a
 	// change (see list.go); nil until then.
@@ -125,15 +126,19 @@ type nodeEntry struct {
 }
 
 // row is one disk: d holds its current (or last) placement and state, d.Row
-// its key.
+// its key; the rest of the disk is in enc (see compact.go).
 type row struct {
-	d     disk.Disk
-	since time.Time       // when the current placement began
-	past  []disk.Sighting // earlier placements, newest first
-	hidx  int             // index in Store.absent; -1 while present
-	// enc is d as JSON, made by the first list after a change (see
-	// list.go); nil until then.
+	d rowDisk
+	// moved is the row's placements beyond its current one; nil for a
+	// disk never moved (most of them), whose placement began when it was
+	// first seen (see since).
+	moved *placements
+	// enc is the disk as JSON (disk.AppendJSON), made on every change
+	// (markRow); never nil while the row is in the table.
 	enc atomic.Pointer[rowJSON]
+	// raw is the disk as reported when enc cannot give it back exactly
+	// (invalid UTF-8); nil for nearly every row.
+	raw *disk.Disk
 }
 
 // Stats counts what the store did that a user may want to know about:
@@ -211,7 +216,7 @@ func New(opts Options) *Store {
 }
 
 func newNodeEntry(n disk.Node) *nodeEntry {
-	return &nodeEntry{node: n, rows: make(map[disk.Key]*row), present: make(map[string]*row)}
+	return &nodeEntry{node: n, rows: make(map[*row]struct{}), present: make(map[string]*row)}
 }
 
 // LocalNode returns this node.
@@ -240,7 +245,7 @@ func (s *Store) LocalDisks() (gen uint64, disks []disk.Disk) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, r := range s.nodes[s.opts.Local.ID].present {
-		disks = append(disks, cloneDisk(&r.d))
+		disks = append(disks, r.disk())
 	}
 	sortDisks(disks)
 	return s.localGen, disks
@@ -367,7 +372,7 @@ func (s *Store) leastRecentPeerLocked(spare disk.NodeID) *nodeEntry {
 
 func (s *Store) forgetNodeLocked(e *nodeEntry) {
 	var ids []string // identities that may have lost a present copy
-	for _, r := range sortedRows(e.rows) {
+	for _, r := range sortedRowSet(e.rows) {
 		if r.d.Present {
 			ids = append(ids, r.d.ID)
 		}
@@ -466,7 +471,7 @@ func (s *Store) atPlaceLocked(id string, node disk.NodeID, name string) *row {
 
 // updateLocked applies a report to the row placed where it was reported.
 func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
-	if r.d.Present && disk.SameDevice(&r.d, in) {
+	if r.d.Present && r.sameDevice(in) {
 		// Unchanged: refresh last-seen without an event or a write.
 		// Persisted last-seen is refreshed when something else changes or
 		// at a clean stop (see Flush), which is what "last seen" needs:
@@ -481,7 +486,7 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 	}
 	s.uniqueLocked(r.d.ID, r)
 	s.markRow(r)
-	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(r.disk())})
 	return true
 }
 
@@ -489,8 +494,9 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 func (s *Store) fill(r *row, in *disk.Disk, now time.Time) {
 	first, key, nu := r.d.FirstSeen, r.d.Row, r.d.NotUnique
 	s.where.remove(r)
-	r.d = *in
-	r.d.Row, r.d.FirstSeen, r.d.LastSeen, r.d.Present, r.d.NotUnique = key, first, now, true, nu
+	d := *in
+	d.Row, d.FirstSeen, d.LastSeen, d.Present, d.NotUnique = key, first, now, true, nu
+	r.set(&d)
 	s.where.add(r)
 }
 
@@ -509,7 +515,7 @@ func (s *Store) moveLocked(p *row, e *nodeEntry, in *disk.Disk, now time.Time) {
 		}
 		s.pushPastLocked(p, s.sighting(p))
 		s.unplaceLocked(p)
-		p.since = now
+		p.setSince(now)
 		s.fill(p, in, now)
 		s.placeLocked(p, e)
 	} else {
@@ -518,7 +524,7 @@ func (s *Store) moveLocked(p *row, e *nodeEntry, in *disk.Disk, now time.Time) {
 	s.setPresentLocked(p)
 	s.uniqueLocked(p.d.ID, p)
 	s.markRow(p)
-	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&p.d))})
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(p.disk())})
 }
 
 // addLocked creates a row under key for a report on e; nil when no room
@@ -532,9 +538,10 @@ func (s *Store) addLocked(e *nodeEntry, key disk.Key, in *disk.Disk, now time.Ti
 		s.stats.RefusedDisks++
 		return nil
 	}
-	r := &row{hidx: -1, since: now}
+	r := &row{}
 	s.fill(r, in, now)
-	r.d.Row, r.d.FirstSeen = key, now
+	r.d.Row, r.d.FirstSeen, r.d.hidx = key, now, -1
+	r.setSince(now)
 	s.rows[key] = r
 	if key.IsClone() {
 		s.clones[r.d.ID] = append(s.clones[r.d.ID], r)
@@ -543,7 +550,7 @@ func (s *Store) addLocked(e *nodeEntry, key disk.Key, in *disk.Disk, now time.Ti
 	s.setPresentLocked(r)
 	s.uniqueLocked(r.d.ID, r)
 	s.markRow(r)
-	s.publish(disk.Event{Kind: disk.DiskAdded, Disk: ptr(cloneDisk(&r.d))})
+	s.publish(disk.Event{Kind: disk.DiskAdded, Disk: ptr(r.disk())})
 	return r
 }
 
@@ -554,7 +561,7 @@ func (s *Store) roomOnNodeLocked(e *nodeEntry, keep *row) bool {
 		return true
 	}
 	var oldest *row
-	for _, r := range e.rows {
+	for r := range e.rows {
 		if r != keep && !r.d.Present && (oldest == nil || olderRow(r, oldest)) {
 			oldest = r
 		}
@@ -603,7 +610,7 @@ func (s *Store) goneLocked(r *row, at time.Time, leaving map[*row]bool) {
 	heap.Push(&s.absent, r)
 	s.uniqueLocked(r.d.ID, r, leaving)
 	s.markRow(r)
-	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(r.disk())})
 }
 
 // soleCloneLocked returns the one present clone of primary row p that is
@@ -629,8 +636,8 @@ func (s *Store) soleCloneLocked(p *row, leaving map[*row]bool) *row {
 // and c is forgotten. One event each.
 func (s *Store) promoteLocked(p, c *row) {
 	s.pushPastLocked(p, s.sighting(p))
-	for i := len(c.past) - 1; i >= 0; i-- {
-		s.pushPastLocked(p, c.past[i])
+	for i := len(c.past()) - 1; i >= 0; i-- {
+		s.pushPastLocked(p, c.past()[i])
 	}
 	first := min64(p.d.FirstSeen, c.d.FirstSeen)
 	e := s.nodes[c.d.Node]
@@ -638,15 +645,18 @@ func (s *Store) promoteLocked(p, c *row) {
 	s.unplaceLocked(p)
 	key := p.d.Row
 	s.where.remove(p)
-	p.d = c.d
+	hidx := p.d.hidx
+	p.d, p.raw = c.d, c.raw
+	p.d.hidx = hidx
+	p.enc.Store(c.enc.Load())
 	p.d.Row, p.d.FirstSeen = key, first
 	s.where.add(p)
-	p.since = c.since
+	p.setSince(c.since())
 	s.placeLocked(p, e)
 	s.setPresentLocked(p)
 	s.uniqueLocked(p.d.ID, p)
 	s.markRow(p)
-	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&p.d))})
+	s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(p.disk())})
 }
 
 func rowSet(rs []*row) map[*row]bool {
@@ -697,7 +707,7 @@ func (s *Store) uniqueLocked(id string, self *row, leaving ...map[*row]bool) {
 		r.d.NotUnique = nu
 		if r != self {
 			s.markRow(r)
-			s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(cloneDisk(&r.d))})
+			s.publish(disk.Event{Kind: disk.DiskChanged, Disk: ptr(r.disk())})
 		}
 	}
 	set(p)
@@ -714,23 +724,28 @@ func (s *Store) sighting(r *row) disk.Sighting {
 			last = e.node.LastSeen
 		}
 	}
-	return disk.Sighting{Node: r.d.Node, Host: r.d.Host, Name: r.d.Name, Device: r.d.Device,
-		FirstSeen: r.since, LastSeen: last}
+	d := r.disk()
+	return disk.Sighting{Node: d.Node, Host: d.Host, Name: d.Name, Device: d.Device,
+		FirstSeen: r.since(), LastSeen: last}
 }
 
 // pushPastLocked adds a sighting at the front of r's history, dropping
 // the oldest beyond the bound (which counts the current placement).
 func (s *Store) pushPastLocked(r *row, sg disk.Sighting) {
-	r.past = slices.Insert(r.past, 0, sg)
-	if max := s.opts.HistoryPerDisk - 1; len(r.past) > max {
-		s.stats.HistoryTrimmed += uint64(len(r.past) - max)
-		r.past = slices.Clip(r.past[:max])
+	since := r.since()
+	if r.moved == nil {
+		r.moved = &placements{since: since}
+	}
+	r.moved.past = slices.Insert(r.moved.past, 0, sg)
+	if max := s.opts.HistoryPerDisk - 1; len(r.moved.past) > max {
+		s.stats.HistoryTrimmed += uint64(len(r.moved.past) - max)
+		r.moved.past = slices.Clip(r.moved.past[:max])
 	}
 }
 
 func (s *Store) placeLocked(r *row, e *nodeEntry) {
 	e.sorted.Store(nil)
-	e.rows[r.d.Row] = r
+	e.rows[r] = struct{}{}
 	if r.d.Present {
 		e.present[r.d.Name] = r
 	}
@@ -742,7 +757,7 @@ func (s *Store) unplaceLocked(r *row) {
 		return
 	}
 	e.sorted.Store(nil)
-	delete(e.rows, r.d.Row)
+	delete(e.rows, r)
 	if e.present[r.d.Name] == r {
 		delete(e.present, r.d.Name)
 	}
@@ -752,8 +767,8 @@ func (s *Store) unplaceLocked(r *row) {
 // its placement.
 func (s *Store) setPresentLocked(r *row) {
 	r.d.Present = true
-	if r.hidx >= 0 {
-		heap.Remove(&s.absent, r.hidx)
+	if r.d.hidx >= 0 {
+		heap.Remove(&s.absent, int(r.d.hidx))
 	}
 	if e := s.nodes[r.d.Node]; e != nil {
 		e.present[r.d.Name] = r
@@ -763,8 +778,8 @@ func (s *Store) setPresentLocked(r *row) {
 // forgetRowLocked removes r from the table.
 func (s *Store) forgetRowLocked(r *row) {
 	s.unplaceLocked(r)
-	if r.hidx >= 0 {
-		heap.Remove(&s.absent, r.hidx)
+	if r.d.hidx >= 0 {
+		heap.Remove(&s.absent, int(r.d.hidx))
 	}
 	delete(s.rows, r.d.Row)
 	s.where.remove(r)
@@ -778,11 +793,12 @@ func (s *Store) forgetRowLocked(r *row) {
 	}
 	s.dirty.forgetRow(r.d.Row)
 	s.signalDirty()
-	s.publish(disk.Event{Kind: disk.DiskForgotten, Disk: ptr(cloneDisk(&r.d))})
+	s.publish(disk.Event{Kind: disk.DiskForgotten, Disk: ptr(r.disk())})
 }
 
 // Disks returns copies of the disks keep accepts (all when keep is nil),
-// sorted by host, then device.
+// sorted by host, then device. keep sees the row's own disk (LastSeen not
+// yet raised to its node's) and must not hold on to it.
 func (s *Store) Disks(keep func(*disk.Disk) bool) []disk.Disk {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -793,9 +809,14 @@ func (s *Store) Disks(keep func(*disk.Disk) bool) []disk.Disk {
 	}
 	for _, e := range nodes {
 		for _, r := range e.sortedLocked() {
-			if keep == nil || keep(&r.d) {
-				out = append(out, s.diskCopy(e, r))
+			d := r.disk()
+			if keep != nil && !keep(&d) {
+				continue
 			}
+			if d.Present && e.node.LastSeen.After(d.LastSeen) {
+				d.LastSeen = e.node.LastSeen // as diskCopy
+			}
+			out = append(out, d)
 		}
 	}
 	return out
@@ -815,12 +836,25 @@ func (s *Store) sortedNodesLocked() []*nodeEntry {
 }
 
 // sortRowPtrs orders one node's rows by device, then kernel name, present
-// before remembered, then key.
+// before remembered, then key. The device is read from each row's
+// encoding once, not at every comparison.
 func sortRowPtrs(ptrs []*row) {
-	slices.SortFunc(ptrs, func(a, b *row) int {
-		return cmp.Or(cmp.Compare(a.d.Device, b.d.Device), cmp.Compare(a.d.Name, b.d.Name),
+	type sortKey struct {
+		dev string
+		r   *row
+	}
+	ks := make([]sortKey, len(ptrs))
+	for i, r := range ptrs {
+		ks[i] = sortKey{r.device(), r}
+	}
+	slices.SortFunc(ks, func(x, y sortKey) int {
+		a, b := x.r, y.r
+		return cmp.Or(cmp.Compare(x.dev, y.dev), cmp.Compare(a.d.Name, b.d.Name),
 			-cmpBool(a.d.Present, b.d.Present), cmp.Compare(a.d.Row, b.d.Row))
 	})
+	for i := range ks {
+		ptrs[i] = ks[i].r
+	}
 }
 
 func cmpBool(a, b bool) int {
@@ -836,7 +870,7 @@ func cmpBool(a, b bool) int {
 // diskCopy is r's disk as readers see it: a present disk was seen as
 // recently as its node was heard.
 func (s *Store) diskCopy(e *nodeEntry, r *row) disk.Disk {
-	c := cloneDisk(&r.d)
+	c := r.disk()
 	if c.Present && e != nil && e.node.LastSeen.After(c.LastSeen) {
 		c.LastSeen = e.node.LastSeen
 	}
@@ -858,7 +892,12 @@ func (s *Store) Disk(k disk.Key) (disk.Disk, bool) {
 // present ones first, then history, most recently seen first.
 func (s *Store) Where(q string) []disk.Disk {
 	s.mu.RLock()
-	rs := s.where.lookup(q)
+	// A row whose identity is q: the primary keyed q, and q's clones.
+	ids := s.clones[q]
+	if p := s.rows[disk.Key(q)]; p != nil {
+		ids = append(slices.Clip(ids), p)
+	}
+	rs := s.where.lookup(q, ids...)
 	out := make([]disk.Disk, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, s.diskCopy(s.nodes[r.d.Node], r))
@@ -893,8 +932,8 @@ func (s *Store) History(q string) []disk.History {
 			continue // forgotten between the two locks
 		}
 		h := disk.History{Disk: s.diskCopy(s.nodes[r.d.Node], r)}
-		h.Sightings = append(make([]disk.Sighting, 0, 1+len(r.past)), s.sighting(r))
-		h.Sightings = append(h.Sightings, r.past...)
+		h.Sightings = append(make([]disk.Sighting, 0, 1+len(r.past())), s.sighting(r))
+		h.Sightings = append(h.Sightings, r.past()...)
 		out = append(out, h)
 	}
 	return out
@@ -1003,6 +1042,16 @@ func sortedRows[K comparable](m map[K]*row) []*row {
 	return out
 }
 
+// sortedRowSet returns a set's rows in key order.
+func sortedRowSet(m map[*row]struct{}) []*row {
+	out := make([]*row, 0, len(m))
+	for r := range m {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
+	return out
+}
+
 // olderRow orders absent rows for eviction: the longest gone first.
 func olderRow(a, b *row) bool {
 	if c := a.d.LastSeen.Compare(b.d.LastSeen); c != 0 {
@@ -1019,18 +1068,18 @@ func (h absentHeap) Len() int           { return len(h) }
 func (h absentHeap) Less(i, j int) bool { return olderRow(h[i], h[j]) }
 func (h absentHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].hidx, h[j].hidx = i, j
+	h[i].d.hidx, h[j].d.hidx = int32(i), int32(j)
 }
 func (h *absentHeap) Push(x any) {
 	r := x.(*row)
-	r.hidx = len(*h)
+	r.d.hidx = int32(len(*h))
 	*h = append(*h, r)
 }
 func (h *absentHeap) Pop() any {
 	old := *h
 	r := old[len(old)-1]
 	old[len(old)-1] = nil
-	r.hidx = -1
+	r.d.hidx = -1
 	*h = old[:len(old)-1]
 	return r
 }
