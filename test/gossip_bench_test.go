@@ -2,7 +2,9 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,10 +73,30 @@ func TestGossipNine(t *testing.T) {
 	nw := testutil.Routed(t, 3, 3, 3)
 	_, diskctl := testutil.Binaries(t)
 	ds, _ := gossipMesh(t, nw, 2, "--heartbeat-interval", peerHeartbeat)
-	for _, sub := range ds {
-		for _, d := range sub {
-			testutil.Eventually(t, gossipWait, "18 disks on every host", func() bool { return presentCount(t, diskctl, d) == 18 })
+	deadline := time.Now().Add(gossipWait)
+	for {
+		var short []string
+		for _, sub := range ds {
+			for _, d := range sub {
+				if n := presentCount(t, diskctl, d); n != 18 {
+					short = append(short, fmt.Sprintf("%s lists %d", d.Socket, n))
+				}
+			}
 		}
+		if len(short) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			// Say who misses what, and how each of them hears its peers.
+			for _, sub := range ds {
+				for _, d := range sub {
+					out, _ := exec.Command(diskctl, "--socket", d.Socket, "peers").CombinedOutput()
+					t.Logf("%s peers:\n%s", d.Socket, out)
+				}
+			}
+			t.Fatalf("after %s, not every host lists the 18 disks: %s", gossipWait, strings.Join(short, "; "))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
