@@ -356,6 +356,7 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 const (
 	cJoins              = "joins"
 	cJoinsFailed        = "joins_failed"
+	cResyncs            = "syncs_after_join" // the one state exchange a few seconds after joining
 	cMembersLeft        = "members_left"   // said goodbye (Leave)
 	cMembersFailed      = "members_failed" // found dead by failure detection
 	cMetaUpdates        = "meta_updates"
@@ -380,7 +381,7 @@ const (
 	cDropWorkFull       = "drop_work_full"
 )
 
-var counterNames = []string{cJoins, cJoinsFailed, cMembersLeft, cMembersFailed, cMetaUpdates, cNoticesQueued, cNoticesReceived,
+var counterNames = []string{cJoins, cJoinsFailed, cResyncs, cMembersLeft, cMembersFailed, cMetaUpdates, cNoticesQueued, cNoticesReceived,
 	cNoticesRebroadcast, cRelayedOut, cFetchesSent, cFetchesServed, cFetchesApplied, cFetchesStale, cFetchesCached, cFetchFailed,
 	cUDPProbeFailed, cDropLabel, cDropDecrypt, cDropMalformed, cDropBadMsg, cDropBadMeta, cDropNotMember, cNoticesPending, cDropWorkFull}
 

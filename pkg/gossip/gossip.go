@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -127,6 +128,9 @@ type Service struct {
 	mlconfig   *memberlist.Config
 	relayInSig string // what relayIn last handed over (tick goroutine only)
 	tr         *countingTransport
+	// newTransport makes the transport; nil means memberlist's UDP+TCP
+	// one on the configured address. The simulations set an in-memory one.
+	newTransport func() (memberlistTransport, error)
 
 	mu       sync.Mutex
 	ml       *memberlist.Memberlist
@@ -144,6 +148,9 @@ type Service struct {
 	nPending int
 }
 
+// memberlistTransport is the transport memberlist needs of us.
+type memberlistTransport = memberlist.NodeAwareTransport
+
 // Queue bounds.
 const (
 	maxQueue    = 4096 // notices waiting to be sent (Serf's MaxQueueDepth)
@@ -155,6 +162,7 @@ const (
 	leaveFor    = 2 * time.Second
 	joinBackoff = time.Second
 	joinMax     = 30 * time.Second
+	resyncAfter = 2 * time.Second // (to 4 s) after joining: one more state exchange
 )
 
 // New checks cfg. Keys must be set unless cfg.Insecure.
@@ -282,6 +290,24 @@ func splitAdvertise(s string, port int) (string, int, error) {
 	return a.String(), port, nil
 }
 
+// randomMember returns the gossip address of a live member other than us
+// ("" when there is none).
+func (s *Service) randomMember() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.members) == 0 {
+		return ""
+	}
+	k := rand.IntN(len(s.members))
+	for _, n := range s.members {
+		if k == 0 {
+			return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+		}
+		k--
+	}
+	return ""
+}
+
 // numMembers counts the members alive or suspect, us included. It takes
 // no lock: the broadcast queue asks from memberlist's goroutines.
 func (s *Service) numMembers() int { return int(s.nMembers.Load()) + 1 }
@@ -294,12 +320,18 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer close(s.stopped)
 	s.refreshMeta()
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{s.cfg.Bind}, BindPort: s.cfg.Port, Logger: s.mlconfig.Logger})
+	var nt memberlist.NodeAwareTransport
+	var err error
+	if s.newTransport != nil {
+		nt, err = s.newTransport()
+	} else {
+		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{s.cfg.Bind}, BindPort: s.cfg.Port, Logger: s.mlconfig.Logger})
+	}
 	if err != nil {
 		return fmt.Errorf("gossip: listen on %s: %w", net.JoinHostPort(s.cfg.Bind, strconv.Itoa(s.cfg.Port)), err)
 	}
-	s.tr = &countingTransport{NetTransport: nt}
+	s.tr = &countingTransport{NodeAwareTransport: nt}
 	s.mlconfig.Transport = s.tr
 	ml, err := memberlist.Create(s.mlconfig)
 	if err != nil {
@@ -415,6 +447,7 @@ func (s *Service) Run(ctx context.Context) error {
 // members named may start after us, or restart.
 func (s *Service) joinLoop(ctx context.Context) {
 	wait := time.Duration(0)
+	resync := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -423,6 +456,20 @@ func (s *Service) joinLoop(ctx context.Context) {
 		}
 		if s.numMembers() > 1 {
 			wait = joinBackoff
+			if resync {
+				// One full state exchange with a member picked at random,
+				// a few seconds after joining: when many start at once,
+				// the alive messages of a few late joiners die out before
+				// reaching everyone (memberlist sends each a bounded number
+				// of times), and push/pull would repair that only after
+				// its period (60 s at 50 members, 180 s at 1000).
+				resync = false
+				if addr := s.randomMember(); addr != "" {
+					if _, err := s.ml.Join([]string{addr}); err == nil {
+						s.ctr.inc(cResyncs)
+					}
+				}
+			}
 			continue
 		}
 		var addrs []string
@@ -437,7 +484,8 @@ func (s *Service) joinLoop(ctx context.Context) {
 			s.mu.Unlock()
 			s.ctr.inc(cJoins)
 			s.log.Info("joined the gossip network", "through", n, "members", s.numMembers())
-			wait = joinBackoff
+			wait = resyncAfter + time.Duration(rand.Int64N(int64(resyncAfter)))
+			resync = true
 			continue
 		}
 		s.ctr.inc(cJoinsFailed)
