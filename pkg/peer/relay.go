@@ -205,11 +205,11 @@ func (l *loop) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
 // relayReach is how a node relayed by ps is reached. A relay's relayed
 // announces can come before its own name (answering the query of a
 // daemon that just started): relayExpire puts the name in once known.
-func relayReach(ps *peerState) string {
+func relayReach(ps *peerState) disk.Reach {
 	if ps.name == "" {
-		return "multicast via " + string(ps.did)
+		return disk.ReachVia(disk.ReachMulticast, string(ps.did))
 	}
-	return "multicast via " + ps.name
+	return disk.ReachVia(disk.ReachMulticast, ps.name)
 }
 
 // relayExpire takes offline the relayed nodes whose relay went offline or
