@@ -357,8 +357,8 @@ const (
 	cJoins              = "joins"
 	cJoinsFailed        = "joins_failed"
 	cResyncs            = "syncs_after_join" // the one state exchange a few seconds after joining
-	cMembersLeft        = "members_left"   // said goodbye (Leave)
-	cMembersFailed      = "members_failed" // found dead by failure detection
+	cMembersLeft        = "members_left"     // said goodbye (Leave)
+	cMembersFailed      = "members_failed"   // found dead by failure detection
 	cMetaUpdates        = "meta_updates"
 	cNoticesQueued      = "notices_queued"
 	cNoticesReceived    = "notices_received"

@@ -701,7 +701,7 @@ func (s *Service) publishReach(touch bool) {
 	s.mu.Lock()
 	type upd struct {
 		id    disk.NodeID
-		reach string
+		reach disk.Reach
 		touch *disk.Node
 	}
 	var ups []upd
@@ -715,22 +715,22 @@ func (s *Service) publishReach(touch bool) {
 		}
 	}
 	for id := range ids {
-		var parts []string
+		var parts []disk.Reach
 		if _, ok := s.heard[id]; ok {
-			parts = append(parts, "multicast")
+			parts = append(parts, disk.ReachMulticast)
 		}
 		o := s.tab.origins[id]
 		if o != nil && o.online() {
 			if o.vias[id] {
-				parts = append(parts, "gossip")
+				parts = append(parts, disk.ReachGossip)
 			}
 			for _, v := range slices.Sorted(mapKeys(o.vias)) {
 				if v != id {
-					parts = append(parts, "gossip via "+s.nameOf(v))
+					parts = append(parts, disk.ReachVia(disk.ReachGossip, s.nameOf(v)))
 				}
 			}
 		}
-		u := upd{id: id, reach: strings.Join(parts, ", ")}
+		u := upd{id: id, reach: disk.JoinReach(parts...)}
 		if touch && o != nil && o.online() && o.applied {
 			u.touch = &disk.Node{ID: id, Name: o.name, Addresses: s.addrsOf(id)}
 		}

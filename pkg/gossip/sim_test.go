@@ -204,7 +204,7 @@ func TestSimulatedCluster(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := newSimCluster(t, 30)
 		defer c.stop()
-		members, disks := c.converge(t, 30 * time.Second)
+		members, disks := c.converge(t, 30*time.Second)
 		if members < 0 || disks < 0 {
 			t.Fatalf("30 members: all members after %v, every disk everywhere after %v (-1: not within 30 s)", members, disks)
 		}
@@ -247,7 +247,7 @@ func simScale(t *testing.T, n int) {
 	cpu0 := cpuTime()
 	c := newSimCluster(t, n)
 	defer c.stop()
-	members, disks := c.converge(t, 15 * time.Minute)
+	members, disks := c.converge(t, 15*time.Minute)
 	tr := c.traffic()
 	var maxServed, maxSent uint64
 	for _, s := range c.svcs {

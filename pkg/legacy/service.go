@@ -412,7 +412,7 @@ func (s *Service) isDiskd(a netip.Addr) bool {
 		s.diskdAt = now
 		m := map[netip.Addr]bool{}
 		for _, n := range s.st.Nodes() {
-			if n.Local || n.Via != "" || !n.Online {
+			if n.Local || n.Reach.Legacy() || !n.Online {
 				continue
 			}
 			for _, as := range n.Addresses {
