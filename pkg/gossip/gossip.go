@@ -563,6 +563,14 @@ func (s *Service) relayOut(ctx context.Context) {
 		}
 		heard = h
 	}
+	// The addresses the multicast path heard each from: a relayed node
+	// carries its routable ones, so peers elsewhere list them.
+	addrs := make(map[disk.NodeID]string, len(heard))
+	for _, h := range heard {
+		if n, ok := s.d.Store.Node(h.ID); ok {
+			addrs[h.ID] = routableAddrs(n.Addresses)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := make(map[disk.NodeID]peer.Heard, len(heard))
@@ -574,7 +582,7 @@ func (s *Service) relayOut(ctx context.Context) {
 		if _, member := s.members[h.ID]; member || !h.Applied || h.ID == s.self {
 			continue
 		}
-		f := fact{origin: h.ID, via: s.self, name: clip(h.Name), instance: h.Instance, gen: h.Generation, digest: h.Digest}
+		f := fact{origin: h.ID, via: s.self, name: clip(h.Name), instance: h.Instance, gen: h.Generation, digest: h.Digest, addrs: addrs[h.ID]}
 		if old, ok := s.relayed[h.ID]; ok && old == f {
 			continue
 		}
@@ -753,10 +761,14 @@ func (s *Service) nameOf(id disk.NodeID) string {
 	return string(id)
 }
 
-// addrsOf returns a member's gossip address, nil for a relayed node.
+// addrsOf returns a member's gossip address, or the routable addresses a
+// relay said of a relayed node (nil when none said any).
 func (s *Service) addrsOf(id disk.NodeID) []string {
 	if n := s.members[id]; n != nil {
 		return []string{n.Addr.String()}
+	}
+	if o := s.tab.origins[id]; o != nil {
+		return splitAddrs(o.addrs)
 	}
 	return nil
 }

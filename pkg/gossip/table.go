@@ -30,6 +30,7 @@ type origin struct {
 	gen      uint64
 	digest   wire.Digest
 	vias     map[disk.NodeID]bool // members vouching for it
+	addrs    string               // routable addresses a relay said (fact.addrs)
 
 	// What the store holds from the gossip path.
 	applied             bool
@@ -99,6 +100,9 @@ func (t *table) apply(f fact) (news bool) {
 	}
 	if o.name != f.name {
 		o.name, news = f.name, true
+	}
+	if f.addrs != "" && f.addrs != o.addrs {
+		o.addrs, news = f.addrs, true
 	}
 	if !o.vias[f.via] {
 		o.vias[f.via] = true
@@ -275,7 +279,7 @@ func (t *table) facts(max int) []fact {
 		if !o.vias[via] {
 			via = slices.Sorted(maps.Keys(o.vias))[0]
 		}
-		out = append(out, fact{origin: o.id, via: via, name: o.name, instance: o.instance, gen: o.gen, digest: o.digest})
+		out = append(out, fact{origin: o.id, via: via, name: o.name, instance: o.instance, gen: o.gen, digest: o.digest, addrs: o.addrs})
 	}
 	return out
 }

@@ -173,15 +173,24 @@ func TestTableBound(t *testing.T) {
 
 // TestMessagesRoundTrip: claims survive encoding; malformed ones are refused.
 func TestMessagesRoundTrip(t *testing.T) {
-	f := fact{origin: origA, via: relay1, name: "a", instance: 5, gen: 2, digest: digest1}
-	b := encode(msgNotice, f.claim())
-	var c claim
-	if err := decode(b[1:], &c); err != nil {
-		t.Fatal(err)
+	for _, f := range []fact{
+		{origin: origA, via: relay1, name: "a", instance: 5, gen: 2, digest: digest1},
+		{origin: origA, via: relay1, name: "a", instance: 5, gen: 2, digest: digest1, addrs: "10.1.0.2,fd00:1::2"},
+	} {
+		b := encode(msgNotice, f.claim())
+		var c claim
+		if err := decode(b[1:], &c); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.check()
+		if err != nil || got != f {
+			t.Fatalf("round trip %+v, %v; want %+v", got, err, f)
+		}
 	}
-	got, err := c.check()
-	if err != nil || got != f {
-		t.Fatalf("round trip %+v, %v; want %+v", got, err, f)
+	v4 := []byte{10, 1, 0, 2}
+	nine := make([][]byte, MaxAddrs+1)
+	for i := range nine {
+		nine[i] = []byte{10, 1, 0, byte(i + 1)}
 	}
 	for name, bad := range map[string]claim{
 		"short origin":  {Origin: []byte{1}, Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8)},
@@ -189,11 +198,20 @@ func TestMessagesRoundTrip(t *testing.T) {
 		"long name":     {Origin: idBytes(origA), Via: idBytes(relay1), Name: string(make([]byte, 65)), Instance: 1, Digest: make([]byte, 8)},
 		"digest size":   {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 7)},
 		"zero instance": {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Digest: make([]byte, 8)},
+		"9 addresses":   {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: nine},
+		"address size":  {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: [][]byte{v4, {10, 1, 0}}},
+		"link-local":    {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: [][]byte{{169, 254, 1, 1}}},
+		"multicast":     {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: [][]byte{{239, 255, 68, 75}}},
+		"loopback":      {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: [][]byte{{127, 0, 0, 1}}},
 	} {
 		if _, err := bad.check(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	if got := routableAddrs([]string{"fe80::1", "10.1.0.2", "::ffff:10.1.0.2", "fd00:1::2", "127.0.0.1", "x"}); got != "10.1.0.2,fd00:1::2" {
+		t.Errorf("routableAddrs: %q", got)
+	}
+	var c claim
 	if err := decode([]byte{0xf6}, &c); err == nil {
 		t.Error("CBOR null accepted as a claim")
 	}
