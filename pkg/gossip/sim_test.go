@@ -272,6 +272,38 @@ func simScale(t *testing.T, n int) {
 	t.Logf("N=%d idle per node per minute: UDP %.1f packets %.0f B; streams %.2f, %.0f B; fetches %.2f; CPU %.1f ms (process CPU / N / virtual minute); packets lost to full queues in all: %d",
 		n, per(a.packets, b.packets), per(a.packetBytes, b.packetBytes), per(a.streams, b.streams), per(a.streamBytes, b.streamBytes),
 		per(a.fetches, b.fetches), float64(cpuB-cpuA)/float64(time.Millisecond)/float64(n)/idle.Minutes(), drops)
+	// One change: member 0 gets a third disk. Every other member fetches
+	// the new generation from it (the origin serves them all).
+	served0, b0 := c.svcs[0].ctr.get(cFetchesServed), c.traffic()
+	cpuC := cpuTime()
+	c.stores[0].SetLocal([]disk.Disk{
+		{Name: "sda", Device: "/dev/sda", UUID: "00000000-a", Type: "ext4", Size: 1 << 30},
+		{Name: "sdb", Device: "/dev/sdb", UUID: "00000000-b", Type: "xfs", Size: 1 << 31},
+		{Name: "sdc", Device: "/dev/sdc", UUID: "00000000-c", Type: "vfat", Size: 1 << 29},
+	})
+	tc := time.Now()
+	var firstC, allC time.Duration = -1, -1
+	for time.Since(tc) < 5*time.Minute && allC < 0 {
+		got := 0
+		for _, st := range c.stores {
+			if st.Counts().DisksPresent == 2*n+1 {
+				got++
+			}
+		}
+		if got > 1 && firstC < 0 {
+			firstC = time.Since(tc)
+		}
+		if got == n {
+			allC = time.Since(tc)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ac := c.traffic()
+	t.Logf("N=%d one change on member 0: first other member lists it %.2f s, all %.2f s (virtual); member 0 served %d fetches; all members sent %.0f packets, %.0f streams, %.0f stream bytes for it; CPU %.1f s",
+		n, firstC.Seconds(), allC.Seconds(), c.svcs[0].ctr.get(cFetchesServed)-served0, ac.packets-b0.packets, ac.streams-b0.streams, ac.streamBytes-b0.streamBytes, (cpuTime() - cpuC).Seconds())
+	if allC < 0 {
+		t.Errorf("N=%d: a change not everywhere within 5 virtual minutes", n)
+	}
 	first, all := c.killAndWait(n-1, 5*time.Minute)
 	t.Logf("N=%d killed member offline: first %.1f s, everywhere %.1f s (virtual)", n, first.Seconds(), all.Seconds())
 	if all < 0 {
