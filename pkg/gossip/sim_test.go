@@ -38,11 +38,17 @@ type simCluster struct {
 const simLatency = 500 * time.Microsecond
 
 func newSimCluster(tb testing.TB, n int) *simCluster {
+	return newSimClusterOn(tb, n, "lan", simLatency)
+}
+
+// newSimClusterOn is newSimCluster with a gossip profile and a one-way
+// link delay.
+func newSimClusterOn(tb testing.TB, n int, profile string, latency time.Duration) *simCluster {
 	keys, err := wire.ParseKeys(strings.NewReader("1 0123456789abcdef0123456789abcdef\n"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := &simCluster{n: n, net: &simNet{latency: simLatency}}
+	c := &simCluster{n: n, net: &simNet{latency: latency}}
 	for range n {
 		c.trs = append(c.trs, c.net.newHost())
 	}
@@ -62,7 +68,7 @@ func newSimCluster(tb testing.TB, n int) *simCluster {
 			seed = c.trs[1].addr
 		}
 		cfg := DefaultConfig()
-		cfg.Join = []string{seed}
+		cfg.Join, cfg.Profile = []string{seed}, profile
 		s, err := New(cfg, Deps{Store: st, Keys: keys, Interval: 10 * time.Second, Instance: uint64(1000 + i)})
 		if err != nil {
 			tb.Fatal(err)
@@ -216,6 +222,28 @@ func TestSimulatedCluster(t *testing.T) {
 		t.Logf("killed member offline: first %v, everywhere %v", first, all)
 		if got := c.stores[0].Counts().DisksPresent; got != 58 {
 			t.Errorf("after the kill member 0 lists %d present disks, want 58", got)
+		}
+	})
+}
+
+// TestSimulatedWAN runs the wan profile over links with 50 ms one-way
+// delay (100 ms round trips; the kernel here has no netem to delay real
+// links): 30 members converge, and a killed one is offline everywhere
+// within the profile's detection (5 s probes, 3 s probe timeout,
+// suspicion 6 × log10(30) × 5 s ≈ 44 s: 120 s is generous).
+func TestSimulatedWAN(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newSimClusterOn(t, 30, "wan", 50*time.Millisecond)
+		defer c.stop()
+		members, disks := c.converge(t, 60*time.Second)
+		if members < 0 || disks < 0 {
+			t.Fatalf("wan, 30 members: all members after %v, every disk everywhere after %v (-1: not within 60 s)", members, disks)
+		}
+		first, all := c.killAndWait(29, 120*time.Second)
+		t.Logf("wan, 50 ms links, 30 members: all members after %v, every disk everywhere after %v; killed member offline first %v, everywhere %v",
+			members, disks, first, all)
+		if all < 0 {
+			t.Fatalf("killed member: first offline after %v, not offline everywhere within 120 s", first)
 		}
 	})
 }
