@@ -2,6 +2,8 @@ package peer
 
 import (
 	"context"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -23,6 +25,7 @@ type Relayed struct {
 	Instance   uint64
 	Generation uint64
 	Disks      []disk.Disk
+	Addresses  []netip.Addr // its routable addresses, sent with it (wire key 10)
 }
 
 const (
@@ -82,18 +85,18 @@ func (l *loop) setRelayed(rs []Relayed) {
 			continue // heard first hand here: it speaks for itself
 		}
 		keep[id] = true
-		if o := st.out[id]; o != nil && o.r.Instance == r.Instance && o.r.Generation == r.Generation && o.r.Name == r.Name {
+		if o := st.out[id]; o != nil && o.r.Instance == r.Instance && o.r.Generation == r.Generation && o.r.Name == r.Name && slices.Equal(o.r.Addresses, r.Addresses) {
 			continue
 		}
 		o := &relayOut{r: r, id: id, inv: wire.NewInventory(r.Disks)}
 		st.out[id] = o
-		l.send(l.enc.Relay(gen, id, r.Instance, r.Generation, r.Name, o.inv, false))
+		l.send(l.enc.Relay(gen, id, r.Instance, r.Generation, r.Name, o.inv, false, r.Addresses))
 		l.s.ctr.inc(relaysSent)
 	}
 	for id, o := range st.out {
 		if !keep[id] {
 			delete(st.out, id)
-			l.send(l.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, nil, true))
+			l.send(l.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, nil, true, nil))
 			l.s.ctr.inc(relaysSent)
 		}
 	}
@@ -114,7 +117,7 @@ func (l *loop) relayRefresh() {
 func (l *loop) resendRelayed() {
 	gen, _ := l.current()
 	for id, o := range l.relay.out {
-		l.send(l.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, o.inv, false))
+		l.send(l.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, o.inv, false, o.r.Addresses))
 		l.s.ctr.inc(relaysSent)
 	}
 }
@@ -186,7 +189,7 @@ func (l *loop) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
 	if err != nil && wire.ReasonOf(err) != wire.ReasonHaveGeneration {
 		l.s.ctr.drop(wire.ReasonOf(err))
 	}
-	node := disk.Node{ID: did, Name: r.Announce.Name}
+	node := disk.Node{ID: did, Name: r.Announce.Name, Addresses: r.AddrStrings()}
 	switch inst, _, _, ok := st.asm.Applied(r.Origin); {
 	case c != nil:
 		l.s.st.ApplyPeer(node, c.Disks)
