@@ -613,6 +613,7 @@ func (s *Service) relayIn(ctx context.Context) {
 		id        disk.NodeID
 		name      string
 		inst, gen uint64
+		addrs     string // routable addresses, joined
 	}
 	var ws []want
 	s.mu.Lock()
@@ -620,7 +621,7 @@ func (s *Service) relayIn(ctx context.Context) {
 		if _, heard := s.heard[id]; heard || !o.online() || !o.applied || o.missing() {
 			continue
 		}
-		ws = append(ws, want{id, o.name, o.appInstance, o.appGen})
+		ws = append(ws, want{id, o.name, o.appInstance, o.appGen, routableAddrs(s.addrsOf(id))})
 	}
 	s.mu.Unlock()
 	slices.SortFunc(ws, func(a, b want) int { return compareID(a.id, b.id) })
@@ -631,7 +632,13 @@ func (s *Service) relayIn(ctx context.Context) {
 	rs := make([]peer.Relayed, 0, len(ws))
 	for _, w := range ws {
 		disks := s.d.Store.Disks(func(d *disk.Disk) bool { return d.Node == w.id && d.Present })
-		rs = append(rs, peer.Relayed{ID: w.id, Name: w.name, Instance: w.inst, Generation: w.gen, Disks: disks})
+		var addrs []netip.Addr
+		for _, a := range splitAddrs(w.addrs) {
+			if x, err := netip.ParseAddr(a); err == nil {
+				addrs = append(addrs, x)
+			}
+		}
+		rs = append(rs, peer.Relayed{ID: w.id, Name: w.name, Instance: w.inst, Generation: w.gen, Disks: disks, Addresses: addrs})
 	}
 	c, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
