@@ -204,6 +204,21 @@ func JoinReach(paths ...Reach) Reach {
 // Legacy reports whether the peer is heard by the legacy bridge.
 func (r Reach) Legacy() bool { return r == ReachLegacy }
 
+// FirstHand reports whether the peer is heard directly (multicast on our
+// link, or as a gossip member), not only through a relay or the legacy
+// bridge: only then are its addresses the ones it sends from.
+func (r Reach) FirstHand() bool {
+	if r == "" {
+		return true
+	}
+	for p := range strings.SplitSeq(string(r), ", ") {
+		if Reach(p) == ReachMulticast || Reach(p) == ReachGossip {
+			return true
+		}
+	}
+	return false
+}
+
 // String is the form peers shows: the paths, "multicast" when empty.
 func (r Reach) String() string {
 	if r == "" {

@@ -52,4 +52,11 @@ func TestReachString(t *testing.T) {
 	if !ReachLegacy.Legacy() || ReachGossip.Legacy() || Reach("").Legacy() {
 		t.Error("Legacy()")
 	}
+	for r, want := range map[Reach]bool{"": true, ReachGossip: true, ReachLegacy: false,
+		ReachVia(ReachMulticast, "a1"): false, ReachVia(ReachGossip, "gossip"): false,
+		JoinReach(ReachVia(ReachGossip, "a1"), ReachMulticast): true} {
+		if r.FirstHand() != want {
+			t.Errorf("%q.FirstHand() = %v", string(r), !want)
+		}
+	}
 }
