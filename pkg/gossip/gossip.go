@@ -143,7 +143,9 @@ type Service struct {
 	joined   bool
 	lastUDP  time.Time // last "UDP probes failed, TCP worked" from memberlist
 	leaving  bool
-	byes     map[disk.NodeID]bool   // members that said they leave
+	byes     map[disk.NodeID]bool      // members that said they leave
+	held     map[disk.NodeID][]heldReq // requests waiting for an inventory we are fetching
+	nHeld    int
 	pending  map[disk.NodeID][]fact // notices naming a member not joined yet
 	nPending int
 }
@@ -240,6 +242,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		heard:   make(map[disk.NodeID]peer.Heard),
 		byes:    make(map[disk.NodeID]bool),
 		pending: make(map[disk.NodeID][]fact),
+		held:    make(map[disk.NodeID][]heldReq),
 	}
 	s.ctr.init()
 	mc.Delegate = (*delegate)(s)
@@ -436,6 +439,7 @@ func (s *Service) Run(ctx context.Context) error {
 				lastTouch = now
 			}
 			s.publishReach(touch)
+			s.expireHeld(now)
 			if s.q.NumQueued() > maxQueue { // (Prune panics on a queue never used)
 				s.q.Prune(maxQueue)
 			}
@@ -671,7 +675,13 @@ func (s *Service) queueNotice(f fact) {
 // fetchDue asks for the inventories the store lacks.
 func (s *Service) fetchDue(now time.Time) {
 	s.mu.Lock()
-	fs := s.tab.wants(now)
+	ring := make([]disk.NodeID, 0, len(s.members)+1)
+	ring = append(ring, s.self)
+	for id := range s.members {
+		ring = append(ring, id)
+	}
+	slices.Sort(ring)
+	fs := s.tab.wants(now, func(source disk.NodeID) disk.NodeID { return treeParent(ring, s.self, source) })
 	var sends []func()
 	for _, f := range fs {
 		if disks, ff, ok := s.tab.cached(f.origin); ok {
@@ -683,7 +693,8 @@ func (s *Service) fetchDue(now time.Time) {
 		if _, heard := s.heard[f.origin]; n == nil || heard {
 			continue // the multicast path has it first hand
 		}
-		msg := encode(msgFetchReq, fetchReq{Origin: idBytes(f.origin), From: idBytes(s.self), Addr: s.selfAddr, Port: s.selfPort})
+		msg := encode(msgFetchReq, fetchReq{Origin: idBytes(f.origin), From: idBytes(s.self), Addr: s.selfAddr, Port: s.selfPort,
+			Instance: f.inst, Gen: f.gen})
 		sends = append(sends, func() {
 			if err := s.ml.SendReliable(n, msg); err != nil {
 				s.ctr.inc(cFetchFailed)
@@ -838,4 +849,79 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 			}
 		}
 	}
+}
+
+// heldReq is a fetch request for an inventory we do not hold yet but will
+// (we are its asker's parent in the fetch tree): answered when ours
+// arrives, or "unknown" after holdMax (the asker then asks the source).
+type heldReq struct {
+	to        *memberlist.Node
+	inst, gen uint64
+	at        time.Time
+}
+
+// Held requests' bounds.
+const (
+	holdMax = 2 * time.Second
+	maxHeld = 1024
+)
+
+// releaseHeld answers the requests held for f's origin that f's
+// inventory (ds) satisfies. s.mu is held.
+func (s *Service) releaseHeld(f fact, ds []disk.Disk) {
+	hs := s.held[f.origin]
+	if len(hs) == 0 {
+		return
+	}
+	var rep []byte
+	kept := hs[:0]
+	for _, h := range hs {
+		if h.inst != f.instance || h.gen > f.gen {
+			kept = append(kept, h)
+			continue
+		}
+		if rep == nil {
+			rep = encode(msgFetchRep, fetchRep{Origin: idBytes(f.origin), Name: f.name, Instance: f.instance, Gen: f.gen,
+				Inventory: wire.NewInventory(ds).Whole(), From: idBytes(s.self)})
+		}
+		to := h.to
+		s.submit(func() { s.sendReply(to, rep) })
+	}
+	s.nHeld -= len(hs) - len(kept)
+	if len(kept) == 0 {
+		delete(s.held, f.origin)
+	} else {
+		s.held[f.origin] = kept
+	}
+}
+
+// expireHeld answers "unknown" to the requests held longer than holdMax.
+func (s *Service) expireHeld(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, hs := range s.held {
+		kept := hs[:0]
+		for _, h := range hs {
+			if now.Sub(h.at) < holdMax {
+				kept = append(kept, h)
+				continue
+			}
+			to, rep := h.to, encode(msgFetchRep, fetchRep{Origin: idBytes(id), Unknown: true, From: idBytes(s.self)})
+			s.submit(func() { s.sendReply(to, rep) })
+		}
+		s.nHeld -= len(hs) - len(kept)
+		if len(kept) == 0 {
+			delete(s.held, id)
+		} else {
+			s.held[id] = kept
+		}
+	}
+}
+
+func (s *Service) sendReply(to *memberlist.Node, rep []byte) {
+	if err := s.ml.SendReliable(to, rep); err != nil {
+		s.ctr.inc(cFetchFailed)
+		return
+	}
+	s.ctr.inc(cFetchesServed)
 }

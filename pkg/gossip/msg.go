@@ -93,6 +93,11 @@ type fetchReq struct {
 	// asker as a member yet (membership still spreading).
 	Addr []byte `cbor:"3,keyasint,omitempty"`
 	Port uint16 `cbor:"4,keyasint,omitempty"`
+	// The generation wanted (optional): a member that is not the source
+	// answers with it or a newer one, or holds the request until it has
+	// it (at most holdMax).
+	Instance uint64 `cbor:"5,keyasint,omitempty"`
+	Gen      uint64 `cbor:"6,keyasint,omitempty"`
 }
 
 type fetchRep struct {
@@ -102,6 +107,7 @@ type fetchRep struct {
 	Gen       uint64 `cbor:"4,keyasint"`
 	Inventory []byte `cbor:"5,keyasint"` // wire.Inventory.Whole
 	Unknown   bool   `cbor:"6,keyasint,omitempty"`
+	From      []byte `cbor:"7,keyasint,omitempty"` // the server's node ID
 }
 
 func encode(t byte, v any) []byte {

@@ -106,14 +106,17 @@ func (c *simCluster) stop() {
 // converge waits until every member lists every member and every store
 // every disk, or until limit (virtual time). It returns both instants
 // (-1 when not reached).
-func (c *simCluster) converge(tb testing.TB, limit time.Duration) (members, disks time.Duration) {
+func (c *simCluster) converge(tb testing.TB, limit time.Duration, wantDisks ...int) (members, disks time.Duration) {
 	members = -1
 	want := 2 * c.n
+	if len(wantDisks) > 0 {
+		want = wantDisks[0]
+	}
 	done := make([]bool, c.n)
 	left := c.n
 	next := 10 * time.Second
 	for time.Since(c.t0) < limit {
-		if time.Since(c.t0) >= next {
+		if time.Since(c.t0) >= next && len(wantDisks) == 0 {
 			next += 10 * time.Second
 			var short []string
 			for i, s := range c.svcs {
@@ -215,13 +218,26 @@ func TestSimulatedCluster(t *testing.T) {
 			t.Fatalf("30 members: all members after %v, every disk everywhere after %v (-1: not within 30 s)", members, disks)
 		}
 		t.Logf("30 members: all members after %v, every disk everywhere after %v", members, disks)
+		// A change on member 0 reaches everyone, and member 0 serves its
+		// children in the fetch tree, not all 29 (retries aside).
+		served := c.svcs[0].ctr.get(cFetchesServed)
+		_, local := c.stores[0].LocalDisks()
+		c.stores[0].SetLocal(append(local, disk.Disk{Name: "sdc", Device: "/dev/sdc", UUID: "new-c", Type: "vfat", Size: 1 << 29}))
+		if _, d := c.converge(t, time.Since(c.t0)+10*time.Second, 61); d < 0 {
+			t.Fatal("a change on member 0 not everywhere within 10 s")
+		}
+		n := c.svcs[0].ctr.get(cFetchesServed) - served
+		t.Logf("member 0 served %d fetches of its change", n)
+		if n > treeFanout+2 {
+			t.Errorf("member 0 served %d fetches of its change, want at most %d (its children in the tree, and a retry or two)", n, treeFanout+2)
+		}
 		first, all := c.killAndWait(29, 20*time.Second)
 		if all < 0 {
 			t.Fatalf("killed member: first offline after %v, not offline everywhere within 20 s", first)
 		}
 		t.Logf("killed member offline: first %v, everywhere %v", first, all)
-		if got := c.stores[0].Counts().DisksPresent; got != 58 {
-			t.Errorf("after the kill member 0 lists %d present disks, want 58", got)
+		if got := c.stores[0].Counts().DisksPresent; got != 59 {
+			t.Errorf("after the kill member 0 lists %d present disks, want 59", got)
 		}
 	})
 }
