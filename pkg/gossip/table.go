@@ -165,10 +165,11 @@ func (o *origin) retryAfter() time.Duration {
 
 // wants returns the fetches due at now, at most maxInFlight outstanding,
 // and marks them in flight. The source is the origin itself when it is a
-// member, otherwise its relays in turn. A first try asks parent(source)
-// instead when it names a member (a member that holds, or will soon hold,
-// the generation: see treeParent), so a source serves a few members per
-// change, not every one; a retry asks the source.
+// member, otherwise its relays in turn. The first try for a newer
+// generation of an inventory we hold asks parent(source) instead when it
+// names a member (a member that holds, or will soon hold, the generation:
+// see treeParent), so a source serves a few members per change, not every
+// one; a retry asks the source.
 func (t *table) wants(now time.Time, parent func(source disk.NodeID) disk.NodeID) []fetch {
 	var out []fetch
 	var due []*origin
@@ -201,7 +202,11 @@ func (t *table) wants(now time.Time, parent func(source disk.NodeID) disk.NodeID
 			vs := slices.Sorted(maps.Keys(o.vias))
 			from = vs[o.fetchTries%len(vs)]
 		}
-		if o.fetchTries == 0 && parent != nil {
+		// Only a change goes down the tree: a node new to us (a start, a
+		// join, a restart) is fetched from its source, as the others are
+		// fetching theirs at the same moment, and a parent would only
+		// hold requests it cannot answer yet.
+		if o.fetchTries == 0 && o.applied && parent != nil {
 			if p := parent(from); p != "" {
 				from = p
 			}
