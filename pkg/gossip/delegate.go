@@ -265,9 +265,12 @@ func (s *Service) applyFetch(r fetchRep) {
 	// (relayIn) finds these disks in the store.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if o := s.tab.origins[origin]; ferr == nil && from != origin && o != nil && o.instance == f.instance && o.gen == f.gen && o.digest != f.digest {
-		// A copy from another member that is not what the origin
-		// announced: not taken; the source is asked next.
+	if o := s.tab.origins[origin]; ferr == nil && o != nil && !o.vias[from] &&
+		(o.instance != f.instance || o.gen != f.gen || o.digest != f.digest) {
+		// A copy from a member that does not vouch for the origin (a
+		// parent in the fetch tree) must be exactly the generation
+		// announced, with its digest: else not taken, and the source is
+		// asked next.
 		s.ctr.inc(cFetchBadDigest)
 		s.tab.unknown(origin, from)
 		return
