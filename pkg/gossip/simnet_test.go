@@ -50,8 +50,8 @@ type simTransport struct {
 var _ memberlist.NodeAwareTransport = (*simTransport)(nil)
 
 const (
-	simPacketQueue = 512 // a UDP socket's receive buffer, in packets
-	simStreamQueue = 64  // a listen backlog
+	simPacketQueue = 512  // a UDP socket's receive buffer, in packets
+	simStreamQueue = 4096 // a listen backlog (Linux somaxconn, which Go listens with)
 )
 
 // newHost adds a host at the next address (10.x.y.z, port 32005).
