@@ -80,6 +80,7 @@ func MachineProperties(n *disk.Node) Props {
 		"Online":    godbus.MakeVariant(n.Online),
 		"LastSeen":  godbus.MakeVariant(Usec(n.LastSeen)),
 		"Disks":     godbus.MakeVariant(uint32(max(n.Disks, 0))),
+		"Reach":     godbus.MakeVariant(string(n.Reach)),
 	}
 }
 
@@ -152,6 +153,7 @@ func NodeFromProperties(p Props) (disk.Node, error) {
 		Online:    getProp[bool](&r, "Online"),
 		LastSeen:  FromUsec(getProp[uint64](&r, "LastSeen")),
 		Disks:     int(getProp[uint32](&r, "Disks")),
+		Reach:     disk.Reach(getProp[string](&r, "Reach")), // (absent from a daemon before it: "")
 	}
 	if len(n.Addresses) == 0 {
 		n.Addresses = nil // as the store keeps "none"

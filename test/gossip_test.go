@@ -88,14 +88,16 @@ func TestGossipRelay(t *testing.T) {
 			t.Logf("a2 as b2 last saw it: %+v", seen)
 		}
 	})
-	testutil.Eventually(t, gossipWait, "a2 on b2 through b1", func() bool {
+	// Relayed twice (into gossip by a1, onto B's link by b1), a2 still
+	// carries its routable address.
+	testutil.Eventually(t, gossipWait, "a2 on b2 through b1, with its address", func() bool {
 		p, ok := peerNamed(t, db2, "dkw-a2")
 		seen = p
-		return ok && p.Online && p.Reach == "multicast via dkw-b1"
+		return ok && p.Online && p.Reach == "multicast via dkw-b1" && slices.Contains(p.Addresses, a2.Addr4.String())
 	})
-	testutil.Eventually(t, gossipWait, "b2 on a2 through a1", func() bool {
+	testutil.Eventually(t, gossipWait, "b2 on a2 through a1, with its address", func() bool {
 		p, ok := peerNamed(t, da2, "dkw-b2")
-		return ok && p.Online && p.Reach == "multicast via dkw-a1"
+		return ok && p.Online && p.Reach == "multicast via dkw-a1" && slices.Contains(p.Addresses, b2.Addr4.String())
 	})
 	losetup(t, dev, img)
 	for _, d := range []*testutil.Daemon{db1, db2} {

@@ -100,7 +100,7 @@ func TestLegacyBridgeWithTheOriginal(t *testing.T) {
 			t.Errorf("where by a decoded label = %q", out)
 		}
 		n, ok := peerNamed(t, d, perlHost)
-		if !ok || n.Via != "legacy" || !n.Online || n.Disks != len(perlWant) || n.ID != "legacy0a630002" ||
+		if !ok || !n.Reach.Legacy() || !n.Online || n.Disks != len(perlWant) || n.ID != "legacy0a630002" ||
 			!slices.Equal(n.Addresses, []string{perlHost}) {
 			t.Errorf("legacy peer: %+v (%v)", n, ok)
 		}
@@ -305,7 +305,7 @@ func TestLegacyOffByDefault(t *testing.T) {
 		t.Errorf("status has a legacy section: %+v", s.Legacy)
 	}
 	for _, n := range peersOf(t, d) {
-		if n.Via != "" {
+		if n.Reach.Legacy() {
 			t.Errorf("a legacy node: %+v", n)
 		}
 	}
@@ -332,7 +332,7 @@ func TestLegacyNeverTouchesKeyedPeers(t *testing.T) {
 	testutil.NewTap(t, hosts[2], legacyGroup).Send(netip.Addr{}, forged)
 	testutil.Eventually(t, peerWait, "the stranger's list as a legacy peer", func() bool {
 		n, ok := peerNamed(t, d, hosts[2].Addr4.String())
-		return ok && n.Via == "legacy" && n.Disks == 1
+		return ok && n.Reach.Legacy() && n.Disks == 1
 	})
 	testutil.Eventually(t, peerWait, "the forged datagram from the keyed peer's address refused", func() bool {
 		return status(t, d).Legacy.Counters["drop_diskd_peer"] >= 1

@@ -55,8 +55,7 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	// Every record names the node. The wiring names each component
-	// ("component") where it builds it; packages never set it themselves
-	// (pkg/peer and pkg/gossip still do, until their rework for issue 15).
+	// ("component") where it builds it; packages never set it themselves.
 	log = log.With("node", cfg.NodeName)
 	var problems []string
 	db, aside, err := store.OpenDB(filepath.Join(cfg.StateDir, "state.db"))
@@ -284,7 +283,7 @@ func newGossip(cfg Config, st *store.Store, mc *peer.Service, log *slog.Logger) 
 		keys = k
 	}
 	d := gossip.Deps{Store: st, Keys: keys, Instance: cfg.Network.Instance,
-		Interval: cfg.Network.HeartbeatInterval, Logger: log}
+		Interval: cfg.Network.HeartbeatInterval, Logger: log.With("component", "gossip")}
 	if mc != nil {
 		d.Multicast = mc
 	}

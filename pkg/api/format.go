@@ -153,17 +153,12 @@ func WriteNodes(w io.Writer, ns []disk.Node) {
 		case n.Online:
 			state = "online"
 		}
-		if n.Via != "" {
-			state += " (" + n.Via + ")"
+		if n.Reach.Legacy() {
+			state += " (legacy)"
 		}
-		reach := n.Reach
-		switch {
-		case n.Local:
+		reach := n.Reach.String()
+		if n.Local {
 			reach = "-"
-		case reach == "" && n.Via != "":
-			reach = n.Via
-		case reach == "":
-			reach = "multicast"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", cell(n.Name), cell(string(n.ID)), state,
 			n.LastSeen.Local().Format(time.DateTime), n.Disks, cell(reach), cell(strings.Join(n.Addresses, ",")))

@@ -4,6 +4,7 @@
 package disk
 
 import (
+	"encoding/json"
 	"path"
 	"slices"
 	"strconv"
@@ -163,14 +164,112 @@ type Node struct {
 	Online    bool      `json:"online"`
 	LastSeen  time.Time `json:"last_seen"`
 	Disks     int       `json:"disks"` // present disks, filled in by the store
-	// Via says how the node is heard when not through the peer protocol:
-	// "legacy" for an original Perl diskd heard by the legacy bridge.
-	Via string `json:"via,omitempty"`
-	// Reach says how this node hears the peer: "multicast", "gossip",
-	// "gossip via NAME" (a relay on the peer's link), "multicast via NAME"
-	// (a relay on ours), several joined by ", ". Empty: multicast only
-	// (what a daemon without gossip knows).
-	Reach string `json:"reach,omitempty"`
+	// Reach says how this node hears the peer (see Reach). In JSON a
+	// legacy node is "via": "legacy", as before Reach said it.
+	Reach Reach `json:"reach,omitempty"`
+}
+
+// Reach says how this node hears a peer: its paths joined by ", ", each
+// "multicast", "gossip", "gossip via NAME" (a gossip member relays the
+// peer from its link), "multicast via NAME" (a relay on our link announces
+// it) or "legacy" (an original Perl diskd heard by the legacy bridge).
+// Empty means multicast only: what a daemon without gossip or a legacy
+// bridge knows, and what a restarted daemon knows of a peer until it
+// hears it again.
+type Reach string
+
+// Paths.
+const (
+	ReachMulticast Reach = "multicast"
+	ReachGossip    Reach = "gossip"
+	ReachLegacy    Reach = "legacy"
+)
+
+// ReachVia is the path through a relay: kind is "multicast" or "gossip",
+// relay the relay's name.
+func ReachVia(kind Reach, relay string) Reach { return kind + " via " + Reach(relay) }
+
+// JoinReach joins paths.
+func JoinReach(paths ...Reach) Reach {
+	var b strings.Builder
+	for i, p := range paths {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(string(p))
+	}
+	return Reach(b.String())
+}
+
+// Legacy reports whether the peer is heard by the legacy bridge.
+func (r Reach) Legacy() bool { return r == ReachLegacy }
+
+// FirstHand reports whether the peer is heard directly (multicast on our
+// link, or as a gossip member), not only through a relay or the legacy
+// bridge: only then are its addresses the ones it sends from.
+func (r Reach) FirstHand() bool {
+	if r == "" {
+		return true
+	}
+	for p := range strings.SplitSeq(string(r), ", ") {
+		if Reach(p) == ReachMulticast || Reach(p) == ReachGossip {
+			return true
+		}
+	}
+	return false
+}
+
+// String is the form peers shows: the paths, "multicast" when empty.
+func (r Reach) String() string {
+	if r == "" {
+		return string(ReachMulticast)
+	}
+	return string(r)
+}
+
+// nodeJSON is Node's JSON form: the fields in their order, "via" where it
+// was before Reach took its place (kept for readers of the earlier form,
+// and for state files written by it).
+type nodeJSON struct {
+	ID        NodeID    `json:"node_id"`
+	Name      string    `json:"name"`
+	Addresses []string  `json:"addresses"`
+	Local     bool      `json:"local"`
+	Online    bool      `json:"online"`
+	LastSeen  time.Time `json:"last_seen"`
+	Disks     int       `json:"disks"`
+	Via       string    `json:"via,omitempty"`
+	Reach     Reach     `json:"reach,omitempty"`
+}
+
+// MarshalJSON writes a node as it was written before Reach and Via were
+// one field: a legacy node as "via": "legacy" without a reach.
+func (n Node) MarshalJSON() ([]byte, error) {
+	j := n.jsonFields()
+	if n.Reach.Legacy() {
+		j.Via, j.Reach = string(ReachLegacy), ""
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads a node in either form ("via": "legacy" without a
+// reach is the earlier form of a legacy node).
+func (n *Node) UnmarshalJSON(b []byte) error {
+	var j nodeJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*n = Node{ID: j.ID, Name: j.Name, Addresses: j.Addresses, Local: j.Local, Online: j.Online,
+		LastSeen: j.LastSeen, Disks: j.Disks, Reach: j.Reach}
+	if j.Via == string(ReachLegacy) && n.Reach == "" {
+		n.Reach = ReachLegacy
+	}
+	return nil
+}
+
+func (n Node) jsonFields() nodeJSON {
+	return nodeJSON{ID: n.ID, Name: n.Name, Addresses: n.Addresses, Local: n.Local, Online: n.Online,
+		LastSeen: n.LastSeen, Disks: n.Disks, Reach: n.Reach}
 }
 
 // Filter selects device paths: a device is reported when it matches one of

@@ -29,7 +29,8 @@ import (
 // picks the sizes. One process hosting 200
 // keyed members is CPU-bound on 2 cores: members are suspected and refute
 // under that load, so the N=200 figures are an upper bound, not a steady
-// network's.
+// network's. TestSimulatedScale measures the protocol itself at 50, 200
+// and 1000 members, on virtual time.
 func BenchmarkScale(b *testing.B) {
 	sizes := []int{50, 200}
 	if os.Getenv("DISKD_BENCH_1000") == "1" {

@@ -178,11 +178,27 @@ func (s *Service) serveFetch(r fetchReq) {
 		s.ctr.inc(cDropBadMsg)
 		return
 	}
-	rep := fetchRep{Origin: r.Origin}
+	rep := fetchRep{Origin: r.Origin, From: idBytes(s.self)}
 	s.mu.Lock()
 	to := s.members[from]
 	relay, relayed := s.relayed[origin]
+	var held []disk.Disk
+	var hf fact
+	var holds, hold bool
+	if origin != s.self && !relayed {
+		held, hf, holds = s.tab.holding(origin, r.Instance, r.Gen)
+		hold = !holds && r.Instance != 0 && s.tab.knows(origin) && s.nHeld < maxHeld && to != nil
+		if hold {
+			// We are the asker's parent and will have it soon.
+			s.held[origin] = append(s.held[origin], heldReq{to: to, inst: r.Instance, gen: r.Gen, at: time.Now()})
+			s.nHeld++
+			s.ctr.inc(cFetchesHeld)
+		}
+	}
 	s.mu.Unlock()
+	if hold {
+		return
+	}
 	if to == nil {
 		// Not a member to us yet: reply to the address it gives (the
 		// request came over the keyed channel, so it holds the key).
@@ -202,6 +218,10 @@ func (s *Service) serveFetch(r fetchReq) {
 		disks := s.d.Store.Disks(func(d *disk.Disk) bool { return d.Node == origin && d.Present })
 		rep.Name, rep.Instance, rep.Gen = relay.name, relay.instance, relay.gen
 		rep.Inventory = wire.NewInventory(disks).Whole()
+	case holds:
+		rep.Name, rep.Instance, rep.Gen = hf.name, hf.instance, hf.gen
+		rep.Inventory = wire.NewInventory(held).Whole()
+		s.ctr.inc(cFetchesServedCopy)
 	default:
 		rep.Unknown = true
 	}
@@ -217,10 +237,18 @@ func (s *Service) serveFetch(r fetchReq) {
 // does not hear the origin itself (it then has the inventory first hand).
 func (s *Service) applyFetch(r fetchRep) {
 	origin, err := nodeID(r.Origin)
-	if err != nil || r.Unknown || wire.CheckName(r.Name) != nil || r.Instance == 0 {
-		if !r.Unknown {
-			s.ctr.inc(cDropBadMsg)
+	from, ferr := nodeID(r.From) // (absent from older daemons' replies)
+	if err == nil && r.Unknown {
+		if ferr == nil {
+			s.mu.Lock()
+			s.tab.unknown(origin, from) // ask the source next, now
+			s.mu.Unlock()
+			s.kickFetch()
 		}
+		return
+	}
+	if err != nil || wire.CheckName(r.Name) != nil || r.Instance == 0 {
+		s.ctr.inc(cDropBadMsg)
 		return
 	}
 	wd, dg, err := wire.DecodeWhole(r.Inventory)
@@ -237,12 +265,26 @@ func (s *Service) applyFetch(r fetchRep) {
 	// (relayIn) finds these disks in the store.
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if o := s.tab.origins[origin]; ferr == nil && o != nil && !o.vias[from] &&
+		(o.instance != f.instance || o.gen != f.gen || o.digest != f.digest) {
+		// A copy from a member that does not vouch for the origin (a
+		// parent in the fetch tree) must be exactly the generation
+		// announced, with its digest: else not taken, and the source is
+		// asked next.
+		s.ctr.inc(cFetchBadDigest)
+		s.tab.unknown(origin, from)
+		return
+	}
 	if !s.applyLocked(f, ds) {
 		s.ctr.inc(cFetchesStale)
 		return
 	}
 	s.ctr.inc(cFetchesApplied)
-	select { // room for the next fetch
+	s.kickFetch() // room for the next fetch
+}
+
+func (s *Service) kickFetch() {
+	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
@@ -256,6 +298,7 @@ func (s *Service) applyLocked(f fact, ds []disk.Disk) bool {
 	}
 	s.tab.keep(f, ds)
 	s.d.Store.ApplyPeer(disk.Node{ID: f.origin, Name: f.name, Addresses: s.addrsOf(f.origin)}, ds)
+	s.releaseHeld(f, ds)
 	return true
 }
 
@@ -356,8 +399,9 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 const (
 	cJoins              = "joins"
 	cJoinsFailed        = "joins_failed"
-	cMembersLeft        = "members_left"   // said goodbye (Leave)
-	cMembersFailed      = "members_failed" // found dead by failure detection
+	cResyncs            = "syncs_after_join" // the one state exchange a few seconds after joining
+	cMembersLeft        = "members_left"     // said goodbye (Leave)
+	cMembersFailed      = "members_failed"   // found dead by failure detection
 	cMetaUpdates        = "meta_updates"
 	cNoticesQueued      = "notices_queued"
 	cNoticesReceived    = "notices_received"
@@ -369,6 +413,9 @@ const (
 	cFetchesStale       = "fetches_stale"
 	cFetchesCached      = "fetches_from_cache" // a node back at the generation we had
 	cFetchFailed        = "fetches_failed"
+	cFetchesHeld        = "fetches_held"        // requests held until our copy arrived
+	cFetchesServedCopy  = "fetches_served_copy" // served from our copy of another node's inventory
+	cFetchBadDigest     = "fetches_bad_digest"  // a copy that is not what its origin announced
 	cUDPProbeFailed     = "udp_probe_failed_tcp_ok"
 	cDropLabel          = "drop_label"
 	cDropDecrypt        = "drop_decrypt"
@@ -380,8 +427,8 @@ const (
 	cDropWorkFull       = "drop_work_full"
 )
 
-var counterNames = []string{cJoins, cJoinsFailed, cMembersLeft, cMembersFailed, cMetaUpdates, cNoticesQueued, cNoticesReceived,
-	cNoticesRebroadcast, cRelayedOut, cFetchesSent, cFetchesServed, cFetchesApplied, cFetchesStale, cFetchesCached, cFetchFailed,
+var counterNames = []string{cJoins, cJoinsFailed, cResyncs, cMembersLeft, cMembersFailed, cMetaUpdates, cNoticesQueued, cNoticesReceived,
+	cNoticesRebroadcast, cRelayedOut, cFetchesSent, cFetchesServed, cFetchesApplied, cFetchesStale, cFetchesCached, cFetchFailed, cFetchesHeld, cFetchesServedCopy, cFetchBadDigest,
 	cUDPProbeFailed, cDropLabel, cDropDecrypt, cDropMalformed, cDropBadMsg, cDropBadMeta, cDropNotMember, cNoticesPending, cDropWorkFull}
 
 type counters struct {

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -116,6 +117,9 @@ type Service struct {
 	mlconfig   *memberlist.Config
 	relayInSig string // what relayIn last handed over (tick goroutine only)
 	tr         *countingTransport
+	// newTransport makes the transport; nil means memberlist's UDP+TCP
+	// one on the configured address. The simulations set an in-memory one.
+	newTransport func() (memberlistTransport, error)
 
 	mu       sync.Mutex
 	ml       *memberlist.Memberlist
@@ -128,10 +132,15 @@ type Service struct {
 	joined   bool
 	lastUDP  time.Time // last "UDP probes failed, TCP worked" from memberlist
 	leaving  bool
-	byes     map[disk.NodeID]bool   // members that said they leave
+	byes     map[disk.NodeID]bool      // members that said they leave
+	held     map[disk.NodeID][]heldReq // requests waiting for an inventory we are fetching
+	nHeld    int
 	pending  map[disk.NodeID][]fact // notices naming a member not joined yet
 	nPending int
 }
+
+// memberlistTransport is the transport memberlist needs of us.
+type memberlistTransport = memberlist.NodeAwareTransport
 
 // Queue bounds.
 const (
@@ -144,6 +153,7 @@ const (
 	leaveFor    = 2 * time.Second
 	joinBackoff = time.Second
 	joinMax     = 30 * time.Second
+	resyncAfter = 2 * time.Second // (to 4 s) after joining: one more state exchange
 )
 
 // New checks cfg. Keys must be set unless cfg.Insecure.
@@ -210,7 +220,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, d: d, self: self,
-		log:     d.Logger.With("component", "gossip"),
+		log:     d.Logger,
 		work:    make(chan func(), workQueue),
 		kick:    make(chan struct{}, 1),
 		replies: make(chan func(), workQueue),
@@ -221,6 +231,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		heard:   make(map[disk.NodeID]peer.Heard),
 		byes:    make(map[disk.NodeID]bool),
 		pending: make(map[disk.NodeID][]fact),
+		held:    make(map[disk.NodeID][]heldReq),
 	}
 	s.ctr.init()
 	mc.Delegate = (*delegate)(s)
@@ -271,6 +282,24 @@ func splitAdvertise(s string, port int) (string, int, error) {
 	return a.String(), port, nil
 }
 
+// randomMember returns the gossip address of a live member other than us
+// ("" when there is none).
+func (s *Service) randomMember() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.members) == 0 {
+		return ""
+	}
+	k := rand.IntN(len(s.members))
+	for _, n := range s.members {
+		if k == 0 {
+			return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+		}
+		k--
+	}
+	return ""
+}
+
 // numMembers counts the members alive or suspect, us included. It takes
 // no lock: the broadcast queue asks from memberlist's goroutines.
 func (s *Service) numMembers() int { return int(s.nMembers.Load()) + 1 }
@@ -283,12 +312,18 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer close(s.stopped)
 	s.refreshMeta()
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{s.cfg.Bind}, BindPort: s.cfg.Port, Logger: s.mlconfig.Logger})
+	var nt memberlist.NodeAwareTransport
+	var err error
+	if s.newTransport != nil {
+		nt, err = s.newTransport()
+	} else {
+		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{s.cfg.Bind}, BindPort: s.cfg.Port, Logger: s.mlconfig.Logger})
+	}
 	if err != nil {
 		return fmt.Errorf("gossip: listen on %s: %w", net.JoinHostPort(s.cfg.Bind, strconv.Itoa(s.cfg.Port)), err)
 	}
-	s.tr = &countingTransport{NetTransport: nt}
+	s.tr = &countingTransport{NodeAwareTransport: nt}
 	s.mlconfig.Transport = s.tr
 	ml, err := memberlist.Create(s.mlconfig)
 	if err != nil {
@@ -393,6 +428,7 @@ func (s *Service) Run(ctx context.Context) error {
 				lastTouch = now
 			}
 			s.publishReach(touch)
+			s.expireHeld(now)
 			if s.q.NumQueued() > maxQueue { // (Prune panics on a queue never used)
 				s.q.Prune(maxQueue)
 			}
@@ -404,6 +440,7 @@ func (s *Service) Run(ctx context.Context) error {
 // members named may start after us, or restart.
 func (s *Service) joinLoop(ctx context.Context) {
 	wait := time.Duration(0)
+	resync := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -412,6 +449,20 @@ func (s *Service) joinLoop(ctx context.Context) {
 		}
 		if s.numMembers() > 1 {
 			wait = joinBackoff
+			if resync {
+				// One full state exchange with a member picked at random,
+				// a few seconds after joining: when many start at once,
+				// the alive messages of a few late joiners die out before
+				// reaching everyone (memberlist sends each a bounded number
+				// of times), and push/pull would repair that only after
+				// its period (60 s at 50 members, 180 s at 1000).
+				resync = false
+				if addr := s.randomMember(); addr != "" {
+					if _, err := s.ml.Join([]string{addr}); err == nil {
+						s.ctr.inc(cResyncs)
+					}
+				}
+			}
 			continue
 		}
 		var addrs []string
@@ -426,7 +477,8 @@ func (s *Service) joinLoop(ctx context.Context) {
 			s.mu.Unlock()
 			s.ctr.inc(cJoins)
 			s.log.Info("joined the gossip network", "through", n, "members", s.numMembers())
-			wait = joinBackoff
+			wait = resyncAfter + time.Duration(rand.Int64N(int64(resyncAfter)))
+			resync = true
 			continue
 		}
 		s.ctr.inc(cJoinsFailed)
@@ -504,6 +556,14 @@ func (s *Service) relayOut(ctx context.Context) {
 		}
 		heard = h
 	}
+	// The addresses the multicast path heard each from: a relayed node
+	// carries its routable ones, so peers elsewhere list them.
+	addrs := make(map[disk.NodeID]string, len(heard))
+	for _, h := range heard {
+		if n, ok := s.d.Store.Node(h.ID); ok {
+			addrs[h.ID] = routableAddrs(n.Addresses)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := make(map[disk.NodeID]peer.Heard, len(heard))
@@ -515,7 +575,7 @@ func (s *Service) relayOut(ctx context.Context) {
 		if _, member := s.members[h.ID]; member || !h.Applied || h.ID == s.self {
 			continue
 		}
-		f := fact{origin: h.ID, via: s.self, name: clip(h.Name), instance: h.Instance, gen: h.Generation, digest: h.Digest}
+		f := fact{origin: h.ID, via: s.self, name: clip(h.Name), instance: h.Instance, gen: h.Generation, digest: h.Digest, addrs: addrs[h.ID]}
 		if old, ok := s.relayed[h.ID]; ok && old == f {
 			continue
 		}
@@ -546,6 +606,7 @@ func (s *Service) relayIn(ctx context.Context) {
 		id        disk.NodeID
 		name      string
 		inst, gen uint64
+		addrs     string // routable addresses, joined
 	}
 	var ws []want
 	s.mu.Lock()
@@ -553,7 +614,7 @@ func (s *Service) relayIn(ctx context.Context) {
 		if _, heard := s.heard[id]; heard || !o.online() || !o.applied || o.missing() {
 			continue
 		}
-		ws = append(ws, want{id, o.name, o.appInstance, o.appGen})
+		ws = append(ws, want{id, o.name, o.appInstance, o.appGen, routableAddrs(s.addrsOf(id))})
 	}
 	s.mu.Unlock()
 	slices.SortFunc(ws, func(a, b want) int { return compareID(a.id, b.id) })
@@ -564,7 +625,13 @@ func (s *Service) relayIn(ctx context.Context) {
 	rs := make([]peer.Relayed, 0, len(ws))
 	for _, w := range ws {
 		disks := s.d.Store.Disks(func(d *disk.Disk) bool { return d.Node == w.id && d.Present })
-		rs = append(rs, peer.Relayed{ID: w.id, Name: w.name, Instance: w.inst, Generation: w.gen, Disks: disks})
+		var addrs []netip.Addr
+		for _, a := range splitAddrs(w.addrs) {
+			if x, err := netip.ParseAddr(a); err == nil {
+				addrs = append(addrs, x)
+			}
+		}
+		rs = append(rs, peer.Relayed{ID: w.id, Name: w.name, Instance: w.inst, Generation: w.gen, Disks: disks, Addresses: addrs})
 	}
 	c, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -597,7 +664,13 @@ func (s *Service) queueNotice(f fact) {
 // fetchDue asks for the inventories the store lacks.
 func (s *Service) fetchDue(now time.Time) {
 	s.mu.Lock()
-	fs := s.tab.wants(now)
+	ring := make([]disk.NodeID, 0, len(s.members)+1)
+	ring = append(ring, s.self)
+	for id := range s.members {
+		ring = append(ring, id)
+	}
+	slices.Sort(ring)
+	fs := s.tab.wants(now, func(source disk.NodeID) disk.NodeID { return treeParent(ring, s.self, source) })
 	var sends []func()
 	for _, f := range fs {
 		if disks, ff, ok := s.tab.cached(f.origin); ok {
@@ -609,7 +682,8 @@ func (s *Service) fetchDue(now time.Time) {
 		if _, heard := s.heard[f.origin]; n == nil || heard {
 			continue // the multicast path has it first hand
 		}
-		msg := encode(msgFetchReq, fetchReq{Origin: idBytes(f.origin), From: idBytes(s.self), Addr: s.selfAddr, Port: s.selfPort})
+		msg := encode(msgFetchReq, fetchReq{Origin: idBytes(f.origin), From: idBytes(s.self), Addr: s.selfAddr, Port: s.selfPort,
+			Instance: f.inst, Gen: f.gen})
 		sends = append(sends, func() {
 			if err := s.ml.SendReliable(n, msg); err != nil {
 				s.ctr.inc(cFetchFailed)
@@ -642,7 +716,7 @@ func (s *Service) publishReach(touch bool) {
 	s.mu.Lock()
 	type upd struct {
 		id    disk.NodeID
-		reach string
+		reach disk.Reach
 		touch *disk.Node
 	}
 	var ups []upd
@@ -656,22 +730,22 @@ func (s *Service) publishReach(touch bool) {
 		}
 	}
 	for id := range ids {
-		var parts []string
+		var parts []disk.Reach
 		if _, ok := s.heard[id]; ok {
-			parts = append(parts, "multicast")
+			parts = append(parts, disk.ReachMulticast)
 		}
 		o := s.tab.origins[id]
 		if o != nil && o.online() {
 			if o.vias[id] {
-				parts = append(parts, "gossip")
+				parts = append(parts, disk.ReachGossip)
 			}
 			for _, v := range slices.Sorted(mapKeys(o.vias)) {
 				if v != id {
-					parts = append(parts, "gossip via "+s.nameOf(v))
+					parts = append(parts, disk.ReachVia(disk.ReachGossip, s.nameOf(v)))
 				}
 			}
 		}
-		u := upd{id: id, reach: strings.Join(parts, ", ")}
+		u := upd{id: id, reach: disk.JoinReach(parts...)}
 		if touch && o != nil && o.online() && o.applied {
 			u.touch = &disk.Node{ID: id, Name: o.name, Addresses: s.addrsOf(id)}
 		}
@@ -694,10 +768,14 @@ func (s *Service) nameOf(id disk.NodeID) string {
 	return string(id)
 }
 
-// addrsOf returns a member's gossip address, nil for a relayed node.
+// addrsOf returns a member's gossip address, or the routable addresses a
+// relay said of a relayed node (nil when none said any).
 func (s *Service) addrsOf(id disk.NodeID) []string {
 	if n := s.members[id]; n != nil {
 		return []string{n.Addr.String()}
+	}
+	if o := s.tab.origins[id]; o != nil {
+		return splitAddrs(o.addrs)
 	}
 	return nil
 }
@@ -760,4 +838,79 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 			}
 		}
 	}
+}
+
+// heldReq is a fetch request for an inventory we do not hold yet but will
+// (we are its asker's parent in the fetch tree): answered when ours
+// arrives, or "unknown" after holdMax (the asker then asks the source).
+type heldReq struct {
+	to        *memberlist.Node
+	inst, gen uint64
+	at        time.Time
+}
+
+// Held requests' bounds.
+const (
+	holdMax = 2 * time.Second
+	maxHeld = 1024
+)
+
+// releaseHeld answers the requests held for f's origin that f's
+// inventory (ds) satisfies. s.mu is held.
+func (s *Service) releaseHeld(f fact, ds []disk.Disk) {
+	hs := s.held[f.origin]
+	if len(hs) == 0 {
+		return
+	}
+	var rep []byte
+	kept := hs[:0]
+	for _, h := range hs {
+		if h.inst != f.instance || h.gen > f.gen {
+			kept = append(kept, h)
+			continue
+		}
+		if rep == nil {
+			rep = encode(msgFetchRep, fetchRep{Origin: idBytes(f.origin), Name: f.name, Instance: f.instance, Gen: f.gen,
+				Inventory: wire.NewInventory(ds).Whole(), From: idBytes(s.self)})
+		}
+		to := h.to
+		s.submit(func() { s.sendReply(to, rep) })
+	}
+	s.nHeld -= len(hs) - len(kept)
+	if len(kept) == 0 {
+		delete(s.held, f.origin)
+	} else {
+		s.held[f.origin] = kept
+	}
+}
+
+// expireHeld answers "unknown" to the requests held longer than holdMax.
+func (s *Service) expireHeld(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, hs := range s.held {
+		kept := hs[:0]
+		for _, h := range hs {
+			if now.Sub(h.at) < holdMax {
+				kept = append(kept, h)
+				continue
+			}
+			to, rep := h.to, encode(msgFetchRep, fetchRep{Origin: idBytes(id), Unknown: true, From: idBytes(s.self)})
+			s.submit(func() { s.sendReply(to, rep) })
+		}
+		s.nHeld -= len(hs) - len(kept)
+		if len(kept) == 0 {
+			delete(s.held, id)
+		} else {
+			s.held[id] = kept
+		}
+	}
+}
+
+func (s *Service) sendReply(to *memberlist.Node, rep []byte) {
+	if err := s.ml.SendReliable(to, rep); err != nil {
+		s.ctr.inc(cFetchFailed)
+		return
+	}
+	s.ctr.inc(cFetchesServed)
 }

@@ -3,6 +3,9 @@ package gossip
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/wire"
@@ -69,7 +72,13 @@ type claim struct {
 	Digest   []byte `cbor:"5,keyasint"`
 	Via      []byte `cbor:"6,keyasint"` // 16 bytes: the vouching member's node ID
 	Offline  bool   `cbor:"7,keyasint,omitempty"`
+	// Addrs are a relayed origin's routable addresses (4 or 16 bytes
+	// each, at most MaxAddrs), as its relay hears them; optional.
+	Addrs [][]byte `cbor:"8,keyasint,omitempty"`
 }
+
+// MaxAddrs bounds the addresses a claim carries for its origin.
+const MaxAddrs = 8
 
 // state is a push/pull exchange's payload: a digest table, never
 // inventories.
@@ -84,6 +93,11 @@ type fetchReq struct {
 	// asker as a member yet (membership still spreading).
 	Addr []byte `cbor:"3,keyasint,omitempty"`
 	Port uint16 `cbor:"4,keyasint,omitempty"`
+	// The generation wanted (optional): a member that is not the source
+	// answers with it or a newer one, or holds the request until it has
+	// it (at most holdMax).
+	Instance uint64 `cbor:"5,keyasint,omitempty"`
+	Gen      uint64 `cbor:"6,keyasint,omitempty"`
 }
 
 type fetchRep struct {
@@ -93,6 +107,7 @@ type fetchRep struct {
 	Gen       uint64 `cbor:"4,keyasint"`
 	Inventory []byte `cbor:"5,keyasint"` // wire.Inventory.Whole
 	Unknown   bool   `cbor:"6,keyasint,omitempty"`
+	From      []byte `cbor:"7,keyasint,omitempty"` // the server's node ID
 }
 
 func encode(t byte, v any) []byte {
@@ -130,6 +145,7 @@ type fact struct {
 	gen      uint64
 	digest   wire.Digest
 	offline  bool
+	addrs    string // routable addresses, sorted, joined by ","
 }
 
 func (c *claim) check() (fact, error) {
@@ -150,14 +166,68 @@ func (c *claim) check() (fact, error) {
 	if c.Instance == 0 {
 		return f, errors.New("instance 0")
 	}
+	if len(c.Addrs) > MaxAddrs {
+		return f, fmt.Errorf("%d addresses (at most %d)", len(c.Addrs), MaxAddrs)
+	}
+	as := make([]string, 0, len(c.Addrs))
+	for _, b := range c.Addrs {
+		a, ok := netip.AddrFromSlice(b)
+		if !ok || !routable(a) {
+			return f, fmt.Errorf("address %x: not a routable unicast address", b)
+		}
+		as = append(as, a.String())
+	}
+	f.addrs = joinAddrs(as)
 	f.name, f.instance, f.gen, f.offline = c.Name, c.Instance, c.Gen, c.Offline
 	copy(f.digest[:], c.Digest)
 	return f, nil
 }
 
 func (f fact) claim() claim {
-	return claim{Origin: idBytes(f.origin), Name: f.name, Instance: f.instance, Gen: f.gen,
+	c := claim{Origin: idBytes(f.origin), Name: f.name, Instance: f.instance, Gen: f.gen,
 		Digest: append([]byte(nil), f.digest[:]...), Via: idBytes(f.via), Offline: f.offline}
+	for _, s := range splitAddrs(f.addrs) {
+		if a, err := netip.ParseAddr(s); err == nil {
+			c.Addrs = append(c.Addrs, a.AsSlice())
+		}
+	}
+	return c
+}
+
+// routable reports whether a is an address another subnet can use: a
+// unicast address that is neither link-local nor loopback (private and
+// ULA addresses are: a routed site uses them).
+func routable(a netip.Addr) bool {
+	return a.IsValid() && a.IsGlobalUnicast() && a.Zone() == ""
+}
+
+// routableAddrs keeps the routable addresses of as, unmapped, sorted,
+// without repeats, at most MaxAddrs, joined by ",".
+func routableAddrs(as []string) string {
+	var out []string
+	for _, s := range as {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		if a = a.Unmap(); routable(a) && !slices.Contains(out, a.String()) {
+			out = append(out, a.String())
+		}
+	}
+	slices.Sort(out)
+	if len(out) > MaxAddrs {
+		out = out[:MaxAddrs]
+	}
+	return joinAddrs(out)
+}
+
+func joinAddrs(as []string) string { return strings.Join(as, ",") }
+
+func splitAddrs(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 func decodeMeta(id disk.NodeID, b []byte) (fact, error) {

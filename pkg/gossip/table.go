@@ -30,6 +30,7 @@ type origin struct {
 	gen      uint64
 	digest   wire.Digest
 	vias     map[disk.NodeID]bool // members vouching for it
+	addrs    string               // routable addresses a relay said (fact.addrs)
 
 	// What the store holds from the gossip path.
 	applied             bool
@@ -100,6 +101,9 @@ func (t *table) apply(f fact) (news bool) {
 	if o.name != f.name {
 		o.name, news = f.name, true
 	}
+	if f.addrs != "" && f.addrs != o.addrs {
+		o.addrs, news = f.addrs, true
+	}
 	if !o.vias[f.via] {
 		o.vias[f.via] = true
 		news = true
@@ -136,6 +140,7 @@ func (t *table) memberGone(m disk.NodeID) (offline []disk.NodeID) {
 // fetch is one inventory to ask for, and whom to ask.
 type fetch struct {
 	origin, from disk.NodeID
+	inst, gen    uint64 // the generation wanted
 }
 
 // fetchRetry is how long a first fetch may stay unanswered before it is
@@ -159,9 +164,13 @@ func (o *origin) retryAfter() time.Duration {
 }
 
 // wants returns the fetches due at now, at most maxInFlight outstanding,
-// and marks them in flight. The origin itself is asked when it is a
-// member; otherwise its relays in turn.
-func (t *table) wants(now time.Time) []fetch {
+// and marks them in flight. The source is the origin itself when it is a
+// member, otherwise its relays in turn. The first try for a newer
+// generation of an inventory we hold asks parent(source) instead when it
+// names a member (a member that holds, or will soon hold, the generation:
+// see treeParent), so a source serves a few members per change, not every
+// one; a retry asks the source.
+func (t *table) wants(now time.Time, parent func(source disk.NodeID) disk.NodeID) []fetch {
 	var out []fetch
 	var due []*origin
 	inFlight := 0
@@ -193,9 +202,18 @@ func (t *table) wants(now time.Time) []fetch {
 			vs := slices.Sorted(maps.Keys(o.vias))
 			from = vs[o.fetchTries%len(vs)]
 		}
+		// Only a change goes down the tree: a node new to us (a start, a
+		// join, a restart) is fetched from its source, as the others are
+		// fetching theirs at the same moment, and a parent would only
+		// hold requests it cannot answer yet.
+		if o.fetchTries == 0 && o.applied && parent != nil {
+			if p := parent(from); p != "" {
+				from = p
+			}
+		}
 		o.fetchAt, o.fetchFrom = now, from
 		o.fetchTries++
-		out = append(out, fetch{origin: o.id, from: from})
+		out = append(out, fetch{origin: o.id, from: from, inst: o.instance, gen: o.gen})
 	}
 	slices.SortFunc(out, func(a, b fetch) int { return compareID(a.origin, b.origin) })
 	return out
@@ -209,6 +227,61 @@ func compareID(a, b disk.NodeID) int {
 		return 1
 	}
 	return 0
+}
+
+// unknown records that the member asked for id's inventory did not have
+// it: the next fetch is due at once, and goes to the source.
+func (t *table) unknown(id, from disk.NodeID) {
+	if o := t.origins[id]; o != nil && o.fetchFrom == from && !o.fetchAt.IsZero() {
+		o.fetchAt = time.Time{}
+		o.fetchTries = max(o.fetchTries, 1)
+	}
+}
+
+// holding returns id's inventory if we hold its generation gen of
+// instance inst or a newer generation of it (0, 0: whatever we hold).
+func (t *table) holding(id disk.NodeID, inst, gen uint64) ([]disk.Disk, fact, bool) {
+	o := t.origins[id]
+	if o == nil || !o.applied || o.cache == nil || o.cacheInstance != o.appInstance || o.cacheGen != o.appGen ||
+		inst != 0 && (o.appInstance != inst || o.appGen < gen) {
+		return nil, fact{}, false
+	}
+	return o.cache, fact{origin: id, name: o.name, instance: o.appInstance, gen: o.appGen, digest: o.appDigest}, true
+}
+
+// knows reports whether id is an origin some member vouches for: a
+// request for an inventory of it we do not hold yet may wait for ours.
+func (t *table) knows(id disk.NodeID) bool {
+	o := t.origins[id]
+	return o != nil && o.online()
+}
+
+// treeFanout is how many members one member serves a new generation to,
+// at most (besides answering retries): the members, in node ID order
+// starting at the source, form a tree of this fanout, and each asks its
+// parent first. 1000 members are 4 levels deep.
+const treeFanout = 8
+
+// treeParent returns the member that self asks first for an inventory
+// whose source is source: its parent in the tree over members (sorted
+// IDs, self and source among them) rooted at source; "" when that is the
+// source itself or either is not in members.
+func treeParent(members []disk.NodeID, self, source disk.NodeID) disk.NodeID {
+	n := len(members)
+	r, ok1 := slices.BinarySearch(members, source)
+	p, ok2 := slices.BinarySearch(members, self)
+	if !ok1 || !ok2 || n < 2 {
+		return ""
+	}
+	pos := (p - r + n) % n // self's place in the ring starting at source
+	if pos == 0 {
+		return ""
+	}
+	up := (pos - 1) / treeFanout
+	if up == 0 {
+		return ""
+	}
+	return members[(r+up)%n]
 }
 
 // cached returns the inventory last applied for id if it is the
@@ -275,7 +348,7 @@ func (t *table) facts(max int) []fact {
 		if !o.vias[via] {
 			via = slices.Sorted(maps.Keys(o.vias))[0]
 		}
-		out = append(out, fact{origin: o.id, via: via, name: o.name, instance: o.instance, gen: o.gen, digest: o.digest})
+		out = append(out, fact{origin: o.id, via: via, name: o.name, instance: o.instance, gen: o.gen, digest: o.digest, addrs: o.addrs})
 	}
 	return out
 }

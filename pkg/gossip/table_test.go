@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -120,17 +121,17 @@ func TestTableFetch(t *testing.T) {
 	tb.apply(fact{origin: origA, via: relay2, name: "a", instance: 5, gen: 2, digest: digest1})
 	tb.apply(fact{origin: relay1, via: relay1, name: "r1", instance: 7, gen: 1, digest: digest2})
 
-	got := tb.wants(now)
-	want := []fetch{{origin: relay1, from: relay1}, {origin: origA, from: relay1}}
+	got := tb.wants(now, nil)
+	want := []fetch{{origin: relay1, from: relay1, inst: 7, gen: 1}, {origin: origA, from: relay1, inst: 5, gen: 2}}
 	slices.SortFunc(want, func(a, b fetch) int { return compareID(a.origin, b.origin) })
 	if !slices.Equal(got, want) {
 		t.Fatalf("wants %v, want %v", got, want)
 	}
-	if got := tb.wants(now.Add(time.Second)); len(got) != 0 {
+	if got := tb.wants(now.Add(time.Second), nil); len(got) != 0 {
 		t.Errorf("asked again within fetchRetry: %v", got)
 	}
 	// Unanswered: the next relay is asked.
-	if got := tb.wants(now.Add(fetchRetry)); !slices.Contains(got, fetch{origin: origA, from: relay2}) {
+	if got := tb.wants(now.Add(fetchRetry), nil); !slices.Contains(got, fetch{origin: origA, from: relay2, inst: 5, gen: 2}) {
 		t.Errorf("retry %v, want origA from relay2", got)
 	}
 	// An answer older than the store's is refused; the current one applied.
@@ -143,7 +144,7 @@ func TestTableFetch(t *testing.T) {
 	if tb.fetched(fact{origin: origA, name: "a", instance: 4, gen: 9, digest: digest2}) {
 		t.Error("older instance applied")
 	}
-	if got := tb.wants(now.Add(2 * fetchRetry)); slices.ContainsFunc(got, func(f fetch) bool { return f.origin == origA }) {
+	if got := tb.wants(now.Add(2*fetchRetry), nil); slices.ContainsFunc(got, func(f fetch) bool { return f.origin == origA }) {
 		t.Errorf("fetching origA although the store has its generation: %v", got)
 	}
 	// Gone and back: fetched again.
@@ -151,7 +152,7 @@ func TestTableFetch(t *testing.T) {
 	tb.memberGone(relay2)
 	tb.wentOffline(origA)
 	tb.apply(fact{origin: origA, via: relay2, name: "a", instance: 5, gen: 2, digest: digest1})
-	if got := tb.wants(now.Add(3 * fetchRetry)); !slices.Contains(got, fetch{origin: origA, from: relay2}) {
+	if got := tb.wants(now.Add(3*fetchRetry), nil); !slices.Contains(got, fetch{origin: origA, from: relay2, inst: 5, gen: 2}) {
 		t.Errorf("after coming back: %v, want a fetch of origA", got)
 	}
 }
@@ -173,15 +174,24 @@ func TestTableBound(t *testing.T) {
 
 // TestMessagesRoundTrip: claims survive encoding; malformed ones are refused.
 func TestMessagesRoundTrip(t *testing.T) {
-	f := fact{origin: origA, via: relay1, name: "a", instance: 5, gen: 2, digest: digest1}
-	b := encode(msgNotice, f.claim())
-	var c claim
-	if err := decode(b[1:], &c); err != nil {
-		t.Fatal(err)
+	for _, f := range []fact{
+		{origin: origA, via: relay1, name: "a", instance: 5, gen: 2, digest: digest1},
+		{origin: origA, via: relay1, name: "a", instance: 5, gen: 2, digest: digest1, addrs: "10.1.0.2,fd00:1::2"},
+	} {
+		b := encode(msgNotice, f.claim())
+		var c claim
+		if err := decode(b[1:], &c); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.check()
+		if err != nil || got != f {
+			t.Fatalf("round trip %+v, %v; want %+v", got, err, f)
+		}
 	}
-	got, err := c.check()
-	if err != nil || got != f {
-		t.Fatalf("round trip %+v, %v; want %+v", got, err, f)
+	v4 := []byte{10, 1, 0, 2}
+	nine := make([][]byte, MaxAddrs+1)
+	for i := range nine {
+		nine[i] = []byte{10, 1, 0, byte(i + 1)}
 	}
 	for name, bad := range map[string]claim{
 		"short origin":  {Origin: []byte{1}, Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8)},
@@ -189,15 +199,70 @@ func TestMessagesRoundTrip(t *testing.T) {
 		"long name":     {Origin: idBytes(origA), Via: idBytes(relay1), Name: string(make([]byte, 65)), Instance: 1, Digest: make([]byte, 8)},
 		"digest size":   {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 7)},
 		"zero instance": {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Digest: make([]byte, 8)},
+		"9 addresses":   {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: nine},
+		"address size":  {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: [][]byte{v4, {10, 1, 0}}},
+		"link-local":    {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: [][]byte{{169, 254, 1, 1}}},
+		"multicast":     {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: [][]byte{{239, 255, 68, 75}}},
+		"loopback":      {Origin: idBytes(origA), Via: idBytes(relay1), Name: "a", Instance: 1, Digest: make([]byte, 8), Addrs: [][]byte{{127, 0, 0, 1}}},
 	} {
 		if _, err := bad.check(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	if got := routableAddrs([]string{"fe80::1", "10.1.0.2", "::ffff:10.1.0.2", "fd00:1::2", "127.0.0.1", "x"}); got != "10.1.0.2,fd00:1::2" {
+		t.Errorf("routableAddrs: %q", got)
+	}
+	var c claim
 	if err := decode([]byte{0xf6}, &c); err == nil {
 		t.Error("CBOR null accepted as a claim")
 	}
 	if _, err := decodeMeta(origA, make([]byte, MetaMax+1)); err == nil {
 		t.Error("oversized meta accepted")
+	}
+}
+
+// TestTreeParent: the members in ID order from the source form a tree of
+// fanout treeFanout; a member's first ask goes to its parent, the source's
+// first treeFanout successors ask the source.
+func TestTreeParent(t *testing.T) {
+	var ms []disk.NodeID
+	for i := range 100 {
+		ms = append(ms, disk.NodeID(fmt.Sprintf("%032x", i)))
+	}
+	for name, c := range map[string]struct {
+		self, source int
+		want         int // -1: ask the source
+	}{
+		"the source itself":       {5, 5, -1},
+		"first child":             {6, 5, -1},
+		"last child":              {5 + treeFanout, 5, -1},
+		"first grandchild":        {5 + treeFanout + 1, 5, 6},
+		"ninth of second level":   {5 + 2*treeFanout + 1, 5, 7},
+		"wrapping around the end": {4, 5, 5 + (99-1)/treeFanout},
+		"third level":             {5 + treeFanout + treeFanout*treeFanout + 1, 5, 5 + treeFanout + 1},
+	} {
+		got := treeParent(ms, ms[c.self], ms[c.source])
+		want := disk.NodeID("")
+		if c.want >= 0 {
+			want = ms[c.want%100]
+		}
+		if got != want {
+			t.Errorf("%s: parent %q, want %q", name, got, want)
+		}
+	}
+	if got := treeParent(ms, "ffffffffffffffffffffffffffffffff", ms[0]); got != "" {
+		t.Errorf("self not a member: %q", got)
+	}
+	// Every member but the source has a parent chain that ends at the
+	// source in at most 3 steps at 100 members (fanout 8: 1+8+64 < 100).
+	for i := 1; i < 100; i++ {
+		steps, at := 0, ms[i]
+		for at != "" && at != ms[0] {
+			at = treeParent(ms, at, ms[0])
+			steps++
+		}
+		if steps > 3 {
+			t.Errorf("member %d: %d steps to the source", i, steps)
+		}
 	}
 }

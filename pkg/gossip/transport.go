@@ -8,10 +8,11 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// countingTransport is memberlist's own UDP+TCP transport, counting what
-// it sends, so status (and the figures) can say what gossip costs.
+// countingTransport is a transport (memberlist's own UDP+TCP one in the
+// daemon, an in-memory one in the simulations) counting what it sends, so
+// status (and the figures) can say what gossip costs.
 type countingTransport struct {
-	*memberlist.NetTransport
+	memberlist.NodeAwareTransport
 	packets, packetBytes, streams, streamBytes atomic.Uint64
 }
 
@@ -20,22 +21,22 @@ var _ memberlist.NodeAwareTransport = (*countingTransport)(nil)
 func (t *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	t.packets.Add(1)
 	t.packetBytes.Add(uint64(len(b)))
-	return t.NetTransport.WriteTo(b, addr)
+	return t.NodeAwareTransport.WriteTo(b, addr)
 }
 
 func (t *countingTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
 	t.packets.Add(1)
 	t.packetBytes.Add(uint64(len(b)))
-	return t.NetTransport.WriteToAddress(b, addr)
+	return t.NodeAwareTransport.WriteToAddress(b, addr)
 }
 
 func (t *countingTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	c, err := t.NetTransport.DialTimeout(addr, timeout)
+	c, err := t.NodeAwareTransport.DialTimeout(addr, timeout)
 	return t.count(c, err)
 }
 
 func (t *countingTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	c, err := t.NetTransport.DialAddressTimeout(addr, timeout)
+	c, err := t.NodeAwareTransport.DialAddressTimeout(addr, timeout)
 	return t.count(c, err)
 }
 

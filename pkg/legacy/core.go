@@ -25,8 +25,6 @@ const (
 	// OfflineAfter is how many announce periods of silence make a legacy
 	// peer offline.
 	OfflineAfter = 3
-	// Via is disk.Node.Via of a legacy peer.
-	Via = "legacy"
 )
 
 // NodeID is a legacy peer's node ID: "legacy" and its IPv4 address in hex.
@@ -156,7 +154,7 @@ func (c *core) tick(now time.Time) {
 func (c *core) apply(now time.Time, p *lpeer, es []Entry) {
 	p.last, p.applied, p.online = es, now, true
 	c.ctr.inc(listsApplied)
-	c.sink.ApplyPeer(disk.Node{ID: p.id, Name: p.name, Addresses: []string{p.addr.String()}, Via: Via},
+	c.sink.ApplyPeer(disk.Node{ID: p.id, Name: p.name, Addresses: []string{p.addr.String()}, Reach: disk.ReachLegacy},
 		c.disks(es))
 }
 

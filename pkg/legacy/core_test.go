@@ -54,7 +54,7 @@ func TestCoreAppliesAndReplaces(t *testing.T) {
 	}
 	r.advance(Settle)
 	n, ok := r.node("10.99.0.2")
-	if !ok || n.Via != Via || n.Name != "10.99.0.2" || !n.Online || n.ID != "legacy0a630002" || n.Disks != 2 {
+	if !ok || n.Reach != disk.ReachLegacy || n.Name != "10.99.0.2" || !n.Online || n.ID != "legacy0a630002" || n.Disks != 2 {
 		t.Fatalf("legacy node: %+v (%v)", n, ok)
 	}
 	d := r.st.Where("OLD")

@@ -412,7 +412,9 @@ func (s *Service) isDiskd(a netip.Addr) bool {
 		s.diskdAt = now
 		m := map[netip.Addr]bool{}
 		for _, n := range s.st.Nodes() {
-			if n.Local || n.Via != "" || !n.Online {
+			// Relayed nodes' addresses are what a relay says, not
+			// where datagrams come from: only first-hand peers count.
+			if n.Local || !n.Reach.FirstHand() || !n.Online {
 				continue
 			}
 			for _, as := range n.Addresses {

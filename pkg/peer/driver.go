@@ -64,7 +64,7 @@ func (e storeEffects) PeerInventory(n disk.Node, _, _ uint64, disks []disk.Disk)
 	e.st.ApplyPeer(n, disks)
 }
 func (e storeEffects) PeerOffline(id disk.NodeID)             { e.st.SetPeerOffline(id) }
-func (e storeEffects) PeerReach(id disk.NodeID, reach string) { e.st.SetPeerReach(id, reach) }
+func (e storeEffects) PeerReach(id disk.NodeID, reach disk.Reach) { e.st.SetPeerReach(id, reach) }
 
 // machineConfig is the Machine's part of s's configuration.
 func (s *Service) machineConfig(instance uint64) MachineConfig {

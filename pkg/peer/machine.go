@@ -70,7 +70,7 @@ type Effects interface {
 	// PeerOffline: the peer went silent, said goodbye or was forgotten.
 	PeerOffline(id disk.NodeID)
 	// PeerReach: how a relayed node is reached (store.SetPeerReach).
-	PeerReach(id disk.NodeID, reach string)
+	PeerReach(id disk.NodeID, reach disk.Reach)
 	// Act hands a request addressed to us to whoever acts on it, off the
 	// machine; the reply comes back through Machine.FinishRequest. It
 	// returns false when nobody takes requests (the machine refuses it).

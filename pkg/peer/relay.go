@@ -2,6 +2,8 @@ package peer
 
 import (
 	"context"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -23,6 +25,7 @@ type Relayed struct {
 	Instance   uint64
 	Generation uint64
 	Disks      []disk.Disk
+	Addresses  []netip.Addr // its routable addresses, sent with it (wire key 10)
 }
 
 const (
@@ -85,18 +88,18 @@ func (m *Machine) SetRelayed(rs []Relayed) {
 			continue // heard first hand here: it speaks for itself
 		}
 		keep[id] = true
-		if o := st.out[id]; o != nil && o.r.Instance == r.Instance && o.r.Generation == r.Generation && o.r.Name == r.Name {
+		if o := st.out[id]; o != nil && o.r.Instance == r.Instance && o.r.Generation == r.Generation && o.r.Name == r.Name && slices.Equal(o.r.Addresses, r.Addresses) {
 			continue
 		}
 		o := &relayOut{r: r, id: id, inv: wire.NewInventory(r.Disks)}
 		st.out[id] = o
-		m.fx.Send(m.enc.Relay(gen, id, r.Instance, r.Generation, r.Name, o.inv, false))
+		m.fx.Send(m.enc.Relay(gen, id, r.Instance, r.Generation, r.Name, o.inv, false, r.Addresses))
 		m.ctr.inc(relaysSent)
 	}
 	for id, o := range st.out {
 		if !keep[id] {
 			delete(st.out, id)
-			m.fx.Send(m.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, nil, true))
+			m.fx.Send(m.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, nil, true, nil))
 			m.ctr.inc(relaysSent)
 		}
 	}
@@ -117,7 +120,7 @@ func (m *Machine) relayRefresh() {
 func (m *Machine) resendRelayed() {
 	gen := m.invGen
 	for id, o := range m.relay.out {
-		m.fx.Send(m.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, o.inv, false))
+		m.fx.Send(m.enc.Relay(gen, id, o.r.Instance, o.r.Generation, o.r.Name, o.inv, false, o.r.Addresses))
 		m.ctr.inc(relaysSent)
 	}
 }
@@ -189,7 +192,7 @@ func (m *Machine) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
 	if err != nil && wire.ReasonOf(err) != wire.ReasonHaveGeneration {
 		m.ctr.drop(wire.ReasonOf(err))
 	}
-	node := disk.Node{ID: did, Name: r.Announce.Name}
+	node := disk.Node{ID: did, Name: r.Announce.Name, Addresses: r.AddrStrings()}
 	switch inst, _, _, ok := st.asm.Applied(r.Origin); {
 	case c != nil:
 		m.fx.PeerInventory(node, c.Instance, c.Generation, c.Disks)
@@ -208,11 +211,11 @@ func (m *Machine) onRelay(now time.Time, ps *peerState, r *wire.Relay) {
 // relayReach is how a node relayed by ps is reached. A relay's relayed
 // announces can come before its own name (answering the query of a
 // daemon that just started): relayExpire puts the name in once known.
-func relayReach(ps *peerState) string {
+func relayReach(ps *peerState) disk.Reach {
 	if ps.name == "" {
-		return "multicast via " + string(ps.did)
+		return disk.ReachVia(disk.ReachMulticast, string(ps.did))
 	}
-	return "multicast via " + ps.name
+	return disk.ReachVia(disk.ReachMulticast, ps.name)
 }
 
 // relayExpire takes offline the relayed nodes whose relay went offline or

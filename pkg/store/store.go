@@ -323,10 +323,15 @@ func (s *Store) touchLocked(n disk.Node) *nodeEntry {
 		e = newNodeEntry(disk.Node{ID: n.ID})
 		s.nodes[n.ID] = e
 	}
-	changed := !ok || !e.node.Online || e.node.Name != n.Name || e.node.Via != n.Via ||
+	// Only the legacy path says it is one when it touches a node; the
+	// other paths are set with SetPeerReach.
+	legacy := n.Reach.Legacy() != e.node.Reach.Legacy()
+	changed := !ok || !e.node.Online || e.node.Name != n.Name || legacy ||
 		(n.Addresses != nil && !slices.Equal(e.node.Addresses, n.Addresses))
 	e.node.Name = n.Name
-	e.node.Via = n.Via
+	if legacy {
+		e.node.Reach = n.Reach
+	}
 	if n.Addresses != nil && !slices.Equal(e.node.Addresses, n.Addresses) {
 		e.node.Addresses = slices.Clone(n.Addresses)
 	}
@@ -1089,7 +1094,7 @@ func ptr[T any](v T) *T { return &v }
 // SetPeerReach records how a peer is reached (disk.Node.Reach). It is
 // saved with the node only when something else about the node changes: a
 // restarted daemon learns it again.
-func (s *Store) SetPeerReach(id disk.NodeID, reach string) {
+func (s *Store) SetPeerReach(id disk.NodeID, reach disk.Reach) {
 	if id == s.opts.Local.ID {
 		return
 	}

@@ -129,3 +129,32 @@ func (nw *Network) Hosts() []*Host {
 	}
 	return out
 }
+
+// AddInterface makes h multi-homed: a second interface, ifname, on
+// subnet s (which must have a host already) with host number n's
+// addresses there (10.(91+s).0.n/24 and fd00:(91+s)::n/64), and no default
+// route through it. It returns the IPv4 address. The interface goes with
+// h's namespace at cleanup.
+func (nw *Network) AddInterface(h *Host, s, n int, ifname string) (netip.Addr, error) {
+	if s < 0 || s >= len(nw.Subnets) || len(nw.Subnets[s]) == 0 || n < 1 || n > 250 {
+		return netip.Addr{}, fmt.Errorf("AddInterface: subnet %d, host number %d", s, n)
+	}
+	sw := nw.Subnets[s][0].swNS
+	ns := filepath.Base(h.NetNS)
+	port := fmt.Sprintf("m%d", n)
+	a4 := netip.AddrFrom4([4]byte{10, byte(91 + s), 0, byte(n)})
+	steps := [][]string{
+		{"ip", "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", port, "netns", sw},
+		{"ip", "-n", sw, "link", "set", port, "master", "br0", "up"},
+		{"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf." + ifname + ".accept_dad=0"},
+		{"ip", "-n", ns, "link", "set", ifname, "address", fmt.Sprintf("02:%02x:00:01:00:%02x", 0x91+s, n), "up"},
+		{"ip", "-n", ns, "addr", "add", a4.String() + "/24", "dev", ifname},
+		{"ip", "-n", ns, "-6", "addr", "add", ula(s, uint16(n)).String() + "/64", "dev", ifname, "nodad"},
+	}
+	for _, st := range steps {
+		if err := run(st[0], st[1:]...); err != nil {
+			return netip.Addr{}, fmt.Errorf("AddInterface %s on subnet %d: %w", h.Hostname, s, err)
+		}
+	}
+	return a4, nil
+}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -21,6 +22,9 @@ type Relay struct {
 	Instance   uint64 // the origin's
 	Generation uint64 // the origin's
 	Offline    bool
+	// Addrs are the origin's routable addresses as the relay hears them
+	// (optional, at most MaxRelayAddrs).
+	Addrs []netip.Addr
 	// Announce holds the chunk as the origin's own announce would: Name
 	// is the origin's name.
 	Announce Announce
@@ -36,18 +40,42 @@ type relayBody struct {
 	Chunks     uint64            `cbor:"7,keyasint"`
 	Disks      []cbor.RawMessage `cbor:"8,keyasint"`
 	Offline    bool              `cbor:"9,keyasint,omitempty"`
+	Addrs      [][]byte          `cbor:"10,keyasint,omitempty"`
+}
+
+// MaxRelayAddrs bounds the addresses a relayed announce carries.
+const MaxRelayAddrs = 8
+
+// AddrStrings returns Addrs as text, nil when there are none (a node's
+// addresses are then left as they were).
+func (r *Relay) AddrStrings() []string {
+	if len(r.Addrs) == 0 {
+		return nil
+	}
+	out := make([]string, len(r.Addrs))
+	for i, a := range r.Addrs {
+		out[i] = a.String()
+	}
+	return out
 }
 
 // Relay encodes origin's inventory (inv; nil with offline) as relayed
 // announce datagrams of at most MaxDatagram bytes. gen is the relay's own
-// generation, as in every header.
-func (e *Encoder) Relay(gen uint64, origin NodeID, instance, generation uint64, name string, inv *Inventory, offline bool) [][]byte {
+// generation, as in every header. addrs are the origin's routable
+// addresses: what receivers drop (not routable unicast) is left out, and
+// beyond MaxRelayAddrs.
+func (e *Encoder) Relay(gen uint64, origin NodeID, instance, generation uint64, name string, inv *Inventory, offline bool, addrs []netip.Addr) [][]byte {
 	name = clipName(name)
 	if inv == nil || offline {
 		inv = NewInventory(nil)
 	}
 	base := relayBody{Origin: origin[:], Instance: instance, Generation: generation, Name: name,
 		Digest: inv.digest[:], Offline: offline}
+	for _, a := range addrs {
+		if a = a.Unmap(); relayAddrOK(a) && len(base.Addrs) < MaxRelayAddrs {
+			base.Addrs = append(base.Addrs, a.AsSlice())
+		}
+	}
 	probe := base
 	probe.Chunk, probe.Chunks, probe.Disks = 65535, 65535, []cbor.RawMessage{}
 	budget := MaxDatagram - HeaderSize - TagSize - len(must(encMode.Marshal(probe))) - 2
@@ -85,7 +113,18 @@ func decodeRelay(h Header, body []byte) (*Packet, error) {
 	if rb.Chunks < 1 || rb.Chunks > MaxChunks || rb.Chunk >= rb.Chunks {
 		return nil, drop(ReasonBadField, "chunk %d of %d", rb.Chunk, rb.Chunks)
 	}
-	r := &Relay{Origin: NodeID(rb.Origin), Instance: rb.Instance, Generation: rb.Generation, Offline: rb.Offline,
+	if len(rb.Addrs) > MaxRelayAddrs {
+		return nil, drop(ReasonBadField, "relay of %d addresses", len(rb.Addrs))
+	}
+	var addrs []netip.Addr
+	for _, b := range rb.Addrs {
+		a, ok := netip.AddrFromSlice(b)
+		if !ok || !relayAddrOK(a) {
+			return nil, drop(ReasonBadField, "relay address %x: not a routable unicast address", b)
+		}
+		addrs = append(addrs, a)
+	}
+	r := &Relay{Origin: NodeID(rb.Origin), Instance: rb.Instance, Generation: rb.Generation, Offline: rb.Offline, Addrs: addrs,
 		Announce: Announce{Name: rb.Name, Chunk: int(rb.Chunk), Chunks: int(rb.Chunks)}}
 	copy(r.Announce.Digest[:], rb.Digest)
 	var err error
@@ -94,3 +133,8 @@ func decodeRelay(h Header, body []byte) (*Packet, error) {
 	}
 	return &Packet{Header: h, Relay: r}, nil
 }
+
+// relayAddrOK reports whether a is an address another link can use: a
+// unicast address, not link-local, loopback or unspecified (private and
+// ULA addresses are: a routed site uses them).
+func relayAddrOK(a netip.Addr) bool { return a.IsGlobalUnicast() && a.Zone() == "" }

@@ -2,6 +2,8 @@ package wire
 
 import (
 	"bytes"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -84,7 +86,10 @@ func TestRelayRoundTrip(t *testing.T) {
 	relay := NewEncoder(testNode, testInstance, keys)
 	origin := NodeID{9, 9, 9}
 	inv := NewInventory(sampleDisks(40))
-	dgs := relay.Relay(3, origin, 77, 5, "origin", inv, false)
+	addrs := []netip.Addr{netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("fe80::1"), netip.MustParseAddr("127.0.0.1"),
+		netip.MustParseAddr("::ffff:10.1.0.3"), netip.MustParseAddr("fd00:1::2")}
+	wantAddrs := []string{"10.1.0.2", "10.1.0.3", "fd00:1::2"} // link-local and loopback left out
+	dgs := relay.Relay(3, origin, 77, 5, "origin", inv, false, addrs)
 	if len(dgs) < 2 {
 		t.Fatalf("%d datagrams; want several chunks", len(dgs))
 	}
@@ -102,6 +107,9 @@ func TestRelayRoundTrip(t *testing.T) {
 		if p.Type != TypeRelay || p.Node != testNode || p.Relay.Origin != origin || p.Relay.Instance != 77 || p.Relay.Generation != 5 {
 			t.Fatalf("decoded %+v", p.Header)
 		}
+		if got := p.Relay.AddrStrings(); !slices.Equal(got, wantAddrs) {
+			t.Fatalf("addresses %v, want %v", got, wantAddrs)
+		}
 		h := Header{Type: TypeAnnounce, Node: origin, Instance: 77, Generation: 5}
 		if c, err := asm.Add(time.Now(), h, &p.Relay.Announce); err != nil {
 			t.Fatal(err)
@@ -112,10 +120,29 @@ func TestRelayRoundTrip(t *testing.T) {
 	if done == nil || len(done.Disks) != inv.Len() || done.Digest != inv.Digest() || done.Name != "origin" {
 		t.Fatalf("assembled %+v", done)
 	}
-	off := relay.Relay(4, origin, 77, 5, "origin", nil, true)
+	off := relay.Relay(4, origin, 77, 5, "origin", nil, true, nil)
 	p, err := dec.Decode(off[0])
-	if err != nil || len(off) != 1 || !p.Relay.Offline || len(p.Relay.Announce.Disks) != 0 {
+	if err != nil || len(off) != 1 || !p.Relay.Offline || len(p.Relay.Announce.Disks) != 0 || p.Relay.AddrStrings() != nil {
 		t.Errorf("offline relay: %d datagrams, %+v, %v", len(off), p, err)
+	}
+	// Addresses a sender must not send are refused whole.
+	nine := make([][]byte, MaxRelayAddrs+1)
+	for i := range nine {
+		nine[i] = []byte{10, 1, 0, byte(i + 1)}
+	}
+	for name, as := range map[string][][]byte{
+		"9 addresses": nine,
+		"3 bytes":     {{10, 1, 0}},
+		"link-local":  {netip.MustParseAddr("fe80::1").AsSlice()},
+		"multicast":   {{239, 255, 68, 75}},
+		"loopback":    {{127, 0, 0, 1}},
+		"unspecified": {{0, 0, 0, 0}},
+	} {
+		b := relay.seal(TypeRelay, 5, relayBody{Origin: origin[:], Instance: 77, Generation: 5, Name: "origin",
+			Digest: make([]byte, DigestSize), Chunk: 0, Chunks: 1, Disks: []cbor.RawMessage{}, Addrs: as})
+		if _, err := dec.Decode(b); ReasonOf(err) != ReasonBadField {
+			t.Errorf("%s: %v, want bad_field", name, err)
+		}
 	}
 	// The next unknown type is refused as before (what an older daemon
 	// does with type 7).
