@@ -1,12 +1,10 @@
 package store
 
 import (
-	"bytes"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/diskd/diskd/pkg/disk"
 )
@@ -125,19 +123,21 @@ func sameCold(a, b *disk.Disk) bool {
 }
 
 // decode reads the fields a row keeps only in its encoding back from it
-// (disk.ParseOwnJSON: the strings share its bytes, which are never
-// modified); id is the row's identity, which holds the UUID when the
-// encoding left it out. Mounts is never nil. An encoding it cannot read
-// comes back as an empty disk, which set, checking every encoding it
-// makes, then keeps beside it as reported.
+// (the strings share its bytes, which are never modified); id is the
+// row's identity, which holds the UUID when the encoding left it out.
+// Mounts is never nil. An encoding it cannot read comes back as an
+// empty disk, which set, checking every encoding it makes, then keeps
+// beside it as reported.
 func (c *rowJSON) decode(id string) disk.Disk {
-	d, ok := quickDecode(c.b)
+	d, ok := quickDecode(c)
 	if !ok {
-		if d, ok = disk.ParseOwnJSON(c.b); !ok {
+		// A value with escapes: the JSON as listed, read by
+		// encoding/json's rules (disk.ParseOwnJSON).
+		if d, ok = disk.ParseOwnJSON(c.appendTo(nil, nodeKey(""), nil)); !ok {
 			d = disk.Disk{}
 		}
 	}
-	if c.uuidOff > 0 {
+	if c.flags&rowUUIDInID != 0 {
 		d.UUID = strings.TrimPrefix(id, disk.IdentityUUID)
 	}
 	if d.Mounts == nil {
@@ -169,112 +169,39 @@ func (r *row) label() string {
 	return r.enc.Load().decode(r.d.ID).Label
 }
 
-// quickDecode reads an encoding that has no escapes, with its keys where
-// encodeRow puts them, four times faster than disk.ParseOwnJSON (which
-// reads any key order): a table of 100,000 disks and every unchanged
-// report of a peer decode rows. It gives up (false) on anything else.
-// Times and the plain fields are skipped, as decode wants them.
-func quickDecode(b []byte) (d disk.Disk, ok bool) {
-	q := quick{b: b, ok: true}
-	q.str(`{"id":`)
-	d.Host = q.str(`,"host":`)
-	q.str(`,"name":`)
-	d.Device = q.str(`,"device":`)
-	d.MajMin = q.opt(`,"majmin":`)
-	d.UUID = q.opt(`,"uuid":`)
-	d.PartUUID = q.opt(`,"partuuid":`)
-	d.Label = q.opt(`,"label":`)
-	d.PartLabel = q.opt(`,"partlabel":`)
-	d.Type = q.opt(`,"type":`)
-	d.Usage = q.opt(`,"usage":`)
-	d.Size = q.uint(`,"size":`)
-	d.ReadOnly = q.bool(`,"read_only":`)
-	d.Removable = q.bool(`,"removable":`)
-	if q.key(`,"mountpoints":[`) {
-		d.Mounts = []string{}
-		for q.ok && q.i < len(b) && b[q.i] != ']' {
-			if len(d.Mounts) > 0 && !q.key(",") {
-				break
-			}
-			d.Mounts = append(d.Mounts, q.str(""))
-		}
-		q.key("]")
+// quickDecode reads an encoding whose values have no escapes (as they
+// are, then), sharing its bytes: a table of 100,000 disks and every
+// unchanged report of a peer decode rows. It gives up (false) on a value
+// with an escape. Times and the plain fields are skipped, as decode
+// wants them.
+func quickDecode(c *rowJSON) (d disk.Disk, ok bool) {
+	v := values{s: c.b}
+	ok = true
+	str := func() string {
+		x := v.next()
+		ok = ok && strings.IndexByte(x, '\\') < 0
+		return x
 	}
-	q.bool(`,"present":`)
-	q.str(`,"first_seen":`)
-	q.str(`,"last_seen":`)
-	if q.key(`,"not_unique":true`) {
-		d.NotUnique = true
+	str() // id
+	d.Host = str()
+	str() // name
+	d.Device = str()
+	d.MajMin = str()
+	d.UUID = str()
+	d.PartUUID = str()
+	d.Label = str()
+	d.PartLabel = str()
+	d.Type = str()
+	d.Usage = str()
+	size, err := strconv.ParseUint(v.next(), 10, 64)
+	ok = ok && err == nil
+	d.Size = size
+	d.ReadOnly = c.flags&rowReadOnly != 0
+	d.Removable = c.flags&rowRemovable != 0
+	d.Mounts = make([]string, v.count())
+	for i := range d.Mounts {
+		d.Mounts[i] = str()
 	}
-	return d, q.ok && q.key("}") && q.i == len(b)
-}
-
-// quick is quickDecode's position; ok goes false at the first surprise.
-type quick struct {
-	b  []byte
-	i  int
-	ok bool
-}
-
-// key consumes k if it is next.
-func (q *quick) key(k string) bool {
-	if q.ok && len(q.b)-q.i >= len(k) && string(q.b[q.i:q.i+len(k)]) == k {
-		q.i += len(k)
-		return true
-	}
-	return false
-}
-
-// str reads key k and a string without escapes, sharing b's bytes.
-func (q *quick) str(k string) string {
-	if !q.key(k) || !q.key(`"`) {
-		q.ok = false
-		return ""
-	}
-	rest := q.b[q.i:]
-	n := bytes.IndexByte(rest, '"')
-	if n < 0 || bytes.IndexByte(rest[:n], '\\') >= 0 {
-		q.ok = false
-		return ""
-	}
-	q.i += n + 1
-	if n == 0 {
-		return ""
-	}
-	return unsafe.String(&rest[0], n)
-}
-
-// opt reads an optional string field: "" when key k is not next.
-func (q *quick) opt(k string) string {
-	if !q.ok || len(q.b)-q.i < len(k) || string(q.b[q.i:q.i+len(k)]) != k {
-		return ""
-	}
-	return q.str(k)
-}
-
-func (q *quick) uint(k string) uint64 {
-	if !q.key(k) {
-		q.ok = false
-		return 0
-	}
-	i := q.i
-	for i < len(q.b) && '0' <= q.b[i] && q.b[i] <= '9' {
-		i++
-	}
-	v, err := strconv.ParseUint(string(q.b[q.i:i]), 10, 64)
-	q.i = i
-	q.ok = q.ok && err == nil
-	return v
-}
-
-func (q *quick) bool(k string) bool {
-	switch {
-	case !q.key(k):
-	case q.key("true"):
-		return true
-	case q.key("false"):
-		return false
-	}
-	q.ok = false
-	return false
+	v.next() // first_seen
+	return d, ok && v.i == int(c.tsOff)
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -59,7 +60,11 @@ func TestCompactRoundTrip(t *testing.T) {
 	zero := disk.Disk{}
 	nilMounts := base
 	nilMounts.Mounts = nil
-	cases = append(cases, zero, nilMounts)
+	manyMounts := base // their count takes two bytes of uvarint
+	for i := range 300 {
+		manyMounts.Mounts = append(manyMounts.Mounts, fmt.Sprintf("/m/%d\t", i))
+	}
+	cases = append(cases, zero, nilMounts, manyMounts)
 	for i, d := range cases {
 		checkRoundTrip(t, i, d)
 	}
@@ -84,8 +89,8 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("case %d: round trip\n got %#v\nwant %#v", i, got, want)
 	}
-	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != (r.enc.Load().uuidOff > 0) {
-		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, r.enc.Load().uuidOff > 0)
+	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != (r.enc.Load().flags&rowUUIDInID != 0) {
+		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, r.enc.Load().flags&rowUUIDInID != 0)
 	}
 	// Encodings without escapes take the quick way.
 	plain := true
@@ -93,7 +98,7 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 		d.Label, d.PartLabel, d.Type, d.Usage}, d.Mounts...) {
 		plain = plain && string(disk.AppendJSONString(nil, s)) == `"`+s+`"`
 	}
-	if _, quick := quickDecode(r.enc.Load().b); quick != plain {
+	if _, quick := quickDecode(r.enc.Load()); quick != plain {
 		t.Errorf("case %d: no escapes %v, decoded the quick way %v", i, plain, quick)
 	}
 	if got.Device != r.device() || got.Label != r.label() {
@@ -101,6 +106,18 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	}
 	if enc, json := string(r.enc.Load().appendTo(nil, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
 		t.Errorf("case %d: encoding\n got %s\nwant %s", i, enc, json)
+	}
+	// A refreshed last-seen (withTime) and a node's time written in
+	// its place (a present disk's, in a list) give AppendJSON's bytes.
+	later := want
+	later.LastSeen = time.Date(2027, 5, 6, 7, 8, 9, 123456789, time.FixedZone("y", -7200))
+	ts := later.LastSeen.AppendFormat(nil, time.RFC3339Nano)
+	json := string(disk.AppendJSON(nil, &later))
+	if enc := string(r.enc.Load().withTime(later.LastSeen).appendTo(nil, nodeKey(want.Node), nil)); enc != json {
+		t.Errorf("case %d: encoding with a new time\n got %s\nwant %s", i, enc, json)
+	}
+	if enc := string(r.enc.Load().appendTo(nil, nodeKey(want.Node), ts)); enc != json {
+		t.Errorf("case %d: encoding with its node's time\n got %s\nwant %s", i, enc, json)
 	}
 	// The plain fields change apart from the rest; the encoding follows.
 	r.d.Present, r.d.NotUnique = !r.d.Present, !r.d.NotUnique
