@@ -892,18 +892,29 @@ func (s *Store) Disk(k disk.Key) (disk.Disk, bool) {
 // present ones first, then history, most recently seen first.
 func (s *Store) Where(q string) []disk.Disk {
 	s.mu.RLock()
-	// A row whose identity is q: the primary keyed q, and q's clones.
-	ids := s.clones[q]
-	if p := s.rows[disk.Key(q)]; p != nil {
-		ids = append(slices.Clip(ids), p)
-	}
-	rs := s.where.lookup(q, ids...)
+	rs := s.where.lookup(q, s.idCandidates(q)...)
 	out := make([]disk.Disk, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, s.diskCopy(s.nodes[r.d.Node], r))
 	}
 	s.mu.RUnlock()
 	SortWhere(out)
+	return out
+}
+
+// idCandidates returns the rows whose identity is q, or "uuid:" or
+// "partuuid:" and q folded (the index leaves out a UUID its identity
+// spells: see whereIndex.keys): for each, the primary keyed by it and its
+// clones. Called with the lock held.
+func (s *Store) idCandidates(q string) []*row {
+	var out []*row
+	f := foldKey(q)
+	for _, id := range [3]string{q, disk.IdentityUUID + f, disk.IdentityPartUUID + f} {
+		out = append(out, s.clones[id]...)
+		if p := s.rows[disk.Key(id)]; p != nil {
+			out = append(out, p)
+		}
+	}
 	return out
 }
 
