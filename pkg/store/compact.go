@@ -133,7 +133,7 @@ func (c *rowJSON) decode(id string) disk.Disk {
 	if !ok {
 		// A value with escapes: the JSON as listed, read by
 		// encoding/json's rules (disk.ParseOwnJSON).
-		if d, ok = disk.ParseOwnJSON(c.appendTo(nil, nodeKey(""), nil)); !ok {
+		if d, ok = disk.ParseOwnJSON(c.appendTo(nil, id, nodeKey(""), nil)); !ok {
 			d = disk.Disk{}
 		}
 	}

@@ -104,7 +104,7 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	if got.Device != r.device() || got.Label != r.label() {
 		t.Errorf("case %d: device %q label %q, decoded %q %q", i, r.device(), r.label(), got.Device, got.Label)
 	}
-	if enc, json := string(r.enc.Load().appendTo(nil, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
+	if enc, json := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
 		t.Errorf("case %d: encoding\n got %s\nwant %s", i, enc, json)
 	}
 	// A refreshed last-seen (withTime) and a node's time written in
@@ -113,10 +113,10 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	later.LastSeen = time.Date(2027, 5, 6, 7, 8, 9, 123456789, time.FixedZone("y", -7200))
 	ts := later.LastSeen.AppendFormat(nil, time.RFC3339Nano)
 	json := string(disk.AppendJSON(nil, &later))
-	if enc := string(r.enc.Load().withTime(later.LastSeen).appendTo(nil, nodeKey(want.Node), nil)); enc != json {
+	if enc := string(r.enc.Load().withTime(later.LastSeen).appendTo(nil, want.ID, nodeKey(want.Node), nil)); enc != json {
 		t.Errorf("case %d: encoding with a new time\n got %s\nwant %s", i, enc, json)
 	}
-	if enc := string(r.enc.Load().appendTo(nil, nodeKey(want.Node), ts)); enc != json {
+	if enc := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), ts)); enc != json {
 		t.Errorf("case %d: encoding with its node's time\n got %s\nwant %s", i, enc, json)
 	}
 	// The plain fields change apart from the rest; the encoding follows.
@@ -127,7 +127,7 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	if got := r.disk(); !reflect.DeepEqual(got, want) {
 		t.Errorf("case %d: after a change\n got %#v\nwant %#v", i, got, want)
 	}
-	if enc, json := string(r.enc.Load().appendTo(nil, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
+	if enc, json := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
 		t.Errorf("case %d: encoding after a change\n got %s\nwant %s", i, enc, json)
 	}
 }

@@ -28,9 +28,10 @@ import (
 // rowJSON is one row's disk as disk.AppendJSON encodes it, less what
 // every row writes alike: the keys, the quotes, the node ID (the same 46
 // bytes in every row of a node, written by the list once per node:
-// nodeKey), the booleans (flags) and, when the identity is "uuid:" and
-// that very UUID (as blkid prints most), the UUID (flags&rowUUIDInID:
-// written from the identity's bytes, escaped alike). b holds the values
+// nodeKey), the booleans (flags), the identity when it needs no escape
+// (flags&rowIDOut: the list has it at hand, from the row) and, when the
+// identity is "uuid:" and that very UUID (as blkid prints most), the UUID
+// (flags&rowUUIDInID: written from the identity's bytes, escaped alike). b holds the values
 // only, each as disk.AppendJSON escapes it (without its quotes) after its
 // length as a uvarint, in AppendJSON's order: id, host, name, device,
 // majmin, uuid, partuuid, label, partlabel, type, usage (an empty
@@ -49,6 +50,7 @@ type rowJSON struct {
 // rowJSON.flags.
 const (
 	rowUUIDInID uint8 = 1 << iota
+	rowIDOut
 	rowReadOnly
 	rowRemovable
 	rowPresent
@@ -126,11 +128,14 @@ func appendFlag(b []byte, key string, on bool) []byte {
 	return append(b, "false"...)
 }
 
-// appendTo appends the disk as disk.AppendJSON would, node being its
-// nodeKey, and last_seen replaced by ts unless ts is nil.
-func (c *rowJSON) appendTo(b, node, ts []byte) []byte {
+// appendTo appends the disk as disk.AppendJSON would, id being the row's
+// identity, node its nodeKey, and last_seen replaced by ts unless ts is
+// nil.
+func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
 	v := values{s: c.b}
-	id := v.next()
+	if x := v.next(); c.flags&rowIDOut == 0 {
+		id = x
+	}
 	b = appendStr(b, `{"id":"`, id)
 	b = append(b, node...)
 	b = appendStr(b, `,"host":"`, v.next())
@@ -191,7 +196,12 @@ func encodeRow(d *disk.Disk) *rowJSON {
 		b = append(b, q...)
 	}
 	var flags uint8
-	put(d.ID)
+	if string(disk.AppendJSONString(tmp[:0], d.ID)) == `"`+d.ID+`"` {
+		flags |= rowIDOut
+		put("")
+	} else {
+		put(d.ID)
+	}
 	put(d.Host)
 	put(d.Name)
 	put(d.Device)
@@ -286,6 +296,7 @@ type JSONList struct {
 // JSONList.nodes), and whether last_seen is replaced by its node's.
 type listItem struct {
 	c      *rowJSON
+	id     string // the row's identity (rowIDOut)
 	node   int32
 	nodeTS bool
 }
@@ -341,7 +352,7 @@ func (s *Store) disksJSON(keep func(*disk.Disk) bool, withLabels bool) (l *JSONL
 					continue
 				}
 			}
-			it := listItem{node: ni}
+			it := listItem{id: r.d.ID, node: ni}
 			if r.d.Present && e.node.LastSeen.After(r.d.LastSeen) {
 				// Seen as recently as its node was heard (diskCopy): any
 				// encoding of the row will do, its own time is not shown.
@@ -381,9 +392,9 @@ func (l *JSONList) WriteTo(w io.Writer) (int64, error) {
 		}
 		nd := &l.nodes[it.node]
 		if it.nodeTS {
-			buf = it.c.appendTo(buf, nd.key, nd.ts)
+			buf = it.c.appendTo(buf, it.id, nd.key, nd.ts)
 		} else {
-			buf = it.c.appendTo(buf, nd.key, nil)
+			buf = it.c.appendTo(buf, it.id, nd.key, nil)
 		}
 		if len(buf) >= listChunk-1024 {
 			if err := flush(); err != nil {
