@@ -137,7 +137,7 @@ func (c *rowJSON) decode(id string) disk.Disk {
 			d = disk.Disk{}
 		}
 	}
-	if c.flags&rowUUIDInID != 0 {
+	if c.flags()&rowUUIDInID != 0 {
 		d.UUID = strings.TrimPrefix(id, disk.IdentityUUID)
 	}
 	if d.Mounts == nil {
@@ -175,7 +175,7 @@ func (r *row) label() string {
 // with an escape. Times and the plain fields are skipped, as decode
 // wants them.
 func quickDecode(c *rowJSON) (d disk.Disk, ok bool) {
-	v := values{s: c.b}
+	v := values{s: c.b, i: 1}
 	ok = true
 	str := func() string {
 		x := v.next()
@@ -196,12 +196,12 @@ func quickDecode(c *rowJSON) (d disk.Disk, ok bool) {
 	size, err := strconv.ParseUint(v.next(), 10, 64)
 	ok = ok && err == nil
 	d.Size = size
-	d.ReadOnly = c.flags&rowReadOnly != 0
-	d.Removable = c.flags&rowRemovable != 0
+	d.ReadOnly = c.flags()&rowReadOnly != 0
+	d.Removable = c.flags()&rowRemovable != 0
 	d.Mounts = make([]string, v.count())
 	for i := range d.Mounts {
 		d.Mounts[i] = str()
 	}
 	v.next() // first_seen
-	return d, ok && v.i == int(c.tsOff)
+	return d, ok && v.i < len(c.b)
 }

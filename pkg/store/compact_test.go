@@ -89,8 +89,8 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("case %d: round trip\n got %#v\nwant %#v", i, got, want)
 	}
-	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != (r.enc.Load().flags&rowUUIDInID != 0) {
-		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, r.enc.Load().flags&rowUUIDInID != 0)
+	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != (r.enc.Load().flags()&rowUUIDInID != 0) {
+		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, r.enc.Load().flags()&rowUUIDInID != 0)
 	}
 	// Encodings without escapes take the quick way.
 	plain := true

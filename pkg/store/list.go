@@ -33,18 +33,47 @@ import (
 // identity is "uuid:" and that very UUID (as blkid prints most), the UUID
 // (flags&rowUUIDInID: written from the identity's bytes, escaped alike). b holds the values
 // only, each as disk.AppendJSON escapes it (without its quotes) after its
-// length as a uvarint, in AppendJSON's order: id, host, name, device,
+// length as a uvarint, after a byte of flags, in AppendJSON's order: id, host, name, device,
 // majmin, uuid, partuuid, label, partlabel, type, usage (an empty
 // optional one is left out of the JSON), size's digits, the number of
-// mount points and each, first_seen; last_seen is the rest, b[tsOff:],
-// encoding ts. A list writes the keys from appendTo's constants, so the
+// mount points and each, first_seen; last_seen is the rest (tsOff),
+// the time stamp says (sec, nsec, off: formatted alike, see at). A list writes the keys from appendTo's constants, so the
 // bytes written are disk.AppendJSON's (TestCompactRoundTrip): with
 // 100,000 disks the keys were 17 MB of the 40 MB of encodings.
 type rowJSON struct {
-	b     string
-	tsOff int32
-	flags uint8
-	ts    time.Time
+	b         string
+	sec       int64
+	nsec, off int32
+}
+
+// flags are the first byte.
+func (c *rowJSON) flags() uint8 { return c.b[0] }
+
+// at reports whether last_seen is t as formatted: the same instant and
+// the same offset from UTC (RFC 3339 shows no more of the zone).
+func (c *rowJSON) at(t time.Time) bool {
+	_, off := t.Zone()
+	return t.Unix() == c.sec && int32(t.Nanosecond()) == c.nsec && int32(off) == c.off
+}
+
+// stamp sets the time stamp c's last_seen is.
+func (c *rowJSON) stamp(t time.Time) *rowJSON {
+	_, off := t.Zone()
+	c.sec, c.nsec, c.off = t.Unix(), int32(t.Nanosecond()), int32(off)
+	return c
+}
+
+// tsOff is where last_seen starts in b: past the values before it.
+func (c *rowJSON) tsOff() int {
+	v := values{s: c.b, i: 1}
+	for range 12 { // id to size
+		v.next()
+	}
+	for range v.count() {
+		v.next()
+	}
+	v.next() // first_seen
+	return v.i
 }
 
 // rowJSON.flags.
@@ -132,8 +161,8 @@ func appendFlag(b []byte, key string, on bool) []byte {
 // identity, node its nodeKey, and last_seen replaced by ts unless ts is
 // nil.
 func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
-	v := values{s: c.b}
-	if x := v.next(); c.flags&rowIDOut == 0 {
+	v := values{s: c.b, i: 1}
+	if x := v.next(); c.flags()&rowIDOut == 0 {
 		id = x
 	}
 	b = appendStr(b, `{"id":"`, id)
@@ -142,7 +171,7 @@ func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
 	b = appendStr(b, `,"name":"`, v.next())
 	b = appendStr(b, `,"device":"`, v.next())
 	b = appendOptStr(b, `,"majmin":"`, v.next())
-	if u := v.next(); c.flags&rowUUIDInID != 0 {
+	if u := v.next(); c.flags()&rowUUIDInID != 0 {
 		b = appendStr(b, `,"uuid":"`, id[len(disk.IdentityUUID):])
 	} else {
 		b = appendOptStr(b, `,"uuid":"`, u)
@@ -154,8 +183,8 @@ func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
 	b = appendOptStr(b, `,"usage":"`, v.next())
 	b = append(b, `,"size":`...)
 	b = append(b, v.next()...)
-	b = appendFlag(b, `,"read_only":`, c.flags&rowReadOnly != 0)
-	b = appendFlag(b, `,"removable":`, c.flags&rowRemovable != 0)
+	b = appendFlag(b, `,"read_only":`, c.flags()&rowReadOnly != 0)
+	b = appendFlag(b, `,"removable":`, c.flags()&rowRemovable != 0)
 	b = append(b, `,"mountpoints":[`...)
 	for i := range v.count() {
 		if i > 0 {
@@ -164,16 +193,16 @@ func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
 		b = appendStr(b, `"`, v.next())
 	}
 	b = append(b, ']')
-	b = appendFlag(b, `,"present":`, c.flags&rowPresent != 0)
+	b = appendFlag(b, `,"present":`, c.flags()&rowPresent != 0)
 	b = appendStr(b, `,"first_seen":"`, v.next())
 	b = append(b, `,"last_seen":"`...)
 	if ts == nil {
-		b = append(b, c.b[c.tsOff:]...)
+		b = append(b, c.b[v.i:]...)
 	} else {
 		b = append(b, ts...)
 	}
 	b = append(b, '"')
-	if c.flags&rowNotUnique != 0 {
+	if c.flags()&rowNotUnique != 0 {
 		b = append(b, `,"not_unique":true`...)
 	}
 	return append(b, '}')
@@ -196,6 +225,7 @@ func encodeRow(d *disk.Disk) *rowJSON {
 		b = append(b, q...)
 	}
 	var flags uint8
+	b = append(b, 0) // flags, set below
 	if string(disk.AppendJSONString(tmp[:0], d.ID)) == `"`+d.ID+`"` {
 		flags |= rowIDOut
 		put("")
@@ -227,7 +257,6 @@ func encodeRow(d *disk.Disk) *rowJSON {
 	first := d.FirstSeen.AppendFormat(tmp[:0], time.RFC3339Nano)
 	b = binary.AppendUvarint(b, uint64(len(first)))
 	b = append(b, first...)
-	tsOff := len(b)
 	b = d.LastSeen.AppendFormat(b, time.RFC3339Nano)
 	for _, f := range []struct {
 		on  bool
@@ -237,14 +266,15 @@ func encodeRow(d *disk.Disk) *rowJSON {
 			flags |= f.bit
 		}
 	}
-	return &rowJSON{b: string(b), tsOff: int32(tsOff), flags: flags, ts: d.LastSeen}
+	b[0] = flags
+	return (&rowJSON{b: string(b)}).stamp(d.LastSeen)
 }
 
 // withTime returns c with last_seen changed to t.
 func (c *rowJSON) withTime(t time.Time) *rowJSON {
 	var scratch [64]byte
 	ts := t.AppendFormat(scratch[:0], time.RFC3339Nano)
-	return &rowJSON{b: c.b[:c.tsOff] + string(ts), tsOff: c.tsOff, flags: c.flags, ts: t}
+	return (&rowJSON{b: c.b[:c.tsOff()] + string(ts)}).stamp(t)
 }
 
 // encodingLocked returns r's encoding with its own last-seen, splicing
@@ -252,7 +282,7 @@ func (c *rowJSON) withTime(t time.Time) *rowJSON {
 // by any number of readers at once: each would store the same bytes.
 func (r *row) encodingLocked() *rowJSON {
 	c := r.enc.Load()
-	if sameTime(c.ts, r.d.LastSeen) {
+	if c.at(r.d.LastSeen) {
 		return c
 	}
 	c = c.withTime(r.d.LastSeen)
