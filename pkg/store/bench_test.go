@@ -124,8 +124,8 @@ func BenchmarkRememberedPerMiB(b *testing.B) {
 			s.mu.Lock()
 			for _, r := range s.rows {
 				for i := 1; i < tc.sightings; i++ {
-					r.moved = &placements{past: append(r.past(), disk.Sighting{Node: r.d.Node, Host: r.disk().Host, Name: fmt.Sprintf("sdx%d", i),
-						Device: fmt.Sprintf("/dev/sdx%d", i), FirstSeen: r.d.FirstSeen, LastSeen: r.d.LastSeen})}
+					r.setPast(append(r.past(), disk.Sighting{Node: r.d.Node, Host: r.disk().Host, Name: fmt.Sprintf("sdx%d", i),
+						Device: fmt.Sprintf("/dev/sdx%d", i), FirstSeen: r.d.FirstSeen, LastSeen: r.d.LastSeen}))
 				}
 				s.dirty.rows[r.d.Row] = true
 			}

@@ -21,7 +21,7 @@ import (
 //
 // JSON loses one thing: invalid UTF-8 is written as U+FFFD. A row whose
 // disk does not come back from its encoding exactly (checked on every
-// change, not assumed) keeps the reported disk beside it (row.raw).
+// change, not assumed) keeps the reported disk beside it (placements.raw).
 
 // rowDisk is the part of a row's disk kept as plain fields.
 type rowDisk struct {
@@ -36,37 +36,67 @@ type rowDisk struct {
 	LastSeen  time.Time
 }
 
-// placements is what a row knows of its placements beyond the disk.
+// placements is what a row knows of its placements beyond the disk, and
+// the rare disk kept as reported (row.extra).
 type placements struct {
 	since time.Time       // when the current placement began; zero: FirstSeen
 	past  []disk.Sighting // earlier placements, newest first
+	// raw is the disk as reported when the row's encoding cannot give it
+	// back exactly (invalid UTF-8); nil for nearly every row.
+	raw *disk.Disk
+}
+
+// rawDisk is the disk kept as reported, or nil.
+func (r *row) rawDisk() *disk.Disk {
+	if r.extra == nil {
+		return nil
+	}
+	return r.extra.raw
+}
+
+// setRaw keeps p as the disk as reported (nil: none).
+func (r *row) setRaw(p *disk.Disk) {
+	switch {
+	case r.extra != nil:
+		r.extra.raw = p
+	case p != nil:
+		r.extra = &placements{raw: p}
+	}
+}
+
+// setPast makes past the row's earlier placements.
+func (r *row) setPast(past []disk.Sighting) {
+	if r.extra == nil {
+		r.extra = &placements{}
+	}
+	r.extra.past = past
 }
 
 // since is when the row's current placement began.
 func (r *row) since() time.Time {
-	if r.moved == nil || r.moved.since.IsZero() {
+	if r.extra == nil || r.extra.since.IsZero() {
 		return r.d.FirstSeen
 	}
-	return r.moved.since
+	return r.extra.since
 }
 
 // setSince records when the current placement began; a row never moved
 // (since is its FirstSeen) keeps nothing for it.
 func (r *row) setSince(t time.Time) {
 	switch {
-	case r.moved != nil:
-		r.moved.since = t
+	case r.extra != nil:
+		r.extra.since = t
 	case !sameTime(t, r.d.FirstSeen):
-		r.moved = &placements{since: t}
+		r.extra = &placements{since: t}
 	}
 }
 
 // past is the row's earlier placements, newest first.
 func (r *row) past() []disk.Sighting {
-	if r.moved == nil {
+	if r.extra == nil {
 		return nil
 	}
-	return r.moved.past
+	return r.extra.past
 }
 
 // set makes d the row's disk: its plain fields and its encoding.
@@ -75,10 +105,10 @@ func (r *row) set(d *disk.Disk) {
 		NotUnique: d.NotUnique, hidx: r.d.hidx, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen}
 	c := encodeRow(d)
 	r.enc.Store(c)
-	r.raw = nil
+	r.setRaw(nil)
 	if back := c.decode(d.ID); !sameCold(&back, d) {
 		raw := cloneDisk(d)
-		r.raw = &raw
+		r.setRaw(&raw)
 	}
 }
 
@@ -93,8 +123,8 @@ func (r *row) reencode() {
 // which are never modified.
 func (r *row) disk() disk.Disk {
 	var d disk.Disk
-	if r.raw != nil {
-		d = cloneDisk(r.raw)
+	if raw := r.rawDisk(); raw != nil {
+		d = cloneDisk(raw)
 	} else {
 		d = r.enc.Load().decode(r.d.ID)
 	}
@@ -155,16 +185,16 @@ func (r *row) sameDevice(in *disk.Disk) bool {
 
 // device returns the row's device path.
 func (r *row) device() string {
-	if r.raw != nil {
-		return r.raw.Device
+	if raw := r.rawDisk(); raw != nil {
+		return raw.Device
 	}
 	return r.enc.Load().decode(r.d.ID).Device
 }
 
 // label returns the row's filesystem label.
 func (r *row) label() string {
-	if r.raw != nil {
-		return r.raw.Label
+	if raw := r.rawDisk(); raw != nil {
+		return raw.Label
 	}
 	return r.enc.Load().decode(r.d.ID).Label
 }

@@ -83,8 +83,8 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 		d.PartLabel, d.Type, d.Usage}, d.Mounts...) {
 		lossy = lossy || !utf8.ValidString(s)
 	}
-	if lossy != (r.raw != nil) {
-		t.Errorf("case %d: invalid UTF-8 %v, kept as reported %v", i, lossy, r.raw != nil)
+	if lossy != (r.rawDisk() != nil) {
+		t.Errorf("case %d: invalid UTF-8 %v, kept as reported %v", i, lossy, r.rawDisk() != nil)
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("case %d: round trip\n got %#v\nwant %#v", i, got, want)

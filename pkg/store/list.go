@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"io"
+	"slices"
 	"strconv"
 	"time"
 
@@ -296,10 +297,7 @@ func (e *nodeEntry) sortedLocked() []*row {
 	if p := e.sorted.Load(); p != nil {
 		return *p
 	}
-	rs := make([]*row, 0, len(e.rows))
-	for r := range e.rows {
-		rs = append(rs, r)
-	}
+	rs := slices.Clone(e.rows)
 	sortRowPtrs(rs)
 	e.sorted.Store(&rs)
 	return rs
