@@ -2,7 +2,6 @@ package store
 
 import (
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -206,6 +205,7 @@ func (r *row) label() string {
 // wants them.
 func quickDecode(c *rowJSON) (d disk.Disk, ok bool) {
 	v := values{s: c.b, i: 1}
+	v.next() // last_seen
 	ok = true
 	str := func() string {
 		x := v.next()
@@ -223,8 +223,8 @@ func quickDecode(c *rowJSON) (d disk.Disk, ok bool) {
 	d.PartLabel = str()
 	d.Type = str()
 	d.Usage = str()
-	size, err := strconv.ParseUint(v.next(), 10, 64)
-	ok = ok && err == nil
+	size, sizeOK := v.uvarint()
+	ok = ok && sizeOK
 	d.Size = size
 	d.ReadOnly = c.flags()&rowReadOnly != 0
 	d.Removable = c.flags()&rowRemovable != 0
@@ -233,5 +233,5 @@ func quickDecode(c *rowJSON) (d disk.Disk, ok bool) {
 		d.Mounts[i] = str()
 	}
 	v.next() // first_seen
-	return d, ok && v.i < len(c.b)
+	return d, ok && v.i == len(c.b)
 }

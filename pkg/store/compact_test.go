@@ -60,6 +60,10 @@ func TestCompactRoundTrip(t *testing.T) {
 	zero := disk.Disk{}
 	nilMounts := base
 	nilMounts.Mounts = nil
+	oddTimes := base // times stamp.format does not write: kept as text
+	oddTimes.FirstSeen = time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)
+	oddTimes.LastSeen = time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("odd", -61))
+	cases = append(cases, oddTimes)
 	manyMounts := base // their count takes two bytes of uvarint
 	for i := range 300 {
 		manyMounts.Mounts = append(manyMounts.Mounts, fmt.Sprintf("/m/%d\t", i))
@@ -109,15 +113,24 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	}
 	// A refreshed last-seen (withTime) and a node's time written in
 	// its place (a present disk's, in a list) give AppendJSON's bytes.
-	later := want
-	later.LastSeen = time.Date(2027, 5, 6, 7, 8, 9, 123456789, time.FixedZone("y", -7200))
-	ts := later.LastSeen.AppendFormat(nil, time.RFC3339Nano)
-	json := string(disk.AppendJSON(nil, &later))
-	if enc := string(r.enc.Load().withTime(later.LastSeen).appendTo(nil, want.ID, nodeKey(want.Node), nil)); enc != json {
-		t.Errorf("case %d: encoding with a new time\n got %s\nwant %s", i, enc, json)
-	}
-	if enc := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), ts)); enc != json {
-		t.Errorf("case %d: encoding with its node's time\n got %s\nwant %s", i, enc, json)
+	// Also a time stamp.format does not write (an offset in seconds): the
+	// encoding turns to text (rowTextTimes).
+	for _, lt := range []time.Time{time.Date(2027, 5, 6, 7, 8, 9, 123456789, time.FixedZone("y", -7200)),
+		time.Date(2027, 5, 6, 7, 8, 9, 0, time.FixedZone("odd", 61))} {
+		later := want
+		later.LastSeen = lt
+		ts := later.LastSeen.AppendFormat(nil, time.RFC3339Nano)
+		json := string(disk.AppendJSON(nil, &later))
+		c := r.enc.Load().withTime(later.LastSeen)
+		if enc := string(c.appendTo(nil, want.ID, nodeKey(want.Node), nil)); enc != json {
+			t.Errorf("case %d: encoding with a new time\n got %s\nwant %s", i, enc, json)
+		}
+		if !c.at(lt) || c.at(lt.Add(time.Nanosecond)) {
+			t.Errorf("case %d: encoding at %v: %v", i, lt, c.at(lt))
+		}
+		if enc := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), ts)); enc != json {
+			t.Errorf("case %d: encoding with its node's time\n got %s\nwant %s", i, enc, json)
+		}
 	}
 	// The plain fields change apart from the rest; the encoding follows.
 	r.d.Present, r.d.NotUnique = !r.d.Present, !r.d.NotUnique

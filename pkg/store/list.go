@@ -32,49 +32,47 @@ import (
 // nodeKey), the booleans (flags), the identity when it needs no escape
 // (flags&rowIDOut: the list has it at hand, from the row) and, when the
 // identity is "uuid:" and that very UUID (as blkid prints most), the UUID
-// (flags&rowUUIDInID: written from the identity's bytes, escaped alike). b holds the values
-// only, each as disk.AppendJSON escapes it (without its quotes) after its
-// length as a uvarint, after a byte of flags, in AppendJSON's order: id, host, name, device,
-// majmin, uuid, partuuid, label, partlabel, type, usage (an empty
-// optional one is left out of the JSON), size's digits, the number of
-// mount points and each, first_seen; last_seen is the rest (tsOff),
-// the time stamp says (sec, nsec, off: formatted alike, see at). A list writes the keys from appendTo's constants, so the
-// bytes written are disk.AppendJSON's (TestCompactRoundTrip): with
-// 100,000 disks the keys were 17 MB of the 40 MB of encodings.
+// (flags&rowUUIDInID: written from the identity's bytes, escaped alike).
+//
+// b is a byte of flags, then the values, each after its length as a
+// uvarint: last_seen first (at hand for at and withTime), then in
+// AppendJSON's order id, host, name, device, majmin, uuid, partuuid,
+// label, partlabel, type, usage (an empty optional one is left out of the
+// JSON), each as AppendJSON escapes it, without its quotes; size as a
+// uvarint (no length); the number of mount points (no length) and each;
+// first_seen. The times are stamps (see stamp.go), or text when
+// flags&rowTextTimes. A list writes the keys from
+// appendTo's constants, so the bytes written are AppendJSON's
+// (TestCompactRoundTrip): with 100,000 disks the keys were 17 MB of the
+// 40 MB of encodings, and the times as text 5 MB.
 type rowJSON struct {
-	b         string
-	sec       int64
-	nsec, off int32
+	b string
 }
 
 // flags are the first byte.
 func (c *rowJSON) flags() uint8 { return c.b[0] }
 
-// at reports whether last_seen is t as formatted: the same instant and
-// the same offset from UTC (RFC 3339 shows no more of the zone).
+// at reports whether last_seen is t as formatted.
 func (c *rowJSON) at(t time.Time) bool {
-	_, off := t.Zone()
-	return t.Unix() == c.sec && int32(t.Nanosecond()) == c.nsec && int32(off) == c.off
-}
-
-// stamp sets the time stamp c's last_seen is.
-func (c *rowJSON) stamp(t time.Time) *rowJSON {
-	_, off := t.Zone()
-	c.sec, c.nsec, c.off = t.Unix(), int32(t.Nanosecond()), int32(off)
-	return c
-}
-
-// tsOff is where last_seen starts in b: past the values before it.
-func (c *rowJSON) tsOff() int {
 	v := values{s: c.b, i: 1}
-	for range 12 { // id to size
+	rest := v.next()
+	if c.flags()&rowTextTimes != 0 {
+		var buf [64]byte
+		return string(t.AppendFormat(buf[:0], time.RFC3339Nano)) == rest
+	}
+	var buf [32]byte
+	return string(stampOf(t).appendBinary(buf[:0])) == rest
+}
+
+// toFirstSeen skips the values before first_seen, from id on.
+func (v *values) toFirstSeen() {
+	for range 11 { // id to usage
 		v.next()
 	}
+	v.uvarint() // size
 	for range v.count() {
 		v.next()
 	}
-	v.next() // first_seen
-	return v.i
 }
 
 // rowJSON.flags.
@@ -85,6 +83,7 @@ const (
 	rowRemovable
 	rowPresent
 	rowNotUnique
+	rowTextTimes
 )
 
 // nodeKey is what a rowJSON leaves out: `,"node_id":"NODE"`.
@@ -100,6 +99,15 @@ type values struct {
 
 // next returns the next value; past the end (a bug), empty ones.
 func (v *values) next() string {
+	if i := v.i; i < len(v.s) && v.s[i] < 0x80 && int(v.s[i]) < len(v.s)-i {
+		n := int(v.s[i])
+		v.i = i + 1 + n
+		return v.s[i+1 : i+1+n]
+	}
+	return v.nextSlow()
+}
+
+func (v *values) nextSlow() string {
 	if v.i >= len(v.s) {
 		return ""
 	}
@@ -121,6 +129,21 @@ func (v *values) next() string {
 	x := v.s[v.i : v.i+n]
 	v.i += n
 	return x
+}
+
+// uvarint reads a uvarint.
+func (v *values) uvarint() (uint64, bool) {
+	var u uint64
+	for shift := 0; v.i < len(v.s) && shift < 64; shift += 7 {
+		c := v.s[v.i]
+		v.i++
+		u |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return u, true
+		}
+	}
+	v.i = len(v.s)
+	return 0, false
 }
 
 // count reads a number written as a value's length (the mount points').
@@ -162,7 +185,13 @@ func appendFlag(b []byte, key string, on bool) []byte {
 // identity, node its nodeKey, and last_seen replaced by ts unless ts is
 // nil.
 func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
+	return c.write(b, id, node, ts, nil)
+}
+
+// write is appendTo with the times formatted through tc (nil: none).
+func (c *rowJSON) write(b []byte, id string, node, ts []byte, tc *timeCache) []byte {
 	v := values{s: c.b, i: 1}
+	last := v.next()
 	if x := v.next(); c.flags()&rowIDOut == 0 {
 		id = x
 	}
@@ -183,7 +212,8 @@ func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
 	b = appendOptStr(b, `,"type":"`, v.next())
 	b = appendOptStr(b, `,"usage":"`, v.next())
 	b = append(b, `,"size":`...)
-	b = append(b, v.next()...)
+	size, _ := v.uvarint()
+	b = strconv.AppendUint(b, size, 10)
 	b = appendFlag(b, `,"read_only":`, c.flags()&rowReadOnly != 0)
 	b = appendFlag(b, `,"removable":`, c.flags()&rowRemovable != 0)
 	b = append(b, `,"mountpoints":[`...)
@@ -195,10 +225,12 @@ func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
 	}
 	b = append(b, ']')
 	b = appendFlag(b, `,"present":`, c.flags()&rowPresent != 0)
-	b = appendStr(b, `,"first_seen":"`, v.next())
-	b = append(b, `,"last_seen":"`...)
+	text := c.flags()&rowTextTimes != 0
+	b = append(b, `,"first_seen":"`...)
+	b = tc.append(b, v.next(), text, 0)
+	b = append(b, `","last_seen":"`...)
 	if ts == nil {
-		b = append(b, c.b[v.i:]...)
+		b = tc.append(b, last, text, 1)
 	} else {
 		b = append(b, ts...)
 	}
@@ -207,6 +239,36 @@ func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
 		b = append(b, `,"not_unique":true`...)
 	}
 	return append(b, '}')
+}
+
+// appendTime appends a time as encoded: text, or a stamp formatted.
+func appendTime(b []byte, x string, text bool) []byte {
+	if text {
+		return append(b, x...)
+	}
+	st, _ := readStamp(x)
+	return st.format(b)
+}
+
+// timeCache remembers the last first_seen and last_seen formatted: rows
+// listed together mostly share their times (a report's disks are seen at
+// once), and formatting is most of what a list costs beyond copying.
+type timeCache struct {
+	key [2]string // the stamps (substrings of immutable encodings)
+	txt [2][]byte
+}
+
+// append appends a time as encoded (see appendTime), slot 0 for
+// first_seen and 1 for last_seen.
+func (tc *timeCache) append(b []byte, x string, text bool, slot int) []byte {
+	if tc == nil || text {
+		return appendTime(b, x, text)
+	}
+	if tc.txt[slot] == nil || tc.key[slot] != x {
+		tc.txt[slot] = appendTime(tc.txt[slot][:0], x, false)
+		tc.key[slot] = x
+	}
+	return append(b, tc.txt[slot]...)
 }
 
 // sameTime reports whether a and b format the same way: the same instant
@@ -227,6 +289,14 @@ func encodeRow(d *disk.Disk) *rowJSON {
 	}
 	var flags uint8
 	b = append(b, 0) // flags, set below
+	text := !formatsExactly(d.FirstSeen) || !formatsExactly(d.LastSeen)
+	last := stampOf(d.LastSeen).appendBinary(tmp[:0])
+	if text {
+		flags |= rowTextTimes
+		last = d.LastSeen.AppendFormat(tmp[:0], time.RFC3339Nano)
+	}
+	b = binary.AppendUvarint(b, uint64(len(last)))
+	b = append(b, last...)
 	if string(disk.AppendJSONString(tmp[:0], d.ID)) == `"`+d.ID+`"` {
 		flags |= rowIDOut
 		put("")
@@ -248,17 +318,17 @@ func encodeRow(d *disk.Disk) *rowJSON {
 	put(d.PartLabel)
 	put(d.Type)
 	put(d.Usage)
-	size := strconv.AppendUint(tmp[:0], d.Size, 10)
-	b = binary.AppendUvarint(b, uint64(len(size)))
-	b = append(b, size...)
+	b = binary.AppendUvarint(b, d.Size)
 	b = binary.AppendUvarint(b, uint64(len(d.Mounts)))
 	for _, m := range d.Mounts {
 		put(m)
 	}
-	first := d.FirstSeen.AppendFormat(tmp[:0], time.RFC3339Nano)
+	first := stampOf(d.FirstSeen).appendBinary(tmp[:0])
+	if text {
+		first = d.FirstSeen.AppendFormat(tmp[:0], time.RFC3339Nano)
+	}
 	b = binary.AppendUvarint(b, uint64(len(first)))
 	b = append(b, first...)
-	b = d.LastSeen.AppendFormat(b, time.RFC3339Nano)
 	for _, f := range []struct {
 		on  bool
 		bit uint8
@@ -268,14 +338,44 @@ func encodeRow(d *disk.Disk) *rowJSON {
 		}
 	}
 	b[0] = flags
-	return (&rowJSON{b: string(b)}).stamp(d.LastSeen)
+	return &rowJSON{b: string(b)}
 }
 
 // withTime returns c with last_seen changed to t.
 func (c *rowJSON) withTime(t time.Time) *rowJSON {
-	var scratch [64]byte
-	ts := t.AppendFormat(scratch[:0], time.RFC3339Nano)
-	return (&rowJSON{b: c.b[:c.tsOff()] + string(ts)}).stamp(t)
+	v := values{s: c.b, i: 1}
+	v.next() // last_seen
+	rest, flags := c.b[v.i:], c.flags()
+	var scratch, firstText [64]byte
+	ts := scratch[:0]
+	switch {
+	case flags&rowTextTimes != 0:
+		ts = t.AppendFormat(ts, time.RFC3339Nano)
+	case formatsExactly(t):
+		ts = stampOf(t).appendBinary(ts)
+	default:
+		// t is not a time stamp.format writes: both times as text.
+		flags |= rowTextTimes
+		ts = t.AppendFormat(ts, time.RFC3339Nano)
+		w := v
+		w.toFirstSeen()
+		firstAt := w.i
+		first := appendTime(firstText[:0], w.next(), false)
+		b := make([]byte, 0, len(c.b)+len(ts)+len(first))
+		b = append(b, flags)
+		b = binary.AppendUvarint(b, uint64(len(ts)))
+		b = append(b, ts...)
+		b = append(b, c.b[v.i:firstAt]...)
+		b = binary.AppendUvarint(b, uint64(len(first)))
+		b = append(b, first...)
+		return &rowJSON{b: string(b)}
+	}
+	b := make([]byte, 0, len(c.b)+len(ts))
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(len(ts)))
+	b = append(b, ts...)
+	b = append(b, rest...)
+	return &rowJSON{b: string(b)}
 }
 
 // encodingLocked returns r's encoding with its own last-seen, splicing
@@ -406,6 +506,7 @@ func (s *Store) disksJSON(keep func(*disk.Disk) bool, withLabels bool) (l *JSONL
 // small buffer.
 func (l *JSONList) WriteTo(w io.Writer) (int64, error) {
 	buf := make([]byte, 0, listChunk)
+	var tc timeCache
 	var n int64
 	flush := func() error {
 		m, err := w.Write(buf)
@@ -420,9 +521,9 @@ func (l *JSONList) WriteTo(w io.Writer) (int64, error) {
 		}
 		nd := &l.nodes[it.node]
 		if it.nodeTS {
-			buf = it.c.appendTo(buf, it.id, nd.key, nd.ts)
+			buf = it.c.write(buf, it.id, nd.key, nd.ts, &tc)
 		} else {
-			buf = it.c.appendTo(buf, it.id, nd.key, nil)
+			buf = it.c.write(buf, it.id, nd.key, nil, &tc)
 		}
 		if len(buf) >= listChunk-1024 {
 			if err := flush(); err != nil {
