@@ -104,6 +104,7 @@ func (r *row) set(d *disk.Disk) {
 		NotUnique: d.NotUnique, hidx: r.d.hidx, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen}
 	c := encodeRow(d)
 	r.enc.Store(c)
+	r.refreshed.Store(false)
 	r.setRaw(nil)
 	if back := c.decode(d.ID); !sameCold(&back, d) {
 		raw := cloneDisk(d)

@@ -383,11 +383,12 @@ func (c *rowJSON) withTime(t time.Time) *rowJSON {
 // by any number of readers at once: each would store the same bytes.
 func (r *row) encodingLocked() *rowJSON {
 	c := r.enc.Load()
-	if c.at(r.d.LastSeen) {
+	if !r.refreshed.Load() || c.at(r.d.LastSeen) {
 		return c
 	}
 	c = c.withTime(r.d.LastSeen)
 	r.enc.Store(c)
+	r.refreshed.Store(false)
 	return c
 }
 

@@ -139,6 +139,10 @@ type row struct {
 	enc atomic.Pointer[rowJSON]
 	// nidx is the row's index in its node's rows (nodeEntry.rows).
 	nidx int32
+	// refreshed says d.LastSeen may have moved since enc was made (an
+	// unchanged report refreshed it: updateLocked): the next list
+	// splices it in (encodingLocked). It fits in the row's padding.
+	refreshed atomic.Bool
 }
 
 // Stats counts what the store did that a user may want to know about:
@@ -477,6 +481,7 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 		// at a clean stop (see Flush), which is what "last seen" needs:
 		// the peer's offline time bounds it from below.
 		r.d.LastSeen = now
+		r.refreshed.Store(true)
 		return false
 	}
 	wasPresent := r.d.Present
