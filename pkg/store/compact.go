@@ -14,8 +14,8 @@ import (
 // keeps, as plain fields, only what the store works with on every change
 // (rowDisk: identity, key, placement, presence, times), and the other
 // fields (host, device, UUIDs, labels, type, size, flags, mount points)
-// only inside its JSON encoding (rowJSON), which is made when the row
-// changes. The rare readers of a whole disk (where, history, events, the
+// only inside its JSON encoding (rowJSON: the values, without keys),
+// which is made when the row changes. The rare readers of a whole disk (where, history, events, the
 // state file) decode it (row.disk).
 //
 // JSON loses one thing: invalid UTF-8 is written as U+FFFD. A row whose

@@ -32,8 +32,9 @@
 // heard least recently, offline ones first; the row absent the longest);
 // every such decision is counted in Stats.
 //
-// Readers of 100,000 rows do not walk them: each row is kept as its JSON
-// encoding, which a list writes as it is (compact.go, list.go), each
+// Readers of 100,000 rows do not walk them: each row is kept as the values
+// of its JSON encoding, which a list writes between constant keys
+// (compact.go, list.go, stamp.go), each
 // node's rows in list order are kept until a change, and `where` looks
 // names up in an index (index.go). Every change of a row goes through
 // markRow (which encodes it again and drops its node's order) and every
@@ -60,7 +61,7 @@ const (
 	DefaultMaxPeers        = 4096
 	DefaultMaxDisksPerNode = 4096
 	// DefaultMaxDisks is sized for a network that has seen 100,000 disks,
-	// with room to spare; about 0.8 KiB of live heap each (README figures).
+	// with room to spare; about 0.5 KiB of live heap each (README figures).
 	DefaultMaxDisks = 131072
 	// DefaultHistoryPerDisk is how many placements a disk remembers,
 	// the current one included.
@@ -134,8 +135,9 @@ type row struct {
 	// has none: see since) and the disk as reported when enc cannot give
 	// it back (raw). nil for most rows.
 	extra *placements
-	// enc is the disk as JSON (disk.AppendJSON), made on every change
-	// (markRow); never nil while the row is in the table.
+	// enc is the disk's JSON values (disk.AppendJSON's, see rowJSON),
+	// made on every change (markRow); never nil while the row is in the
+	// table.
 	enc atomic.Pointer[rowJSON]
 	// nidx is the row's index in its node's rows (nodeEntry.rows).
 	nidx int32
