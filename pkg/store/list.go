@@ -134,15 +134,7 @@ func (v *values) uvarint() (uint64, bool) {
 
 // count reads a number written as a value's length (the mount points').
 func (v *values) count() int {
-	if v.i >= len(v.s) {
-		return 0
-	}
-	u, k := binary.Uvarint([]byte(v.s[v.i:min(len(v.s), v.i+binary.MaxVarintLen64)]))
-	if k <= 0 {
-		v.i = len(v.s)
-		return 0
-	}
-	v.i += k
+	u, _ := v.uvarint()
 	return int(min(u, uint64(len(v.s))))
 }
 
