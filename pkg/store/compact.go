@@ -1,12 +1,9 @@
 package store
 
 import (
-	"bytes"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/diskd/diskd/pkg/disk"
 )
@@ -17,13 +14,13 @@ import (
 // keeps, as plain fields, only what the store works with on every change
 // (rowDisk: identity, key, placement, presence, times), and the other
 // fields (host, device, UUIDs, labels, type, size, flags, mount points)
-// only inside its JSON encoding (rowJSON), which is made when the row
-// changes. The rare readers of a whole disk (where, history, events, the
+// only inside its JSON encoding (rowJSON: the values, without keys),
+// which is made when the row changes. The rare readers of a whole disk (where, history, events, the
 // state file) decode it (row.disk).
 //
 // JSON loses one thing: invalid UTF-8 is written as U+FFFD. A row whose
 // disk does not come back from its encoding exactly (checked on every
-// change, not assumed) keeps the reported disk beside it (row.raw).
+// change, not assumed) keeps the reported disk beside it (placements.raw).
 
 // rowDisk is the part of a row's disk kept as plain fields.
 type rowDisk struct {
@@ -38,37 +35,67 @@ type rowDisk struct {
 	LastSeen  time.Time
 }
 
-// placements is what a row knows of its placements beyond the disk.
+// placements is what a row knows of its placements beyond the disk, and
+// the rare disk kept as reported (row.extra).
 type placements struct {
 	since time.Time       // when the current placement began; zero: FirstSeen
 	past  []disk.Sighting // earlier placements, newest first
+	// raw is the disk as reported when the row's encoding cannot give it
+	// back exactly (invalid UTF-8); nil for nearly every row.
+	raw *disk.Disk
+}
+
+// rawDisk is the disk kept as reported, or nil.
+func (r *row) rawDisk() *disk.Disk {
+	if r.extra == nil {
+		return nil
+	}
+	return r.extra.raw
+}
+
+// setRaw keeps p as the disk as reported (nil: none).
+func (r *row) setRaw(p *disk.Disk) {
+	switch {
+	case r.extra != nil:
+		r.extra.raw = p
+	case p != nil:
+		r.extra = &placements{raw: p}
+	}
+}
+
+// setPast makes past the row's earlier placements.
+func (r *row) setPast(past []disk.Sighting) {
+	if r.extra == nil {
+		r.extra = &placements{}
+	}
+	r.extra.past = past
 }
 
 // since is when the row's current placement began.
 func (r *row) since() time.Time {
-	if r.moved == nil || r.moved.since.IsZero() {
+	if r.extra == nil || r.extra.since.IsZero() {
 		return r.d.FirstSeen
 	}
-	return r.moved.since
+	return r.extra.since
 }
 
 // setSince records when the current placement began; a row never moved
 // (since is its FirstSeen) keeps nothing for it.
 func (r *row) setSince(t time.Time) {
 	switch {
-	case r.moved != nil:
-		r.moved.since = t
+	case r.extra != nil:
+		r.extra.since = t
 	case !sameTime(t, r.d.FirstSeen):
-		r.moved = &placements{since: t}
+		r.extra = &placements{since: t}
 	}
 }
 
 // past is the row's earlier placements, newest first.
 func (r *row) past() []disk.Sighting {
-	if r.moved == nil {
+	if r.extra == nil {
 		return nil
 	}
-	return r.moved.past
+	return r.extra.past
 }
 
 // set makes d the row's disk: its plain fields and its encoding.
@@ -77,10 +104,11 @@ func (r *row) set(d *disk.Disk) {
 		NotUnique: d.NotUnique, hidx: r.d.hidx, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen}
 	c := encodeRow(d)
 	r.enc.Store(c)
-	r.raw = nil
+	r.refreshed.Store(false)
+	r.setRaw(nil)
 	if back := c.decode(d.ID); !sameCold(&back, d) {
 		raw := cloneDisk(d)
-		r.raw = &raw
+		r.setRaw(&raw)
 	}
 }
 
@@ -95,8 +123,8 @@ func (r *row) reencode() {
 // which are never modified.
 func (r *row) disk() disk.Disk {
 	var d disk.Disk
-	if r.raw != nil {
-		d = cloneDisk(r.raw)
+	if raw := r.rawDisk(); raw != nil {
+		d = cloneDisk(raw)
 	} else {
 		d = r.enc.Load().decode(r.d.ID)
 	}
@@ -125,19 +153,21 @@ func sameCold(a, b *disk.Disk) bool {
 }
 
 // decode reads the fields a row keeps only in its encoding back from it
-// (disk.ParseOwnJSON: the strings share its bytes, which are never
-// modified); id is the row's identity, which holds the UUID when the
-// encoding left it out. Mounts is never nil. An encoding it cannot read
-// comes back as an empty disk, which set, checking every encoding it
-// makes, then keeps beside it as reported.
+// (the strings share its bytes, which are never modified); id is the
+// row's identity, which holds the UUID when the encoding left it out.
+// Mounts is never nil. An encoding it cannot read comes back as an
+// empty disk, which set, checking every encoding it makes, then keeps
+// beside it as reported.
 func (c *rowJSON) decode(id string) disk.Disk {
-	d, ok := quickDecode(c.b)
+	d, ok := quickDecode(c)
 	if !ok {
-		if d, ok = disk.ParseOwnJSON(c.b); !ok {
+		// A value with escapes: the JSON as listed, read by
+		// encoding/json's rules (disk.ParseOwnJSON).
+		if d, ok = disk.ParseOwnJSON(c.appendTo(nil, id, nodeKey(""), nil)); !ok {
 			d = disk.Disk{}
 		}
 	}
-	if c.uuidOff > 0 {
+	if c.flags()&rowUUIDInID != 0 {
 		d.UUID = strings.TrimPrefix(id, disk.IdentityUUID)
 	}
 	if d.Mounts == nil {
@@ -155,126 +185,54 @@ func (r *row) sameDevice(in *disk.Disk) bool {
 
 // device returns the row's device path.
 func (r *row) device() string {
-	if r.raw != nil {
-		return r.raw.Device
+	if raw := r.rawDisk(); raw != nil {
+		return raw.Device
 	}
 	return r.enc.Load().decode(r.d.ID).Device
 }
 
 // label returns the row's filesystem label.
 func (r *row) label() string {
-	if r.raw != nil {
-		return r.raw.Label
+	if raw := r.rawDisk(); raw != nil {
+		return raw.Label
 	}
 	return r.enc.Load().decode(r.d.ID).Label
 }
 
-// quickDecode reads an encoding that has no escapes, with its keys where
-// encodeRow puts them, four times faster than disk.ParseOwnJSON (which
-// reads any key order): a table of 100,000 disks and every unchanged
-// report of a peer decode rows. It gives up (false) on anything else.
-// Times and the plain fields are skipped, as decode wants them.
-func quickDecode(b []byte) (d disk.Disk, ok bool) {
-	q := quick{b: b, ok: true}
-	q.str(`{"id":`)
-	d.Host = q.str(`,"host":`)
-	q.str(`,"name":`)
-	d.Device = q.str(`,"device":`)
-	d.MajMin = q.opt(`,"majmin":`)
-	d.UUID = q.opt(`,"uuid":`)
-	d.PartUUID = q.opt(`,"partuuid":`)
-	d.Label = q.opt(`,"label":`)
-	d.PartLabel = q.opt(`,"partlabel":`)
-	d.Type = q.opt(`,"type":`)
-	d.Usage = q.opt(`,"usage":`)
-	d.Size = q.uint(`,"size":`)
-	d.ReadOnly = q.bool(`,"read_only":`)
-	d.Removable = q.bool(`,"removable":`)
-	if q.key(`,"mountpoints":[`) {
-		d.Mounts = []string{}
-		for q.ok && q.i < len(b) && b[q.i] != ']' {
-			if len(d.Mounts) > 0 && !q.key(",") {
-				break
-			}
-			d.Mounts = append(d.Mounts, q.str(""))
-		}
-		q.key("]")
+// quickDecode reads an encoding whose values have no escapes (as they
+// are, then), sharing its bytes: a table of 100,000 disks and every
+// unchanged report of a peer decode rows. It gives up (false) on a value
+// with an escape. Times and the plain fields are skipped, as decode
+// wants them.
+func quickDecode(c *rowJSON) (d disk.Disk, ok bool) {
+	v := values{s: c.b, i: 1}
+	v.next() // last_seen
+	ok = true
+	str := func() string {
+		x := v.next()
+		ok = ok && strings.IndexByte(x, '\\') < 0
+		return x
 	}
-	q.bool(`,"present":`)
-	q.str(`,"first_seen":`)
-	q.str(`,"last_seen":`)
-	if q.key(`,"not_unique":true`) {
-		d.NotUnique = true
+	str() // id
+	d.Host = str()
+	str() // name
+	d.Device = str()
+	d.MajMin = str()
+	d.UUID = str()
+	d.PartUUID = str()
+	d.Label = str()
+	d.PartLabel = str()
+	d.Type = str()
+	d.Usage = str()
+	size, sizeOK := v.uvarint()
+	ok = ok && sizeOK
+	d.Size = size
+	d.ReadOnly = c.flags()&rowReadOnly != 0
+	d.Removable = c.flags()&rowRemovable != 0
+	d.Mounts = make([]string, v.count())
+	for i := range d.Mounts {
+		d.Mounts[i] = str()
 	}
-	return d, q.ok && q.key("}") && q.i == len(b)
-}
-
-// quick is quickDecode's position; ok goes false at the first surprise.
-type quick struct {
-	b  []byte
-	i  int
-	ok bool
-}
-
-// key consumes k if it is next.
-func (q *quick) key(k string) bool {
-	if q.ok && len(q.b)-q.i >= len(k) && string(q.b[q.i:q.i+len(k)]) == k {
-		q.i += len(k)
-		return true
-	}
-	return false
-}
-
-// str reads key k and a string without escapes, sharing b's bytes.
-func (q *quick) str(k string) string {
-	if !q.key(k) || !q.key(`"`) {
-		q.ok = false
-		return ""
-	}
-	rest := q.b[q.i:]
-	n := bytes.IndexByte(rest, '"')
-	if n < 0 || bytes.IndexByte(rest[:n], '\\') >= 0 {
-		q.ok = false
-		return ""
-	}
-	q.i += n + 1
-	if n == 0 {
-		return ""
-	}
-	return unsafe.String(&rest[0], n)
-}
-
-// opt reads an optional string field: "" when key k is not next.
-func (q *quick) opt(k string) string {
-	if !q.ok || len(q.b)-q.i < len(k) || string(q.b[q.i:q.i+len(k)]) != k {
-		return ""
-	}
-	return q.str(k)
-}
-
-func (q *quick) uint(k string) uint64 {
-	if !q.key(k) {
-		q.ok = false
-		return 0
-	}
-	i := q.i
-	for i < len(q.b) && '0' <= q.b[i] && q.b[i] <= '9' {
-		i++
-	}
-	v, err := strconv.ParseUint(string(q.b[q.i:i]), 10, 64)
-	q.i = i
-	q.ok = q.ok && err == nil
-	return v
-}
-
-func (q *quick) bool(k string) bool {
-	switch {
-	case !q.key(k):
-	case q.key("true"):
-		return true
-	case q.key("false"):
-		return false
-	}
-	q.ok = false
-	return false
+	v.next() // first_seen
+	return d, ok && v.i == len(c.b)
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -59,7 +60,15 @@ func TestCompactRoundTrip(t *testing.T) {
 	zero := disk.Disk{}
 	nilMounts := base
 	nilMounts.Mounts = nil
-	cases = append(cases, zero, nilMounts)
+	oddTimes := base // times stamp.format does not write: kept as text
+	oddTimes.FirstSeen = time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)
+	oddTimes.LastSeen = time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("odd", -61))
+	cases = append(cases, oddTimes)
+	manyMounts := base // their count takes two bytes of uvarint
+	for i := range 300 {
+		manyMounts.Mounts = append(manyMounts.Mounts, fmt.Sprintf("/m/%d\t", i))
+	}
+	cases = append(cases, zero, nilMounts, manyMounts)
 	for i, d := range cases {
 		checkRoundTrip(t, i, d)
 	}
@@ -78,14 +87,14 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 		d.PartLabel, d.Type, d.Usage}, d.Mounts...) {
 		lossy = lossy || !utf8.ValidString(s)
 	}
-	if lossy != (r.raw != nil) {
-		t.Errorf("case %d: invalid UTF-8 %v, kept as reported %v", i, lossy, r.raw != nil)
+	if lossy != (r.rawDisk() != nil) {
+		t.Errorf("case %d: invalid UTF-8 %v, kept as reported %v", i, lossy, r.rawDisk() != nil)
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("case %d: round trip\n got %#v\nwant %#v", i, got, want)
 	}
-	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != (r.enc.Load().uuidOff > 0) {
-		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, r.enc.Load().uuidOff > 0)
+	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != (r.enc.Load().flags()&rowUUIDInID != 0) {
+		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, r.enc.Load().flags()&rowUUIDInID != 0)
 	}
 	// Encodings without escapes take the quick way.
 	plain := true
@@ -93,14 +102,35 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 		d.Label, d.PartLabel, d.Type, d.Usage}, d.Mounts...) {
 		plain = plain && string(disk.AppendJSONString(nil, s)) == `"`+s+`"`
 	}
-	if _, quick := quickDecode(r.enc.Load().b); quick != plain {
+	if _, quick := quickDecode(r.enc.Load()); quick != plain {
 		t.Errorf("case %d: no escapes %v, decoded the quick way %v", i, plain, quick)
 	}
 	if got.Device != r.device() || got.Label != r.label() {
 		t.Errorf("case %d: device %q label %q, decoded %q %q", i, r.device(), r.label(), got.Device, got.Label)
 	}
-	if enc, json := string(r.enc.Load().appendTo(nil, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
+	if enc, json := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
 		t.Errorf("case %d: encoding\n got %s\nwant %s", i, enc, json)
+	}
+	// A refreshed last-seen (withTime) and a node's time written in
+	// its place (a present disk's, in a list) give AppendJSON's bytes.
+	// Also a time stamp.format does not write (an offset in seconds): the
+	// encoding turns to text (rowTextTimes).
+	for _, lt := range []time.Time{time.Date(2027, 5, 6, 7, 8, 9, 123456789, time.FixedZone("y", -7200)),
+		time.Date(2027, 5, 6, 7, 8, 9, 0, time.FixedZone("odd", 61))} {
+		later := want
+		later.LastSeen = lt
+		ts := later.LastSeen.AppendFormat(nil, time.RFC3339Nano)
+		json := string(disk.AppendJSON(nil, &later))
+		c := r.enc.Load().withTime(later.LastSeen)
+		if enc := string(c.appendTo(nil, want.ID, nodeKey(want.Node), nil)); enc != json {
+			t.Errorf("case %d: encoding with a new time\n got %s\nwant %s", i, enc, json)
+		}
+		if !c.at(lt) || c.at(lt.Add(time.Nanosecond)) {
+			t.Errorf("case %d: encoding at %v: %v", i, lt, c.at(lt))
+		}
+		if enc := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), ts)); enc != json {
+			t.Errorf("case %d: encoding with its node's time\n got %s\nwant %s", i, enc, json)
+		}
 	}
 	// The plain fields change apart from the rest; the encoding follows.
 	r.d.Present, r.d.NotUnique = !r.d.Present, !r.d.NotUnique
@@ -110,7 +140,7 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	if got := r.disk(); !reflect.DeepEqual(got, want) {
 		t.Errorf("case %d: after a change\n got %#v\nwant %#v", i, got, want)
 	}
-	if enc, json := string(r.enc.Load().appendTo(nil, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
+	if enc, json := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
 		t.Errorf("case %d: encoding after a change\n got %s\nwant %s", i, enc, json)
 	}
 }

@@ -23,7 +23,7 @@ func referenceDisks(s *Store) []disk.Disk {
 	var out []disk.Disk
 	for _, e := range s.sortedNodesLocked() {
 		var rs []*row
-		for r := range e.rows {
+		for _, r := range e.rows {
 			rs = append(rs, r)
 		}
 		sortRowPtrs(rs)
@@ -59,6 +59,22 @@ func listBytes(t *testing.T, l *JSONList) []byte {
 // cached orders, the where index) say what a scan of the rows says.
 func checkDerived(t *testing.T, s *Store, queries []string, step string) {
 	t.Helper()
+	// Each node's rows are exactly the table's rows placed on it, each
+	// once, at its nidx.
+	s.mu.RLock()
+	placed := 0
+	for id, e := range s.nodes {
+		for i, r := range e.rows {
+			if r.d.Node != id || int(r.nidx) != i || s.rows[r.d.Row] != r {
+				t.Fatalf("%s: node %s holds row %s (node %s) at %d, nidx %d", step, id, r.d.Row, r.d.Node, i, r.nidx)
+			}
+		}
+		placed += len(e.rows)
+	}
+	if placed != len(s.rows) {
+		t.Fatalf("%s: %d rows placed on nodes, %d in the table", step, placed, len(s.rows))
+	}
+	s.mu.RUnlock()
 	ref := referenceDisks(s)
 	want := disk.AppendJSONArray(nil, ref)
 	for i := range 2 { // the second list is made of cached encodings

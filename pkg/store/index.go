@@ -15,7 +15,8 @@ import (
 // scan. It maps a hash of each name a row answers to (label, partition
 // label and device path as they are; UUID and PARTUUID folded, as Matches
 // compares them case-insensitively) to the rows. Identities are not in
-// it: the table's own keys find them (Store.Where). It only
+// it, nor a UUID or PARTUUID its row's identity spells: the table's own
+// keys find them (Store.idCandidates). It only
 // narrows: every candidate is checked with Matches, so a hash collision
 // costs a comparison, never a wrong answer. Hashes rather than strings,
 // and a name held by one row kept apart from names held by several (one
@@ -49,8 +50,15 @@ func (x *whereIndex) keys(d *disk.Disk, buf *[6]uint64) []uint64 {
 	add(d.Label)
 	add(d.PartLabel)
 	add(d.Device)
-	add(foldKey(d.UUID))
-	add(foldKey(d.PartUUID))
+	// A UUID (PARTUUID) its identity spells folded (as disk.Identity
+	// makes it, from blkid's lower case) is found by the identity
+	// (idCandidates): most rows need no index entry for it.
+	if u := foldKey(d.UUID); d.ID != disk.IdentityUUID+u {
+		add(u)
+	}
+	if u := foldKey(d.PartUUID); d.ID != disk.IdentityPartUUID+u {
+		add(u)
+	}
 	return ks
 }
 

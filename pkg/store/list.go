@@ -1,8 +1,10 @@
 package store
 
 import (
-	"bytes"
+	"encoding/binary"
 	"io"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -11,7 +13,8 @@ import (
 // The list reply is the daemon's largest (100,000 disks, about 40 MB of
 // JSON), and between two changes it is the same bytes. So each row keeps
 // its own encoding (rowJSON), made the first time it is listed after it
-// changed, and a list is the cached encodings in table order. Two things
+// changed, and a list is the cached encodings in table order, written
+// with their keys (rowJSON.appendTo). Two things
 // would make that cache churn, and are handled apart:
 //
 //   - A present disk is reported as last seen when its node was last heard
@@ -23,23 +26,64 @@ import (
 // Every other change goes through markRow, which drops the row's encoding
 // and its node's sorted order (see invalidateLocked).
 
-// rowJSON is one row's disk encoded as disk.AppendJSON encodes it, but
-// for what is written twice: the node ID, the same 46 bytes in every row
-// of a node, is left out at b[idEnd] (just after the identity) and
-// written by the list once per node (nodeKey); the UUID, when the
-// identity is "uuid:" and that very UUID (as blkid prints most), is left
-// out at b[uuidOff] and written from the identity (uuidOff is 0 when it
-// is in b). last_seen is at b[tsOff:tsEnd] (inside the quotes), encoding
-// ts.
+// rowJSON is one row's disk as disk.AppendJSON encodes it, less what
+// every row writes alike: the keys, the quotes, the node ID (the same 46
+// bytes in every row of a node, written by the list once per node:
+// nodeKey), the booleans (flags), the identity when it needs no escape
+// (flags&rowIDOut: the list has it at hand, from the row) and, when the
+// identity is "uuid:" and that very UUID (as blkid prints most), the UUID
+// (flags&rowUUIDInID: written from the identity's bytes, escaped alike).
+//
+// b is a byte of flags, then the values, each after its length as a
+// uvarint: last_seen first (at hand for at and withTime), then in
+// AppendJSON's order id, host, name, device, majmin, uuid, partuuid,
+// label, partlabel, type, usage (an empty optional one is left out of the
+// JSON), each as AppendJSON escapes it, without its quotes; size as a
+// uvarint (no length); the number of mount points (no length) and each;
+// first_seen. The times are stamps (see stamp.go), or text when
+// flags&rowTextTimes. A list writes the keys from
+// appendTo's constants, so the bytes written are AppendJSON's
+// (TestCompactRoundTrip): with 100,000 disks the keys were 17 MB of the
+// 40 MB of encodings, and the times as text 5 MB.
 type rowJSON struct {
-	b                            []byte
-	idEnd, uuidOff, tsOff, tsEnd int32
-	ts                           time.Time
+	b string
 }
 
-var (
-	uuidKey = []byte(`,"uuid":`)
-	idUUID  = `{"id":"` + disk.IdentityUUID // how an encoding with uuidOff starts
+// flags are the first byte.
+func (c *rowJSON) flags() uint8 { return c.b[0] }
+
+// at reports whether last_seen is t as formatted.
+func (c *rowJSON) at(t time.Time) bool {
+	v := values{s: c.b, i: 1}
+	rest := v.next()
+	if c.flags()&rowTextTimes != 0 {
+		var buf [64]byte
+		return string(t.AppendFormat(buf[:0], time.RFC3339Nano)) == rest
+	}
+	var buf [32]byte
+	return string(stampOf(t).appendBinary(buf[:0])) == rest
+}
+
+// toFirstSeen skips the values before first_seen, from id on.
+func (v *values) toFirstSeen() {
+	for range 11 { // id to usage
+		v.next()
+	}
+	v.uvarint() // size
+	for range v.count() {
+		v.next()
+	}
+}
+
+// rowJSON.flags.
+const (
+	rowUUIDInID uint8 = 1 << iota
+	rowIDOut
+	rowReadOnly
+	rowRemovable
+	rowPresent
+	rowNotUnique
+	rowTextTimes
 )
 
 // nodeKey is what a rowJSON leaves out: `,"node_id":"NODE"`.
@@ -47,94 +91,285 @@ func nodeKey(node disk.NodeID) []byte {
 	return disk.AppendJSONString([]byte(`,"node_id":`), string(node))
 }
 
-// appendTo appends the encoding with the node's part put back (node is
-// nodeKey's) and last_seen replaced by ts unless ts is nil.
-func (c *rowJSON) appendTo(b, node, ts []byte) []byte {
-	b = append(b, c.b[:c.idEnd]...)
+// values reads a rowJSON's values in order.
+type values struct {
+	s string
+	i int
+}
+
+// next returns the next value; past the end (a bug), empty ones. It is
+// small enough to inline: a list reads 100,000 rows of values.
+func (v *values) next() string {
+	i, n := v.i, uint(0)
+	for shift := uint(0); i < len(v.s); shift += 7 {
+		c := v.s[i]
+		i++
+		n |= uint(c&0x7f) << shift
+		if c < 0x80 {
+			break
+		}
+	}
+	if n > uint(len(v.s)-i) {
+		v.i = len(v.s)
+		return ""
+	}
+	v.i = i + int(n)
+	return v.s[i:v.i]
+}
+
+// uvarint reads a uvarint.
+func (v *values) uvarint() (uint64, bool) {
+	var u uint64
+	for shift := 0; v.i < len(v.s) && shift < 64; shift += 7 {
+		c := v.s[v.i]
+		v.i++
+		u |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return u, true
+		}
+	}
+	v.i = len(v.s)
+	return 0, false
+}
+
+// count reads a number written as a value's length (the mount points').
+func (v *values) count() int {
+	u, _ := v.uvarint()
+	return int(min(u, uint64(len(v.s))))
+}
+
+func appendStr(b []byte, key, v string) []byte {
+	b = append(b, key...)
+	b = append(b, v...)
+	return append(b, '"')
+}
+
+func appendOptStr(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return appendStr(b, key, v)
+}
+
+func appendFlag(b []byte, key string, on bool) []byte {
+	b = append(b, key...)
+	if on {
+		return append(b, "true"...)
+	}
+	return append(b, "false"...)
+}
+
+// appendTo appends the disk as disk.AppendJSON would, id being the row's
+// identity, node its nodeKey, and last_seen replaced by ts unless ts is
+// nil.
+func (c *rowJSON) appendTo(b []byte, id string, node, ts []byte) []byte {
+	return c.write(b, id, node, ts, nil)
+}
+
+// write is appendTo with the times formatted through tc (nil: none).
+func (c *rowJSON) write(b []byte, id string, node, ts []byte, tc *timeCache) []byte {
+	v := values{s: c.b, i: 1}
+	last := v.next()
+	if x := v.next(); c.flags()&rowIDOut == 0 {
+		id = x
+	}
+	b = appendStr(b, `{"id":"`, id)
 	b = append(b, node...)
-	rest := c.idEnd
-	if c.uuidOff > 0 {
-		// The identity's string is "uuid:" and the UUID's, escaped alike.
-		b = append(b, c.b[rest:c.uuidOff]...)
-		b = append(b, uuidKey...)
-		b = append(b, '"')
-		b = append(b, c.b[len(idUUID):c.idEnd]...)
-		rest = c.uuidOff
+	b = appendStr(b, `,"host":"`, v.next())
+	b = appendStr(b, `,"name":"`, v.next())
+	b = appendStr(b, `,"device":"`, v.next())
+	b = appendOptStr(b, `,"majmin":"`, v.next())
+	if u := v.next(); c.flags()&rowUUIDInID != 0 {
+		b = appendStr(b, `,"uuid":"`, id[len(disk.IdentityUUID):])
+	} else {
+		b = appendOptStr(b, `,"uuid":"`, u)
 	}
+	b = appendOptStr(b, `,"partuuid":"`, v.next())
+	b = appendOptStr(b, `,"label":"`, v.next())
+	b = appendOptStr(b, `,"partlabel":"`, v.next())
+	b = appendOptStr(b, `,"type":"`, v.next())
+	b = appendOptStr(b, `,"usage":"`, v.next())
+	b = append(b, `,"size":`...)
+	size, _ := v.uvarint()
+	b = tc.appendSize(b, size)
+	b = appendFlag(b, `,"read_only":`, c.flags()&rowReadOnly != 0)
+	b = appendFlag(b, `,"removable":`, c.flags()&rowRemovable != 0)
+	b = append(b, `,"mountpoints":[`...)
+	for i := range v.count() {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendStr(b, `"`, v.next())
+	}
+	b = append(b, ']')
+	b = appendFlag(b, `,"present":`, c.flags()&rowPresent != 0)
+	text := c.flags()&rowTextTimes != 0
+	b = append(b, `,"first_seen":"`...)
+	b = tc.append(b, v.next(), text, 0)
+	b = append(b, `","last_seen":"`...)
 	if ts == nil {
-		return append(b, c.b[rest:]...)
+		b = tc.append(b, last, text, 1)
+	} else {
+		b = append(b, ts...)
 	}
-	b = append(b, c.b[rest:c.tsOff]...)
-	b = append(b, ts...)
-	return append(b, c.b[c.tsEnd:]...)
+	b = append(b, '"')
+	if c.flags()&rowNotUnique != 0 {
+		b = append(b, `,"not_unique":true`...)
+	}
+	return append(b, '}')
+}
+
+// appendTime appends a time as encoded: text, or a stamp formatted.
+func appendTime(b []byte, x string, text bool) []byte {
+	if text {
+		return append(b, x...)
+	}
+	st, _ := readStamp(x)
+	return st.format(b)
+}
+
+// timeCache remembers the last first_seen and last_seen formatted, and
+// the last size: rows listed together mostly share their times (a
+// report's disks are seen at once) and often their sizes (a node's disks
+// of one model), and formatting is most of what a list costs beyond
+// copying (a size's digits were 1.3 ms of a list of 100,000 disks).
+type timeCache struct {
+	key     [2]string // the stamps (substrings of immutable encodings)
+	txt     [2][]byte
+	size    uint64
+	sizeTxt []byte
+}
+
+// appendSize appends size in decimal.
+func (tc *timeCache) appendSize(b []byte, size uint64) []byte {
+	if tc == nil {
+		return strconv.AppendUint(b, size, 10)
+	}
+	if tc.sizeTxt == nil || tc.size != size {
+		tc.sizeTxt = strconv.AppendUint(tc.sizeTxt[:0], size, 10)
+		tc.size = size
+	}
+	return append(b, tc.sizeTxt...)
+}
+
+// append appends a time as encoded (see appendTime), slot 0 for
+// first_seen and 1 for last_seen.
+func (tc *timeCache) append(b []byte, x string, text bool, slot int) []byte {
+	if tc == nil || text {
+		return appendTime(b, x, text)
+	}
+	if tc.txt[slot] == nil || tc.key[slot] != x {
+		tc.txt[slot] = appendTime(tc.txt[slot][:0], x, false)
+		tc.key[slot] = x
+	}
+	return append(b, tc.txt[slot]...)
 }
 
 // sameTime reports whether a and b format the same way: the same instant
 // in the same location.
 func sameTime(a, b time.Time) bool { return a.Equal(b) && a.Location() == b.Location() }
 
-var lastSeenKey = []byte(`,"last_seen":"`)
-
-// encodeRow encodes d (whose LastSeen is the row's own), into a slice of
-// its own length: 100,000 of them are kept.
+// encodeRow encodes d (whose LastSeen is the row's own), into a string of
+// its own length: 100,000 of them are kept. Mount points are written as
+// readers see them (cloneMounts): [], never null.
 func encodeRow(d *disk.Disk) *rowJSON {
-	if d.Mounts == nil {
-		// As readers see it (cloneMounts): "mountpoints": [], never null.
-		c := *d
-		c.Mounts = []string{}
-		d = &c
+	var scratch, tmp [512]byte
+	b := scratch[:0]
+	put := func(s string) {
+		q := disk.AppendJSONString(tmp[:0], s)
+		q = q[1 : len(q)-1]
+		b = binary.AppendUvarint(b, uint64(len(q)))
+		b = append(b, q...)
 	}
-	var scratch [1024]byte
-	full := disk.AppendJSON(scratch[:0], d)
-	// The identity is the first key, the node ID the second.
-	idEnd := len(disk.AppendJSONString([]byte(`{"id":`), d.ID))
-	nodeEnd := idEnd + len(nodeKey(d.Node))
-	cut := nodeEnd - idEnd
-	uOff, uEnd := 0, 0
-	if d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID {
-		// A quote is escaped inside a string, so the key's first
-		// occurrence is the key.
-		uOff = bytes.Index(full[nodeEnd:], uuidKey) + nodeEnd
-		uEnd = uOff + len(disk.AppendJSONString(uuidKey, d.UUID))
-		cut += uEnd - uOff
+	var flags uint8
+	b = append(b, 0) // flags, set below
+	text := !formatsExactly(d.FirstSeen) || !formatsExactly(d.LastSeen)
+	last := stampOf(d.LastSeen).appendBinary(tmp[:0])
+	if text {
+		flags |= rowTextTimes
+		last = d.LastSeen.AppendFormat(tmp[:0], time.RFC3339Nano)
 	}
-	b := make([]byte, 0, len(full)-cut)
-	b = append(b, full[:idEnd]...)
-	if uOff > 0 {
-		b = append(b, full[nodeEnd:uOff]...)
-		b = append(b, full[uEnd:]...)
-		uOff -= nodeEnd - idEnd
+	b = binary.AppendUvarint(b, uint64(len(last)))
+	b = append(b, last...)
+	if string(disk.AppendJSONString(tmp[:0], d.ID)) == `"`+d.ID+`"` {
+		flags |= rowIDOut
+		put("")
 	} else {
-		b = append(b, full[nodeEnd:]...)
+		put(d.ID)
 	}
-	// last_seen is the last key but not_unique; find it from the end.
-	off := lastIndex(b, lastSeenKey) + len(lastSeenKey)
-	end := off
-	for b[end] != '"' {
-		end++
+	put(d.Host)
+	put(d.Name)
+	put(d.Device)
+	put(d.MajMin)
+	if d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID {
+		flags |= rowUUIDInID
+		put("")
+	} else {
+		put(d.UUID)
 	}
-	return &rowJSON{b: b, idEnd: int32(idEnd), uuidOff: int32(uOff), tsOff: int32(off), tsEnd: int32(end), ts: d.LastSeen}
-}
-
-func lastIndex(b, sep []byte) int {
-	for i := len(b) - len(sep); i >= 0; i-- {
-		if string(b[i:i+len(sep)]) == string(sep) {
-			return i
+	put(d.PartUUID)
+	put(d.Label)
+	put(d.PartLabel)
+	put(d.Type)
+	put(d.Usage)
+	b = binary.AppendUvarint(b, d.Size)
+	b = binary.AppendUvarint(b, uint64(len(d.Mounts)))
+	for _, m := range d.Mounts {
+		put(m)
+	}
+	first := stampOf(d.FirstSeen).appendBinary(tmp[:0])
+	if text {
+		first = d.FirstSeen.AppendFormat(tmp[:0], time.RFC3339Nano)
+	}
+	b = binary.AppendUvarint(b, uint64(len(first)))
+	b = append(b, first...)
+	for _, f := range []struct {
+		on  bool
+		bit uint8
+	}{{d.ReadOnly, rowReadOnly}, {d.Removable, rowRemovable}, {d.Present, rowPresent}, {d.NotUnique, rowNotUnique}} {
+		if f.on {
+			flags |= f.bit
 		}
 	}
-	return -1
+	b[0] = flags
+	return &rowJSON{b: string(b)}
 }
 
 // withTime returns c with last_seen changed to t.
 func (c *rowJSON) withTime(t time.Time) *rowJSON {
-	var scratch [64]byte
-	ts := t.AppendFormat(scratch[:0], time.RFC3339Nano)
-	b := make([]byte, 0, int(c.tsOff)+len(ts)+len(c.b)-int(c.tsEnd))
-	b = append(b, c.b[:c.tsOff]...)
+	v := values{s: c.b, i: 1}
+	v.next() // last_seen
+	rest, flags := c.b[v.i:], c.flags()
+	var scratch, firstText [64]byte
+	ts := scratch[:0]
+	switch {
+	case flags&rowTextTimes != 0:
+		ts = t.AppendFormat(ts, time.RFC3339Nano)
+	case formatsExactly(t):
+		ts = stampOf(t).appendBinary(ts)
+	default:
+		// t is not a time stamp.format writes: both times as text.
+		flags |= rowTextTimes
+		ts = t.AppendFormat(ts, time.RFC3339Nano)
+		w := v
+		w.toFirstSeen()
+		firstAt := w.i
+		first := appendTime(firstText[:0], w.next(), false)
+		b := make([]byte, 0, len(c.b)+len(ts)+len(first))
+		b = append(b, flags)
+		b = binary.AppendUvarint(b, uint64(len(ts)))
+		b = append(b, ts...)
+		b = append(b, c.b[v.i:firstAt]...)
+		b = binary.AppendUvarint(b, uint64(len(first)))
+		b = append(b, first...)
+		return &rowJSON{b: string(b)}
+	}
+	b := make([]byte, 0, len(c.b)+len(ts))
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(len(ts)))
 	b = append(b, ts...)
-	end := len(b)
-	b = append(b, c.b[c.tsEnd:]...)
-	return &rowJSON{b: b, idEnd: c.idEnd, uuidOff: c.uuidOff, tsOff: c.tsOff, tsEnd: int32(end), ts: t}
+	b = append(b, rest...)
+	return &rowJSON{b: string(b)}
 }
 
 // encodingLocked returns r's encoding with its own last-seen, splicing
@@ -142,11 +377,12 @@ func (c *rowJSON) withTime(t time.Time) *rowJSON {
 // by any number of readers at once: each would store the same bytes.
 func (r *row) encodingLocked() *rowJSON {
 	c := r.enc.Load()
-	if sameTime(c.ts, r.d.LastSeen) {
+	if !r.refreshed.Load() || c.at(r.d.LastSeen) {
 		return c
 	}
 	c = c.withTime(r.d.LastSeen)
 	r.enc.Store(c)
+	r.refreshed.Store(false)
 	return c
 }
 
@@ -156,10 +392,7 @@ func (e *nodeEntry) sortedLocked() []*row {
 	if p := e.sorted.Load(); p != nil {
 		return *p
 	}
-	rs := make([]*row, 0, len(e.rows))
-	for r := range e.rows {
-		rs = append(rs, r)
-	}
+	rs := slices.Clone(e.rows)
 	sortRowPtrs(rs)
 	e.sorted.Store(&rs)
 	return rs
@@ -186,6 +419,7 @@ type JSONList struct {
 // JSONList.nodes), and whether last_seen is replaced by its node's.
 type listItem struct {
 	c      *rowJSON
+	id     string // the row's identity (rowIDOut)
 	node   int32
 	nodeTS bool
 }
@@ -241,7 +475,7 @@ func (s *Store) disksJSON(keep func(*disk.Disk) bool, withLabels bool) (l *JSONL
 					continue
 				}
 			}
-			it := listItem{node: ni}
+			it := listItem{id: r.d.ID, node: ni}
 			if r.d.Present && e.node.LastSeen.After(r.d.LastSeen) {
 				// Seen as recently as its node was heard (diskCopy): any
 				// encoding of the row will do, its own time is not shown.
@@ -267,6 +501,7 @@ func (s *Store) disksJSON(keep func(*disk.Disk) bool, withLabels bool) (l *JSONL
 // small buffer.
 func (l *JSONList) WriteTo(w io.Writer) (int64, error) {
 	buf := make([]byte, 0, listChunk)
+	var tc timeCache
 	var n int64
 	flush := func() error {
 		m, err := w.Write(buf)
@@ -281,9 +516,9 @@ func (l *JSONList) WriteTo(w io.Writer) (int64, error) {
 		}
 		nd := &l.nodes[it.node]
 		if it.nodeTS {
-			buf = it.c.appendTo(buf, nd.key, nd.ts)
+			buf = it.c.write(buf, it.id, nd.key, nd.ts, &tc)
 		} else {
-			buf = it.c.appendTo(buf, nd.key, nil)
+			buf = it.c.write(buf, it.id, nd.key, nil, &tc)
 		}
 		if len(buf) >= listChunk-1024 {
 			if err := flush(); err != nil {

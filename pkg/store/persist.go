@@ -320,7 +320,7 @@ func (s *Store) Load(db *DB) error {
 			r.set(&d)
 			r.d.hidx = -1
 			if len(rec.Past) > 0 {
-				r.moved = &placements{past: rec.Past}
+				r.setPast(rec.Past)
 			}
 			if rec.Since.IsZero() {
 				rec.Since = d.FirstSeen

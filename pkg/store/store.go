@@ -32,8 +32,9 @@
 // heard least recently, offline ones first; the row absent the longest);
 // every such decision is counted in Stats.
 //
-// Readers of 100,000 rows do not walk them: each row is kept as its JSON
-// encoding, which a list writes as it is (compact.go, list.go), each
+// Readers of 100,000 rows do not walk them: each row is kept as the values
+// of its JSON encoding, which a list writes between constant keys
+// (compact.go, list.go, stamp.go), each
 // node's rows in list order are kept until a change, and `where` looks
 // names up in an index (index.go). Every change of a row goes through
 // markRow (which encodes it again and drops its node's order) and every
@@ -60,7 +61,7 @@ const (
 	DefaultMaxPeers        = 4096
 	DefaultMaxDisksPerNode = 4096
 	// DefaultMaxDisks is sized for a network that has seen 100,000 disks,
-	// with room to spare; about 0.8 KiB of live heap each (README figures).
+	// with room to spare; about 0.5 KiB of live heap each (README figures).
 	DefaultMaxDisks = 131072
 	// DefaultHistoryPerDisk is how many placements a disk remembers,
 	// the current one included.
@@ -118,8 +119,8 @@ type Store struct {
 
 type nodeEntry struct {
 	node    disk.Node
-	rows    map[*row]struct{} // rows whose current placement is on this node
-	present map[string]*row   // the present row at each kernel name
+	rows    []*row          // rows whose current placement is on this node, in no order (row.nidx)
+	present map[string]*row // the present row at each kernel name
 	// sorted is rows in list order, made by the first list after a
 	// change (see list.go); nil until then.
 	sorted atomic.Pointer[[]*row]
@@ -129,16 +130,21 @@ type nodeEntry struct {
 // its key; the rest of the disk is in enc (see compact.go).
 type row struct {
 	d rowDisk
-	// moved is the row's placements beyond its current one; nil for a
-	// disk never moved (most of them), whose placement began when it was
-	// first seen (see since).
-	moved *placements
-	// enc is the disk as JSON (disk.AppendJSON), made on every change
-	// (markRow); never nil while the row is in the table.
+	// extra is what few rows have: placements beyond the current one (a
+	// disk never moved, whose placement began when it was first seen,
+	// has none: see since) and the disk as reported when enc cannot give
+	// it back (raw). nil for most rows.
+	extra *placements
+	// enc is the disk's JSON values (disk.AppendJSON's, see rowJSON),
+	// made on every change (markRow); never nil while the row is in the
+	// table.
 	enc atomic.Pointer[rowJSON]
-	// raw is the disk as reported when enc cannot give it back exactly
-	// (invalid UTF-8); nil for nearly every row.
-	raw *disk.Disk
+	// nidx is the row's index in its node's rows (nodeEntry.rows).
+	nidx int32
+	// refreshed says d.LastSeen may have moved since enc was made (an
+	// unchanged report refreshed it: updateLocked): the next list
+	// splices it in (encodingLocked). It fits in the row's padding.
+	refreshed atomic.Bool
 }
 
 // Stats counts what the store did that a user may want to know about:
@@ -216,7 +222,7 @@ func New(opts Options) *Store {
 }
 
 func newNodeEntry(n disk.Node) *nodeEntry {
-	return &nodeEntry{node: n, rows: make(map[*row]struct{}), present: make(map[string]*row)}
+	return &nodeEntry{node: n, present: make(map[string]*row)}
 }
 
 // LocalNode returns this node.
@@ -482,6 +488,7 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 		// at a clean stop (see Flush), which is what "last seen" needs:
 		// the peer's offline time bounds it from below.
 		r.d.LastSeen = now
+		r.refreshed.Store(true)
 		return false
 	}
 	wasPresent := r.d.Present
@@ -566,7 +573,7 @@ func (s *Store) roomOnNodeLocked(e *nodeEntry, keep *row) bool {
 		return true
 	}
 	var oldest *row
-	for r := range e.rows {
+	for _, r := range e.rows {
 		if r != keep && !r.d.Present && (oldest == nil || olderRow(r, oldest)) {
 			oldest = r
 		}
@@ -651,7 +658,8 @@ func (s *Store) promoteLocked(p, c *row) {
 	key := p.d.Row
 	s.where.remove(p)
 	hidx := p.d.hidx
-	p.d, p.raw = c.d, c.raw
+	p.d = c.d
+	p.setRaw(c.rawDisk())
 	p.d.hidx = hidx
 	p.enc.Store(c.enc.Load())
 	p.d.Row, p.d.FirstSeen = key, first
@@ -738,19 +746,22 @@ func (s *Store) sighting(r *row) disk.Sighting {
 // the oldest beyond the bound (which counts the current placement).
 func (s *Store) pushPastLocked(r *row, sg disk.Sighting) {
 	since := r.since()
-	if r.moved == nil {
-		r.moved = &placements{since: since}
+	if r.extra == nil {
+		r.extra = &placements{since: since}
 	}
-	r.moved.past = slices.Insert(r.moved.past, 0, sg)
-	if max := s.opts.HistoryPerDisk - 1; len(r.moved.past) > max {
-		s.stats.HistoryTrimmed += uint64(len(r.moved.past) - max)
-		r.moved.past = slices.Clip(r.moved.past[:max])
+	r.extra.past = slices.Insert(r.extra.past, 0, sg)
+	if max := s.opts.HistoryPerDisk - 1; len(r.extra.past) > max {
+		s.stats.HistoryTrimmed += uint64(len(r.extra.past) - max)
+		r.extra.past = slices.Clip(r.extra.past[:max])
 	}
 }
 
 func (s *Store) placeLocked(r *row, e *nodeEntry) {
 	e.sorted.Store(nil)
-	e.rows[r] = struct{}{}
+	if i := int(r.nidx); i >= len(e.rows) || e.rows[i] != r { // not there yet
+		r.nidx = int32(len(e.rows))
+		e.rows = append(e.rows, r)
+	}
 	if r.d.Present {
 		e.present[r.d.Name] = r
 	}
@@ -762,7 +773,12 @@ func (s *Store) unplaceLocked(r *row) {
 		return
 	}
 	e.sorted.Store(nil)
-	delete(e.rows, r)
+	if i := int(r.nidx); i < len(e.rows) && e.rows[i] == r {
+		last := e.rows[len(e.rows)-1]
+		e.rows[i], last.nidx = last, int32(i)
+		e.rows[len(e.rows)-1] = nil
+		e.rows = e.rows[:len(e.rows)-1]
+	}
 	if e.present[r.d.Name] == r {
 		delete(e.present, r.d.Name)
 	}
@@ -897,18 +913,29 @@ func (s *Store) Disk(k disk.Key) (disk.Disk, bool) {
 // present ones first, then history, most recently seen first.
 func (s *Store) Where(q string) []disk.Disk {
 	s.mu.RLock()
-	// A row whose identity is q: the primary keyed q, and q's clones.
-	ids := s.clones[q]
-	if p := s.rows[disk.Key(q)]; p != nil {
-		ids = append(slices.Clip(ids), p)
-	}
-	rs := s.where.lookup(q, ids...)
+	rs := s.where.lookup(q, s.idCandidates(q)...)
 	out := make([]disk.Disk, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, s.diskCopy(s.nodes[r.d.Node], r))
 	}
 	s.mu.RUnlock()
 	SortWhere(out)
+	return out
+}
+
+// idCandidates returns the rows whose identity is q, or "uuid:" or
+// "partuuid:" and q folded (the index leaves out a UUID its identity
+// spells: see whereIndex.keys): for each, the primary keyed by it and its
+// clones. Called with the lock held.
+func (s *Store) idCandidates(q string) []*row {
+	var out []*row
+	f := foldKey(q)
+	for _, id := range [3]string{q, disk.IdentityUUID + f, disk.IdentityPartUUID + f} {
+		out = append(out, s.clones[id]...)
+		if p := s.rows[disk.Key(id)]; p != nil {
+			out = append(out, p)
+		}
+	}
 	return out
 }
 
@@ -1047,12 +1074,9 @@ func sortedRows[K comparable](m map[K]*row) []*row {
 	return out
 }
 
-// sortedRowSet returns a set's rows in key order.
-func sortedRowSet(m map[*row]struct{}) []*row {
-	out := make([]*row, 0, len(m))
-	for r := range m {
-		out = append(out, r)
-	}
+// sortedRowSet returns a copy of rows in key order.
+func sortedRowSet(rows []*row) []*row {
+	out := slices.Clone(rows)
 	slices.SortFunc(out, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
 	return out
 }
