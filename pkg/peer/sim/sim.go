@@ -333,10 +333,10 @@ func (f *effects) PeerSeen(n disk.Node) { f.set(n.ID, func(e *entry) { e.online 
 func (f *effects) PeerInventory(n disk.Node, instance, gen uint64, _ []disk.Disk) {
 	f.set(n.ID, func(e *entry) { *e = entry{instance: instance, gen: gen, online: true} })
 }
-func (f *effects) PeerOffline(id disk.NodeID)    { f.set(id, func(e *entry) { e.online = false }) }
+func (f *effects) PeerOffline(id disk.NodeID)        { f.set(id, func(e *entry) { e.online = false }) }
 func (f *effects) PeerReach(disk.NodeID, disk.Reach) {}
-func (f *effects) Act(*peer.Action) bool         { return false }
-func (f *effects) Replied(wire.Reply)            {}
+func (f *effects) Act(*peer.Action) bool             { return false }
+func (f *effects) Replied(wire.Reply)                {}
 
 // events is a min-heap of events by time, then by order queued.
 type events []event
