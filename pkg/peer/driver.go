@@ -63,7 +63,7 @@ func (e storeEffects) PeerSeen(n disk.Node) { e.st.TouchPeer(n) }
 func (e storeEffects) PeerInventory(n disk.Node, _, _ uint64, disks []disk.Disk) {
 	e.st.ApplyPeer(n, disks)
 }
-func (e storeEffects) PeerOffline(id disk.NodeID)             { e.st.SetPeerOffline(id) }
+func (e storeEffects) PeerOffline(id disk.NodeID)                 { e.st.SetPeerOffline(id) }
 func (e storeEffects) PeerReach(id disk.NodeID, reach disk.Reach) { e.st.SetPeerReach(id, reach) }
 
 // machineConfig is the Machine's part of s's configuration.
