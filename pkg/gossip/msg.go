@@ -31,16 +31,7 @@ const (
 
 var (
 	encMode = must(cbor.CoreDetEncOptions().EncMode())
-	decMode = must(cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   6,
-		MaxArrayElements:  MaxStateNodes,
-		MaxMapPairs:       32,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		UTF8:              cbor.UTF8RejectInvalid,
-		FieldNameMatching: cbor.FieldNameMatchingCaseSensitive,
-	}.DecMode())
+	decMode = wire.UntrustedDecMode(6, MaxStateNodes)
 )
 
 func must[T any](v T, err error) T {

@@ -18,19 +18,25 @@ import (
 // The CBOR modes are immutable once built, so sharing them is safe.
 var (
 	encMode = must(cbor.CoreDetEncOptions().EncMode())
-	// decMode bounds everything an untrusted body can make the decoder do.
-	// Unknown keys are ignored on purpose: that is how version 1 grows.
-	decMode = must(cbor.DecOptions{
+	decMode = UntrustedDecMode(8, maxDisksChunk)
+)
+
+// UntrustedDecMode is the CBOR decoder for bodies from the network (here
+// and on the gossip path): it bounds everything an untrusted body can make
+// the decoder do, with the nesting depth and array length of its format.
+// Unknown keys are ignored on purpose: that is how version 1 grows.
+func UntrustedDecMode(maxNested, maxArray int) cbor.DecMode {
+	return must(cbor.DecOptions{
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   8,
-		MaxArrayElements:  maxDisksChunk,
+		MaxNestedLevels:   maxNested,
+		MaxArrayElements:  maxArray,
 		MaxMapPairs:       32,
 		IndefLength:       cbor.IndefLengthForbidden,
 		TagsMd:            cbor.TagsForbidden,
 		UTF8:              cbor.UTF8RejectInvalid,
 		FieldNameMatching: cbor.FieldNameMatchingCaseSensitive,
 	}.DecMode())
-)
+}
 
 func must[T any](v T, err error) T {
 	if err != nil {
