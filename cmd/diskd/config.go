@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -190,10 +193,35 @@ func loadConfigFile(c *Config, path string, explicit bool) error {
 		return fmt.Errorf("config %s: unknown option %q", path, und[0].String())
 	}
 	// A bare number would decode into a time.Duration as nanoseconds.
-	if md.Type("network", "heartbeat_interval") == "Integer" {
-		return fmt.Errorf("config %s: network.heartbeat_interval: write a duration as a string with its unit, e.g. \"10s\"", path)
+	durations := durationKeys(reflect.TypeOf(*c), "")
+	for _, k := range md.Keys() {
+		if durations[k.String()] && md.Type(k...) == "Integer" {
+			return fmt.Errorf("config %s: %s: write a duration as a string with its unit, e.g. \"10s\"", path, k)
+		}
 	}
 	return nil
+}
+
+// durationKeys lists the config keys of t that decode into a bare
+// time.Duration (the Duration type refuses numbers itself).
+func durationKeys(t reflect.Type, prefix string) map[string]bool {
+	keys := map[string]bool{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		switch {
+		case name == "-":
+		case f.Type == reflect.TypeFor[time.Duration]():
+			keys[prefix+name] = true
+		case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[Duration]():
+			sub := prefix // an embedded struct's keys are its parent's
+			if name != "" {
+				sub = prefix + name + "."
+			}
+			maps.Copy(keys, durationKeys(f.Type, sub))
+		}
+	}
+	return keys
 }
 
 // addFlags binds flags to c's fields, so a flag given overrides the file.
