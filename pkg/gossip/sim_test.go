@@ -355,3 +355,36 @@ func simScale(t *testing.T, n int) {
 	}
 
 }
+
+// TestHeldFetchesBounded: a keyed member asking for generations that never
+// come (a peer gone bad, or a flood of retries) makes a parent hold at most
+// maxHeld requests; the rest are answered at once, and the held ones are
+// answered "unknown" and forgotten after holdMax.
+func TestHeldFetchesBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newSimCluster(t, 3)
+		defer c.stop()
+		if m, _ := c.converge(t, 30*time.Second); m < 0 {
+			t.Fatal("3 members did not converge within 30 s")
+		}
+		s := c.svcs[1]
+		held := s.ctr.get(cFetchesHeld)
+		req := fetchReq{Origin: idBytes(c.svcs[0].self), From: idBytes(c.svcs[2].self), Instance: 1000, Gen: 1 << 40}
+		for range maxHeld + 100 {
+			s.serveFetch(req)
+		}
+		s.mu.Lock()
+		n := s.nHeld
+		s.mu.Unlock()
+		if n != maxHeld || s.ctr.get(cFetchesHeld)-held != maxHeld {
+			t.Fatalf("%d requests held (%d counted), want at most %d", n, s.ctr.get(cFetchesHeld)-held, maxHeld)
+		}
+		time.Sleep(holdMax + 2*time.Second)
+		s.mu.Lock()
+		n = s.nHeld
+		s.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("%d requests still held %v later, want 0", n, holdMax+2*time.Second)
+		}
+	})
+}
