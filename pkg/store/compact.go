@@ -103,8 +103,8 @@ func (r *row) set(d *disk.Disk) {
 	r.d = rowDisk{ID: d.ID, Row: d.Row, Node: d.Node, Name: d.Name, Present: d.Present,
 		NotUnique: d.NotUnique, hidx: r.d.hidx, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen}
 	c := encodeRow(d)
-	r.enc.Store(c)
-	r.refreshed.Store(false)
+	r.enc = c
+	r.refreshed = false
 	r.setRaw(nil)
 	if back := c.decode(d.ID); !sameCold(&back, d) {
 		raw := cloneDisk(d)
@@ -126,7 +126,7 @@ func (r *row) disk() disk.Disk {
 	if raw := r.rawDisk(); raw != nil {
 		d = cloneDisk(raw)
 	} else {
-		d = r.enc.Load().decode(r.d.ID)
+		d = r.enc.decode(r.d.ID)
 	}
 	h := &r.d
 	d.ID, d.Row, d.Node, d.Name, d.Present, d.NotUnique, d.FirstSeen, d.LastSeen =
@@ -188,7 +188,7 @@ func (r *row) device() string {
 	if raw := r.rawDisk(); raw != nil {
 		return raw.Device
 	}
-	return r.enc.Load().decode(r.d.ID).Device
+	return r.enc.decode(r.d.ID).Device
 }
 
 // label returns the row's filesystem label.
@@ -196,7 +196,7 @@ func (r *row) label() string {
 	if raw := r.rawDisk(); raw != nil {
 		return raw.Label
 	}
-	return r.enc.Load().decode(r.d.ID).Label
+	return r.enc.decode(r.d.ID).Label
 }
 
 // quickDecode reads an encoding whose values have no escapes (as they

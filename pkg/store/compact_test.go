@@ -93,8 +93,8 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("case %d: round trip\n got %#v\nwant %#v", i, got, want)
 	}
-	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != (r.enc.Load().flags()&rowUUIDInID != 0) {
-		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, r.enc.Load().flags()&rowUUIDInID != 0)
+	if shared := d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID; shared != ((&r.enc).flags()&rowUUIDInID != 0) {
+		t.Errorf("case %d: UUID in the identity %v, left out of the encoding %v", i, shared, (&r.enc).flags()&rowUUIDInID != 0)
 	}
 	// Encodings without escapes take the quick way.
 	plain := true
@@ -102,13 +102,13 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 		d.Label, d.PartLabel, d.Type, d.Usage}, d.Mounts...) {
 		plain = plain && string(disk.AppendJSONString(nil, s)) == `"`+s+`"`
 	}
-	if _, quick := quickDecode(r.enc.Load()); quick != plain {
+	if _, quick := quickDecode((&r.enc)); quick != plain {
 		t.Errorf("case %d: no escapes %v, decoded the quick way %v", i, plain, quick)
 	}
 	if got.Device != r.device() || got.Label != r.label() {
 		t.Errorf("case %d: device %q label %q, decoded %q %q", i, r.device(), r.label(), got.Device, got.Label)
 	}
-	if enc, json := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
+	if enc, json := string((&r.enc).appendTo(nil, want.ID, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
 		t.Errorf("case %d: encoding\n got %s\nwant %s", i, enc, json)
 	}
 	// A refreshed last-seen (withTime) and a node's time written in
@@ -121,14 +121,14 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 		later.LastSeen = lt
 		ts := later.LastSeen.AppendFormat(nil, time.RFC3339Nano)
 		json := string(disk.AppendJSON(nil, &later))
-		c := r.enc.Load().withTime(later.LastSeen)
+		c := (&r.enc).withTime(later.LastSeen)
 		if enc := string(c.appendTo(nil, want.ID, nodeKey(want.Node), nil)); enc != json {
 			t.Errorf("case %d: encoding with a new time\n got %s\nwant %s", i, enc, json)
 		}
 		if !c.at(lt) || c.at(lt.Add(time.Nanosecond)) {
 			t.Errorf("case %d: encoding at %v: %v", i, lt, c.at(lt))
 		}
-		if enc := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), ts)); enc != json {
+		if enc := string((&r.enc).appendTo(nil, want.ID, nodeKey(want.Node), ts)); enc != json {
 			t.Errorf("case %d: encoding with its node's time\n got %s\nwant %s", i, enc, json)
 		}
 	}
@@ -140,7 +140,7 @@ func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	if got := r.disk(); !reflect.DeepEqual(got, want) {
 		t.Errorf("case %d: after a change\n got %#v\nwant %#v", i, got, want)
 	}
-	if enc, json := string(r.enc.Load().appendTo(nil, want.ID, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
+	if enc, json := string((&r.enc).appendTo(nil, want.ID, nodeKey(want.Node), nil)), string(disk.AppendJSON(nil, &want)); enc != json {
 		t.Errorf("case %d: encoding after a change\n got %s\nwant %s", i, enc, json)
 	}
 }

@@ -142,12 +142,48 @@ func rowsOf(ds []disk.Disk) []string {
 // compares the list's cached encodings and orders, and the where index,
 // with what a scan of the rows gives.
 func TestDerivedViewsStayInStep(t *testing.T) {
-	c := &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	// In UTC, and in a zone whose offset has seconds.
+	for _, loc := range []*time.Location{time.UTC, time.FixedZone("LMT", 3600+30)} {
+		t.Run(loc.String(), func(t *testing.T) { derivedViewsStayInStep(t, loc) })
+	}
+}
+
+// TestListOfTextTimes: times beyond what a stamp formats (a clock in the
+// year -5) are kept as text; a list still shows a present disk seen
+// after its node was heard with its own time, and the others with the
+// node's.
+func TestListOfTextTimes(t *testing.T) {
+	c := &clock{t: time.Date(-5, 1, 2, 3, 4, 5, 0, time.UTC), step: time.Millisecond}
+	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, Now: c.now})
+	s.ApplyPeer(disk.Node{ID: peerID, Name: "there"}, []disk.Disk{d("sda", "A"), d("sdb", "B")})
+	s.TouchPeer(disk.Node{ID: peerID, Name: "there"}) // the node now heard after its disks
+	s.ApplyPeer(disk.Node{ID: "00000000000000000000000000000003", Name: "yonder"}, []disk.Disk{d("sdc", "C")})
+	s.SetLocal([]disk.Disk{d("sdd", "D")})
+	s.mu.RLock()
+	text := 0
+	for _, r := range s.rows {
+		if r.enc.flags()&rowTextTimes != 0 {
+			text++
+		}
+	}
+	s.mu.RUnlock()
+	if text != 4 {
+		t.Fatalf("%d of 4 rows keep their times as text", text)
+	}
+	if got, want := listBytes(t, s.DisksJSON(nil, nil)), disk.AppendJSONArray(nil, referenceDisks(s)); !bytes.Equal(got, want) {
+		t.Fatalf("list differs from the encoded table:\n got %s\nwant %s", got, want)
+	}
+}
+
+func derivedViewsStayInStep(t *testing.T, loc *time.Location) {
+	// Each reading of the clock a millisecond on: a report's disks are
+	// then seen after their node was heard, as with a real clock.
+	c := &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, loc), step: time.Millisecond}
 	opts := Options{Local: disk.Node{ID: localID, Name: "here"}, Now: c.now, MaxPeers: 2, MaxDisksPerNode: 6, MaxDisks: 14}
 	s := New(opts)
 	peers := []disk.Node{{ID: peerID, Name: "there"}, {ID: "00000000000000000000000000000003", Name: "yonder"},
 		{ID: "00000000000000000000000000000004", Name: "afar"}}
-	labels := []string{"A", "B", "ſTICK", "stick", "", "Ω"}
+	labels := []string{"A", "B", "ſTICK", "stick", "", "Ω", `q"\\`}
 	uuids := []string{"aaaa-1", "AAAA-1", "bbbb-2", "ſſſſ-3", "SSSS-3", "", "cccc-4"}
 	queries := []string{"A", "B", "stick", "STICK", "ſtick", "aaaa-1", "AaAa-1", "ssss-3", "ſſſſ-3", "/dev/sda",
 		"/dev/sdb", "uuid:aaaa-1", "uuid:bbbb-2", "PARTX", "partx-1", "Ω", "ω", "nothing",

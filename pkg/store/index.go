@@ -78,7 +78,7 @@ func (x *whereIndex) add(r *row) {
 }
 
 func (x *whereIndex) remove(r *row) {
-	if r.enc.Load() == nil {
+	if r.enc.b == "" {
 		return // a new row, not filled yet: not indexed
 	}
 	var buf [6]uint64

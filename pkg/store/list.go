@@ -272,7 +272,7 @@ func sameTime(a, b time.Time) bool { return a.Equal(b) && a.Location() == b.Loca
 // encodeRow encodes d (whose LastSeen is the row's own), into a string of
 // its own length: 100,000 of them are kept. Mount points are written as
 // readers see them (cloneMounts): [], never null.
-func encodeRow(d *disk.Disk) *rowJSON {
+func encodeRow(d *disk.Disk) rowJSON {
 	var scratch, tmp [512]byte
 	b := scratch[:0]
 	put := func(s string) {
@@ -332,11 +332,11 @@ func encodeRow(d *disk.Disk) *rowJSON {
 		}
 	}
 	b[0] = flags
-	return &rowJSON{b: string(b)}
+	return rowJSON{b: string(b)}
 }
 
 // withTime returns c with last_seen changed to t.
-func (c *rowJSON) withTime(t time.Time) *rowJSON {
+func (c *rowJSON) withTime(t time.Time) rowJSON {
 	v := values{s: c.b, i: 1}
 	v.next() // last_seen
 	rest, flags := c.b[v.i:], c.flags()
@@ -362,76 +362,158 @@ func (c *rowJSON) withTime(t time.Time) *rowJSON {
 		b = append(b, c.b[v.i:firstAt]...)
 		b = binary.AppendUvarint(b, uint64(len(first)))
 		b = append(b, first...)
-		return &rowJSON{b: string(b)}
+		return rowJSON{b: string(b)}
 	}
 	b := make([]byte, 0, len(c.b)+len(ts))
 	b = append(b, flags)
 	b = binary.AppendUvarint(b, uint64(len(ts)))
 	b = append(b, ts...)
 	b = append(b, rest...)
-	return &rowJSON{b: string(b)}
+	return rowJSON{b: string(b)}
 }
 
-// encodingLocked returns r's encoding with its own last-seen, splicing
-// in the time an unchanged report refreshed. Called under the read lock
-// by any number of readers at once: each would store the same bytes.
-func (r *row) encodingLocked() *rowJSON {
-	c := r.enc.Load()
-	if !r.refreshed.Load() || c.at(r.d.LastSeen) {
-		return c
+// nodePack is one node's rows in list order (sortRowPtrs) and, laid end
+// to end in one string, each row's identity and encoding, and, for a row
+// whose times are text (rowTextTimes), its last-seen as a stamp. Every
+// value is after its length as a uvarint. The rows' own strings (enc,
+// the identity, the kernel name) are moved into it (packLocked), so the
+// pack costs no memory beyond what the rows held, and a list reads one
+// node's bytes in order rather than chasing 100,000 rows through the
+// heap.
+type nodePack struct {
+	rows []*row
+	b    string
+}
+
+// packsStaleLocked reports whether a node changed since its pack was made.
+func (s *Store) packsStaleLocked() bool {
+	for _, e := range s.nodes {
+		if e.pack == nil {
+			return true
+		}
 	}
-	c = c.withTime(r.d.LastSeen)
-	r.enc.Store(c)
-	r.refreshed.Store(false)
-	return c
+	return false
 }
 
-// sortedLocked returns e's rows in list order (sortRowPtrs), sorting them
-// only when a row of e changed since the last list.
+// packAllLocked makes the pack of every node that has none. Called with
+// the write lock held: it moves the rows' strings.
+func (s *Store) packAllLocked() {
+	for _, e := range s.nodes {
+		if e.pack == nil {
+			e.pack = s.packLocked(e)
+		}
+	}
+}
+
+// packLocked makes e's pack. A last-seen that an unchanged report
+// refreshed is spliced into its row's encoding first (withTime). Each
+// row's encoding, identity (and the key and index entries that share
+// it) and kernel name are then moved into the pack.
+func (s *Store) packLocked(e *nodeEntry) *nodePack {
+	rows := slices.Clone(e.rows)
+	sortRowPtrs(rows)
+	size := 0
+	for _, r := range rows {
+		if r.refreshed {
+			if !r.enc.at(r.d.LastSeen) {
+				r.enc = r.enc.withTime(r.d.LastSeen)
+			}
+			r.refreshed = false
+		}
+		size += len(r.d.ID) + len(r.enc.b) + 2*binary.MaxVarintLen32
+		if r.enc.flags()&rowTextTimes != 0 {
+			size += 1 + 3*binary.MaxVarintLen64
+		}
+	}
+	b := make([]byte, 0, size)
+	at := make([]int32, 0, 2*len(rows))
+	var stamp [3 * binary.MaxVarintLen64]byte
+	for _, r := range rows {
+		b = binary.AppendUvarint(b, uint64(len(r.d.ID)))
+		at = append(at, int32(len(b)))
+		b = append(b, r.d.ID...)
+		b = binary.AppendUvarint(b, uint64(len(r.enc.b)))
+		at = append(at, int32(len(b)))
+		b = append(b, r.enc.b...)
+		if r.enc.flags()&rowTextTimes != 0 {
+			st := stampOf(r.d.LastSeen).appendBinary(stamp[:0])
+			b = binary.AppendUvarint(b, uint64(len(st)))
+			b = append(b, st...)
+		}
+	}
+	p := &nodePack{rows: rows, b: string(b)}
+	for i, r := range rows {
+		id := p.b[at[2*i] : int(at[2*i])+len(r.d.ID)]
+		if r.d.Row == disk.Key(r.d.ID) && s.rows[r.d.Row] == r {
+			r.d.Row = disk.Key(id)
+			s.rows[r.d.Row] = r // a string key is replaced by the one assigned
+		}
+		r.d.ID = id
+		r.enc.b = p.b[at[2*i+1] : int(at[2*i+1])+len(r.enc.b)]
+		v := values{s: r.enc.b, i: 1}
+		v.next() // last_seen
+		v.next() // id
+		v.next() // host
+		if name := v.next(); name == r.d.Name {
+			if e.present[name] == r {
+				e.present[name] = r
+			}
+			r.d.Name = name
+		}
+	}
+	return p
+}
+
+// sortedLocked returns e's rows in list order: its pack's, or sorted now
+// when a change dropped the pack.
 func (e *nodeEntry) sortedLocked() []*row {
-	if p := e.sorted.Load(); p != nil {
-		return *p
+	if e.pack != nil {
+		return e.pack.rows
 	}
 	rs := slices.Clone(e.rows)
 	sortRowPtrs(rs)
-	e.sorted.Store(&rs)
 	return rs
 }
 
-// invalidateLocked makes r's encoding again and drops its node's list
-// order. Called with the write lock held on every change.
+// invalidateLocked makes r's encoding again and drops its node's pack.
+// Called with the write lock held on every change.
 func (s *Store) invalidateLocked(r *row) {
 	r.reencode()
 	if e := s.nodes[r.d.Node]; e != nil {
-		e.sorted.Store(nil)
+		e.pack = nil
 	}
 }
 
 // JSONList is a list of disks encoded as JSON, ready to be written: it
-// refers to the store's cached encodings (which are never modified, only
-// replaced), so writing it holds no lock.
+// refers to the store's encodings and packs (which are never modified,
+// only replaced), so writing it holds no lock.
 type JSONList struct {
-	items []listItem
 	nodes []listNode
+	items []listItem // a filtered list's disks; nil when whole packs are listed
+	n     int
 }
 
-// listItem is one disk: its cached encoding, its node (an index in
-// JSONList.nodes), and whether last_seen is replaced by its node's.
+// listItem is one disk of a filtered list: its encoding, its node (an
+// index in JSONList.nodes), and whether last_seen is replaced by its
+// node's.
 type listItem struct {
-	c      *rowJSON
+	c      rowJSON
 	id     string // the row's identity (rowIDOut)
 	node   int32
 	nodeTS bool
 }
 
 // listNode is what a list writes for each row of a node: its nodeKey and
-// its last-seen time (what a present disk shows), formatted once.
+// its last-seen time (what a present disk seen before it shows),
+// formatted once; and, for an unfiltered list, its pack.
 type listNode struct {
 	key, ts []byte
+	last    stamp // the node's last-seen
+	pack    string
 }
 
 // Len returns the number of disks.
-func (l *JSONList) Len() int { return len(l.items) }
+func (l *JSONList) Len() int { return l.n }
 
 // DisksJSON returns the disks keep accepts (all when keep is nil) and
 // whose label byLabel accepts (all when nil), as Disks would return them,
@@ -453,47 +535,56 @@ func (s *Store) DisksJSON(keep func(*disk.Disk) bool, byLabel func(string) bool)
 			}
 		}
 		clear(l.items[n:])
-		l.items = l.items[:n]
+		l.items, l.n = l.items[:n], n
 	}
 	return l
 }
 
 func (s *Store) disksJSON(keep func(*disk.Disk) bool, withLabels bool) (l *JSONList, labels []string) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	l = &JSONList{}
-	if keep == nil {
-		l.items = make([]listItem, 0, len(s.rows))
+	if s.packsStaleLocked() {
+		// The first list after a change: pack the nodes that changed,
+		// which moves strings, so under the write lock.
+		s.mu.RUnlock()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.packAllLocked()
+	} else {
+		defer s.mu.RUnlock()
 	}
+	whole := keep == nil && !withLabels
+	l = &JSONList{}
 	for _, e := range s.sortedNodesLocked() {
 		ni := int32(len(l.nodes))
-		l.nodes = append(l.nodes, listNode{key: nodeKey(e.node.ID)})
-		nd := &l.nodes[ni]
-		for _, r := range e.sortedLocked() {
+		l.nodes = append(l.nodes, listNode{key: nodeKey(e.node.ID), last: stampOf(e.node.LastSeen),
+			ts: e.node.LastSeen.AppendFormat(nil, time.RFC3339Nano)})
+		if whole {
+			l.nodes[ni].pack = e.pack.b
+			l.n += len(e.pack.rows)
+			continue
+		}
+		for _, r := range e.pack.rows {
 			if keep != nil {
 				if h := r.hotDisk(); !keep(&h) {
 					continue
 				}
 			}
-			it := listItem{id: r.d.ID, node: ni}
-			if r.d.Present && e.node.LastSeen.After(r.d.LastSeen) {
-				// Seen as recently as its node was heard (diskCopy): any
-				// encoding of the row will do, its own time is not shown.
-				if nd.ts == nil {
-					nd.ts = e.node.LastSeen.AppendFormat(nil, time.RFC3339Nano)
-				}
-				it.c = r.enc.Load()
-				it.nodeTS = true
-			} else {
-				it.c = r.encodingLocked()
-			}
-			l.items = append(l.items, it)
+			l.items = append(l.items, listItem{c: r.enc, id: r.d.ID, node: ni,
+				nodeTS: r.d.Present && e.node.LastSeen.After(r.d.LastSeen)})
 			if withLabels {
 				labels = append(labels, r.label())
 			}
 		}
 	}
+	if !whole {
+		l.n = len(l.items)
+	}
 	return l, labels
+}
+
+// before reports whether s is an earlier instant than t.
+func (s stamp) before(t stamp) bool {
+	return s.sec < t.sec || s.sec == t.sec && s.nsec < t.nsec
 }
 
 // WriteTo writes the list as a JSON array ("[]" when empty), in chunks of
@@ -510,24 +601,54 @@ func (l *JSONList) WriteTo(w io.Writer) (int64, error) {
 		return err
 	}
 	buf = append(buf, '[')
-	for i, it := range l.items {
-		if i > 0 {
+	first := true
+	put := func(c *rowJSON, id string, nd *listNode, nodeTS bool) error {
+		if !first {
 			buf = append(buf, ',')
 		}
-		nd := &l.nodes[it.node]
-		if it.nodeTS {
-			buf = it.c.write(buf, it.id, nd.key, nd.ts, &tc)
+		first = false
+		if nodeTS {
+			buf = c.write(buf, id, nd.key, nd.ts, &tc)
 		} else {
-			buf = it.c.write(buf, it.id, nd.key, nil, &tc)
+			buf = c.write(buf, id, nd.key, nil, &tc)
 		}
 		if len(buf) >= listChunk-1024 {
-			if err := flush(); err != nil {
+			return flush()
+		}
+		return nil
+	}
+	for i := range l.nodes {
+		nd := &l.nodes[i]
+		for v := (values{s: nd.pack}); v.i < len(v.s); {
+			id := v.next()
+			c := rowJSON{b: v.next()}
+			var last stamp
+			if c.flags()&rowTextTimes != 0 {
+				last, _ = readStamp(v.next())
+			} else if c.flags()&rowPresent != 0 {
+				last = c.lastSeen()
+			}
+			nodeTS := c.flags()&rowPresent != 0 && last.before(nd.last)
+			if err := put(&c, id, nd, nodeTS); err != nil {
 				return n, err
 			}
 		}
 	}
+	for i := range l.items {
+		it := &l.items[i]
+		if err := put(&it.c, it.id, &l.nodes[it.node], it.nodeTS); err != nil {
+			return n, err
+		}
+	}
 	buf = append(buf, ']')
 	return n, flush()
+}
+
+// lastSeen reads last_seen, a stamp unless rowTextTimes.
+func (c *rowJSON) lastSeen() stamp {
+	v := values{s: c.b, i: 1}
+	st, _ := readStamp(v.next())
+	return st
 }
 
 // listChunk is the size of the writes of a JSONList.

@@ -121,9 +121,9 @@ type nodeEntry struct {
 	node    disk.Node
 	rows    []*row          // rows whose current placement is on this node, in no order (row.nidx)
 	present map[string]*row // the present row at each kernel name
-	// sorted is rows in list order, made by the first list after a
-	// change (see list.go); nil until then.
-	sorted atomic.Pointer[[]*row]
+	// pack is rows in list order with their bytes laid end to end, made
+	// by the first list after a change (see list.go); nil until then.
+	pack *nodePack
 }
 
 // row is one disk: d holds its current (or last) placement and state, d.Row
@@ -136,15 +136,15 @@ type row struct {
 	// it back (raw). nil for most rows.
 	extra *placements
 	// enc is the disk's JSON values (disk.AppendJSON's, see rowJSON),
-	// made on every change (markRow); never nil while the row is in the
-	// table.
-	enc atomic.Pointer[rowJSON]
+	// made on every change (markRow); never empty while the row is in
+	// the table. Its bytes are in its node's pack once a list made one.
+	enc rowJSON
 	// nidx is the row's index in its node's rows (nodeEntry.rows).
 	nidx int32
 	// refreshed says d.LastSeen may have moved since enc was made (an
-	// unchanged report refreshed it: updateLocked): the next list
-	// splices it in (encodingLocked). It fits in the row's padding.
-	refreshed atomic.Bool
+	// unchanged report refreshed it: updateLocked): the next pack
+	// splices it in (packLocked). It fits in the row's padding.
+	refreshed bool
 }
 
 // Stats counts what the store did that a user may want to know about:
@@ -488,7 +488,10 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 		// at a clean stop (see Flush), which is what "last seen" needs:
 		// the peer's offline time bounds it from below.
 		r.d.LastSeen = now
-		r.refreshed.Store(true)
+		r.refreshed = true
+		if e := s.nodes[r.d.Node]; e != nil {
+			e.pack = nil
+		}
 		return false
 	}
 	wasPresent := r.d.Present
@@ -661,7 +664,7 @@ func (s *Store) promoteLocked(p, c *row) {
 	p.d = c.d
 	p.setRaw(c.rawDisk())
 	p.d.hidx = hidx
-	p.enc.Store(c.enc.Load())
+	p.enc = c.enc
 	p.d.Row, p.d.FirstSeen = key, first
 	s.where.add(p)
 	p.setSince(c.since())
@@ -757,7 +760,7 @@ func (s *Store) pushPastLocked(r *row, sg disk.Sighting) {
 }
 
 func (s *Store) placeLocked(r *row, e *nodeEntry) {
-	e.sorted.Store(nil)
+	e.pack = nil
 	if i := int(r.nidx); i >= len(e.rows) || e.rows[i] != r { // not there yet
 		r.nidx = int32(len(e.rows))
 		e.rows = append(e.rows, r)
@@ -772,7 +775,7 @@ func (s *Store) unplaceLocked(r *row) {
 	if e == nil {
 		return
 	}
-	e.sorted.Store(nil)
+	e.pack = nil
 	if i := int(r.nidx); i < len(e.rows) && e.rows[i] == r {
 		last := e.rows[len(e.rows)-1]
 		e.rows[i], last.nidx = last, int32(i)

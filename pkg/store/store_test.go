@@ -16,9 +16,17 @@ const (
 	peerID  = disk.NodeID("00000000000000000000000000000002")
 )
 
-type clock struct{ t time.Time }
+// clock is a test's time; with step set, each reading moves it on.
+type clock struct {
+	t    time.Time
+	step time.Duration
+}
 
-func (c *clock) now() time.Time      { return c.t }
+func (c *clock) now() time.Time {
+	t := c.t
+	c.t = c.t.Add(c.step)
+	return t
+}
 func (c *clock) add(d time.Duration) { c.t = c.t.Add(d) }
 
 func newTestStore(t *testing.T) (*Store, *clock) {
