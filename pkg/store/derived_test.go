@@ -70,6 +70,15 @@ func checkDerived(t *testing.T, s *Store, queries []string, step string) {
 			}
 		}
 		placed += len(e.rows)
+		// One present row at most at each kernel name of a node.
+		at := map[string]*row{}
+		for _, r := range e.rows {
+			if prev := at[r.d.Name]; r.d.Present && prev != nil {
+				t.Fatalf("%s: rows %s and %s both present at %s on %s", step, prev.d.Row, r.d.Row, r.d.Name, id)
+			} else if r.d.Present {
+				at[r.d.Name] = r
+			}
+		}
 	}
 	if placed != len(s.rows) {
 		t.Fatalf("%s: %d rows placed on nodes, %d in the table", step, placed, len(s.rows))

@@ -455,9 +455,6 @@ func (s *Store) packLocked(e *nodeEntry) *nodePack {
 		v.next() // id
 		v.next() // host
 		if name := v.next(); name == r.d.Name {
-			if e.present[name] == r {
-				e.present[name] = r
-			}
 			r.d.Name = name
 		}
 	}

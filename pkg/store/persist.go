@@ -282,6 +282,7 @@ func (s *Store) Load(db *DB) error {
 		if err != nil {
 			return err
 		}
+		localAt := make(map[string]*row) // the present local row at each kernel name
 		return tx.Bucket(bucketRows).ForEach(func(k, v []byte) error {
 			var rec rowRecord
 			if err := json.Unmarshal(v, &rec); err != nil {
@@ -305,7 +306,7 @@ func (s *Store) Load(db *DB) error {
 			if max := s.opts.HistoryPerDisk - 1; len(rec.Past) > max {
 				rec.Past = rec.Past[:max]
 			}
-			if prev := e.present[d.Name]; d.Present && prev != nil {
+			if prev := localAt[d.Name]; d.Present && prev != nil {
 				// Two present rows at one place cannot both be true; the
 				// first scan decides. Keep the later one present.
 				if d.LastSeen.Compare(prev.d.LastSeen) < 0 || d.LastSeen.Equal(prev.d.LastSeen) && d.Row < prev.d.Row {
@@ -313,7 +314,6 @@ func (s *Store) Load(db *DB) error {
 				} else {
 					prev.d.Present = false
 					prev.reencode()
-					delete(e.present, prev.d.Name)
 					heap.Push(&s.absent, prev)
 				}
 			}
@@ -334,6 +334,8 @@ func (s *Store) Load(db *DB) error {
 			s.placeLocked(r, e)
 			if !r.d.Present {
 				heap.Push(&s.absent, r)
+			} else if e.node.Local {
+				localAt[r.d.Name] = r
 			}
 			return nil
 		})
@@ -488,8 +490,10 @@ func (s *Store) markAllPresentDirty() {
 	defer s.mu.Unlock()
 	for _, e := range s.nodes {
 		s.dirty.nodes[e.node.ID] = true
-		for _, r := range e.present {
-			s.dirty.rows[r.d.Row] = true
+		for _, r := range e.rows {
+			if r.d.Present {
+				s.dirty.rows[r.d.Row] = true
+			}
 		}
 	}
 }

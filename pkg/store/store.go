@@ -119,8 +119,7 @@ type Store struct {
 
 type nodeEntry struct {
 	node    disk.Node
-	rows    []*row          // rows whose current placement is on this node, in no order (row.nidx)
-	present map[string]*row // the present row at each kernel name
+	rows []*row // rows whose current placement is on this node, in no order (row.nidx)
 	// pack is rows in list order with their bytes laid end to end, made
 	// by the first list after a change (see list.go); nil until then.
 	pack *nodePack
@@ -222,7 +221,7 @@ func New(opts Options) *Store {
 }
 
 func newNodeEntry(n disk.Node) *nodeEntry {
-	return &nodeEntry{node: n, present: make(map[string]*row)}
+	return &nodeEntry{node: n}
 }
 
 // LocalNode returns this node.
@@ -250,8 +249,10 @@ func (s *Store) SetLocalAddresses(addrs []string) {
 func (s *Store) LocalDisks() (gen uint64, disks []disk.Disk) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, r := range s.nodes[s.opts.Local.ID].present {
-		disks = append(disks, r.disk())
+	for _, r := range s.nodes[s.opts.Local.ID].rows {
+		if r.d.Present {
+			disks = append(disks, r.disk())
+		}
 	}
 	sortDisks(disks)
 	return s.localGen, disks
@@ -313,7 +314,7 @@ func (s *Store) SetPeerOffline(id disk.NodeID) {
 	e.node.Online = false
 	s.markNode(e)
 	s.publish(disk.Event{Kind: disk.NodeChanged, Node: ptr(s.nodeCopy(e))})
-	leaving := sortedRows(e.present)
+	leaving := e.presentRows()
 	set := rowSet(leaving)
 	for _, r := range leaving {
 		s.goneLocked(r, e.node.LastSeen, set)
@@ -405,7 +406,7 @@ func (s *Store) replaceLocked(e *nodeEntry, disks []disk.Disk) bool {
 	changed := false
 	// What was present before this report: whatever of it the report does
 	// not name goes absent at the end.
-	before := sortedRows(e.present)
+	before := e.presentRows()
 	in := make([]disk.Disk, 0, len(disks))
 	names := make(map[string]bool, len(disks))
 	for i := range disks {
@@ -619,9 +620,6 @@ func (s *Store) goneLocked(r *row, at time.Time, leaving map[*row]bool) {
 	}
 	r.d.Present = false
 	r.d.LastSeen = at
-	if e := s.nodes[r.d.Node]; e != nil && e.present[r.d.Name] == r {
-		delete(e.present, r.d.Name)
-	}
 	heap.Push(&s.absent, r)
 	s.uniqueLocked(r.d.ID, r, leaving)
 	s.markRow(r)
@@ -765,9 +763,6 @@ func (s *Store) placeLocked(r *row, e *nodeEntry) {
 		r.nidx = int32(len(e.rows))
 		e.rows = append(e.rows, r)
 	}
-	if r.d.Present {
-		e.present[r.d.Name] = r
-	}
 }
 
 func (s *Store) unplaceLocked(r *row) {
@@ -782,20 +777,13 @@ func (s *Store) unplaceLocked(r *row) {
 		e.rows[len(e.rows)-1] = nil
 		e.rows = e.rows[:len(e.rows)-1]
 	}
-	if e.present[r.d.Name] == r {
-		delete(e.present, r.d.Name)
-	}
 }
 
-// setPresentLocked records that r (whose d.Present is true) is present at
-// its placement.
+// setPresentLocked records that r is present at its placement.
 func (s *Store) setPresentLocked(r *row) {
 	r.d.Present = true
 	if r.d.hidx >= 0 {
 		heap.Remove(&s.absent, int(r.d.hidx))
-	}
-	if e := s.nodes[r.d.Node]; e != nil {
-		e.present[r.d.Name] = r
 	}
 }
 
@@ -1020,9 +1008,10 @@ func (s *Store) Counts() Counts {
 		if e.node.Online {
 			c.NodesOnline++
 		}
-		c.DisksPresent += len(e.present)
+		n := e.presentCount()
+		c.DisksPresent += n
 		if e.node.Local {
-			c.LocalPresent += len(e.present)
+			c.LocalPresent += n
 		}
 	}
 	return c
@@ -1040,7 +1029,7 @@ func (s *Store) Stats() Stats {
 func (s *Store) nodeCopy(e *nodeEntry) disk.Node {
 	n := e.node
 	n.Addresses = slices.Clone(n.Addresses)
-	n.Disks = len(e.present)
+	n.Disks = e.presentCount()
 	return n
 }
 
@@ -1066,15 +1055,28 @@ func sortDisks(ds []disk.Disk) {
 	})
 }
 
-// sortedRows returns a map's rows in key order, so that what a change does
-// (events, promotions) never depends on map iteration order.
-func sortedRows[K comparable](m map[K]*row) []*row {
-	out := make([]*row, 0, len(m))
-	for _, r := range m {
-		out = append(out, r)
+// presentRows returns e's present rows in key order, so that what a
+// change does (events, promotions) never depends on the order of e.rows.
+func (e *nodeEntry) presentRows() []*row {
+	var out []*row
+	for _, r := range e.rows {
+		if r.d.Present {
+			out = append(out, r)
+		}
 	}
 	slices.SortFunc(out, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
 	return out
+}
+
+// presentCount is the number of e's present rows.
+func (e *nodeEntry) presentCount() int {
+	n := 0
+	for _, r := range e.rows {
+		if r.d.Present {
+			n++
+		}
+	}
+	return n
 }
 
 // sortedRowSet returns a copy of rows in key order.
