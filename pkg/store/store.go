@@ -118,7 +118,7 @@ type Store struct {
 }
 
 type nodeEntry struct {
-	node    disk.Node
+	node disk.Node
 	rows []*row // rows whose current placement is on this node, in no order (row.nidx)
 	// pack is rows in list order with their bytes laid end to end, made
 	// by the first list after a change (see list.go); nil until then.
