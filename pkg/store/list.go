@@ -381,7 +381,7 @@ func (c *rowJSON) withTime(t time.Time) rowJSON {
 // node's bytes in order rather than chasing 100,000 rows through the
 // heap.
 type nodePack struct {
-	rows []*row
+	rows []*row // the node's rows (nodeEntry.rows), sorted
 	b    string
 }
 
@@ -410,8 +410,11 @@ func (s *Store) packAllLocked() {
 // row's encoding, identity (and the key and index entries that share
 // it) and kernel name are then moved into the pack.
 func (s *Store) packLocked(e *nodeEntry) *nodePack {
-	rows := slices.Clone(e.rows)
+	rows := e.rows // sorted in place: the pack's order is the node's until a change drops both
 	sortRowPtrs(rows)
+	for i, r := range rows {
+		r.nidx = int32(i)
+	}
 	size := 0
 	for _, r := range rows {
 		if r.refreshed {
