@@ -124,10 +124,10 @@ func BenchmarkRememberedPerMiB(b *testing.B) {
 			s.mu.Lock()
 			for _, r := range s.rows {
 				for i := 1; i < tc.sightings; i++ {
-					r.setPast(append(r.past(), disk.Sighting{Node: r.d.Node, Host: r.disk().Host, Name: fmt.Sprintf("sdx%d", i),
+					r.setPast(append(r.past(), disk.Sighting{Node: r.nodeID(), Host: r.disk().Host, Name: fmt.Sprintf("sdx%d", i),
 						Device: fmt.Sprintf("/dev/sdx%d", i), FirstSeen: r.d.FirstSeen, LastSeen: r.d.LastSeen}))
 				}
-				s.dirty.rows[r.d.Row] = true
+				s.dirty.rows[r.key()] = true
 			}
 			s.mu.Unlock()
 			heap1, rss1 := memNow()

@@ -23,10 +23,10 @@ import (
 // change, not assumed) keeps the reported disk beside it (placements.raw).
 
 // rowDisk is the part of a row's disk kept as plain fields.
+// Its key (disk.Disk.Row) is the identity, or, for a clone row or a row
+// saved under another key, placements.key; its node is the row's node.
 type rowDisk struct {
 	ID        string
-	Row       disk.Key
-	Node      disk.NodeID
 	Name      string
 	Present   bool
 	NotUnique bool
@@ -35,9 +35,34 @@ type rowDisk struct {
 	LastSeen  time.Time
 }
 
+// key is the row's key in the table.
+func (r *row) key() disk.Key {
+	if r.extra != nil && r.extra.key != "" {
+		return r.extra.key
+	}
+	return disk.Key(r.d.ID)
+}
+
+// setKey makes k the row's key: its identity, or kept apart.
+func (r *row) setKey(k disk.Key) {
+	switch {
+	case r.extra != nil:
+		r.extra.key = ""
+		if k != disk.Key(r.d.ID) {
+			r.extra.key = k
+		}
+	case k != disk.Key(r.d.ID):
+		r.extra = &placements{key: k}
+	}
+}
+
+// nodeID is the ID of the node the row is placed on.
+func (r *row) nodeID() disk.NodeID { return r.node.node.ID }
+
 // placements is what a row knows of its placements beyond the disk, and
 // the rare disk kept as reported (row.extra).
 type placements struct {
+	key   disk.Key        // the row's key when it is not its identity (a clone row)
 	since time.Time       // when the current placement began; zero: FirstSeen
 	past  []disk.Sighting // earlier placements, newest first
 	// raw is the disk as reported when the row's encoding cannot give it
@@ -100,7 +125,7 @@ func (r *row) past() []disk.Sighting {
 
 // set makes d the row's disk: its plain fields and its encoding.
 func (r *row) set(d *disk.Disk) {
-	r.d = rowDisk{ID: d.ID, Row: d.Row, Node: d.Node, Name: d.Name, Present: d.Present,
+	r.d = rowDisk{ID: d.ID, Name: d.Name, Present: d.Present,
 		NotUnique: d.NotUnique, hidx: r.d.hidx, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen}
 	c := encodeRow(d)
 	r.enc = c
@@ -130,7 +155,7 @@ func (r *row) disk() disk.Disk {
 	}
 	h := &r.d
 	d.ID, d.Row, d.Node, d.Name, d.Present, d.NotUnique, d.FirstSeen, d.LastSeen =
-		h.ID, h.Row, h.Node, h.Name, h.Present, h.NotUnique, h.FirstSeen, h.LastSeen
+		h.ID, r.key(), r.nodeID(), h.Name, h.Present, h.NotUnique, h.FirstSeen, h.LastSeen
 	return d
 }
 
@@ -138,7 +163,7 @@ func (r *row) disk() disk.Disk {
 // list filters look at, without decoding the rest.
 func (r *row) hotDisk() disk.Disk {
 	h := &r.d
-	return disk.Disk{ID: h.ID, Row: h.Row, Node: h.Node, Name: h.Name, Present: h.Present,
+	return disk.Disk{ID: h.ID, Row: r.key(), Node: r.nodeID(), Name: h.Name, Present: h.Present,
 		NotUnique: h.NotUnique, FirstSeen: h.FirstSeen, LastSeen: h.LastSeen}
 }
 

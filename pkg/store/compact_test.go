@@ -76,8 +76,12 @@ func TestCompactRoundTrip(t *testing.T) {
 
 func checkRoundTrip(t *testing.T, i int, d disk.Disk) {
 	t.Helper()
-	var r row
+	if d.Row == "" {
+		d.Row = disk.Key(d.ID) // a row always has a key; "" stands for its identity
+	}
+	r := row{node: newNodeEntry(disk.Node{ID: d.Node})}
 	r.set(&d)
+	r.setKey(d.Row)
 	got := r.disk()
 	want := cloneDisk(&d) // as readers see it: Mounts never nil
 	// Only what JSON cannot carry (invalid UTF-8 in a field kept in the

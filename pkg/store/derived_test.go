@@ -65,8 +65,8 @@ func checkDerived(t *testing.T, s *Store, queries []string, step string) {
 	placed := 0
 	for id, e := range s.nodes {
 		for i, r := range e.rows {
-			if r.d.Node != id || int(r.nidx) != i || s.rows[r.d.Row] != r {
-				t.Fatalf("%s: node %s holds row %s (node %s) at %d, nidx %d", step, id, r.d.Row, r.d.Node, i, r.nidx)
+			if r.nodeID() != id || int(r.nidx) != i || s.rows[r.key()] != r {
+				t.Fatalf("%s: node %s holds row %s (node %s) at %d, nidx %d", step, id, r.key(), r.nodeID(), i, r.nidx)
 			}
 		}
 		placed += len(e.rows)
@@ -74,7 +74,7 @@ func checkDerived(t *testing.T, s *Store, queries []string, step string) {
 		at := map[string]*row{}
 		for _, r := range e.rows {
 			if prev := at[r.d.Name]; r.d.Present && prev != nil {
-				t.Fatalf("%s: rows %s and %s both present at %s on %s", step, prev.d.Row, r.d.Row, r.d.Name, id)
+				t.Fatalf("%s: rows %s and %s both present at %s on %s", step, prev.key(), r.key(), r.d.Name, id)
 			} else if r.d.Present {
 				at[r.d.Name] = r
 			}
@@ -114,7 +114,7 @@ func checkDerived(t *testing.T, s *Store, queries []string, step string) {
 	if len(fresh.one) != len(s.where.one) || len(fresh.more) != len(s.where.more) {
 		t.Fatalf("%s: index has %d+%d names, the rows have %d+%d", step, len(s.where.one), len(s.where.more), len(fresh.one), len(fresh.more))
 	}
-	byKey := func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) }
+	byKey := func(a, b *row) int { return cmp.Compare(a.key(), b.key()) }
 	for _, m := range []map[uint64][]*row{fresh.more, func() map[uint64][]*row {
 		ones := map[uint64][]*row{}
 		for h, r := range fresh.one {

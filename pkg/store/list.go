@@ -447,9 +447,8 @@ func (s *Store) packLocked(e *nodeEntry) *nodePack {
 	p := &nodePack{rows: rows, b: string(b)}
 	for i, r := range rows {
 		id := p.b[at[2*i] : int(at[2*i])+len(r.d.ID)]
-		if r.d.Row == disk.Key(r.d.ID) && s.rows[r.d.Row] == r {
-			r.d.Row = disk.Key(id)
-			s.rows[r.d.Row] = r // a string key is replaced by the one assigned
+		if k := disk.Key(r.d.ID); r.key() == k && s.rows[k] == r {
+			s.rows[disk.Key(id)] = r // a string key is replaced by the one assigned
 		}
 		r.d.ID = id
 		r.enc.b = p.b[at[2*i+1] : int(at[2*i+1])+len(r.enc.b)]
@@ -479,7 +478,7 @@ func (e *nodeEntry) sortedLocked() []*row {
 // Called with the write lock held on every change.
 func (s *Store) invalidateLocked(r *row) {
 	r.reencode()
-	if e := s.nodes[r.d.Node]; e != nil {
+	if e := s.nodes[r.nodeID()]; e != nil {
 		e.pack = nil
 	}
 }

@@ -293,7 +293,7 @@ func (s *Store) Load(db *DB) error {
 				return nil // its node record is gone: an interrupted eviction
 			}
 			d := rec.Disk
-			r := &row{}
+			r := &row{node: e}
 			d.Node = e.node.ID       // one string for all the node's rows
 			d.ID = disk.Identity(&d) // derived, whatever the record says
 			d.Row = disk.Key(k)
@@ -309,7 +309,7 @@ func (s *Store) Load(db *DB) error {
 			if prev := localAt[d.Name]; d.Present && prev != nil {
 				// Two present rows at one place cannot both be true; the
 				// first scan decides. Keep the later one present.
-				if d.LastSeen.Compare(prev.d.LastSeen) < 0 || d.LastSeen.Equal(prev.d.LastSeen) && d.Row < prev.d.Row {
+				if d.LastSeen.Compare(prev.d.LastSeen) < 0 || d.LastSeen.Equal(prev.d.LastSeen) && d.Row < prev.key() {
 					d.Present = false
 				} else {
 					prev.d.Present = false
@@ -318,6 +318,7 @@ func (s *Store) Load(db *DB) error {
 				}
 			}
 			r.set(&d)
+			r.setKey(d.Row)
 			r.d.hidx = -1
 			if len(rec.Past) > 0 {
 				r.setPast(rec.Past)
@@ -326,9 +327,9 @@ func (s *Store) Load(db *DB) error {
 				rec.Since = d.FirstSeen
 			}
 			r.setSince(rec.Since)
-			s.rows[r.d.Row] = r
+			s.rows[r.key()] = r
 			s.where.add(r)
-			if r.d.Row.IsClone() {
+			if r.key().IsClone() {
 				s.clones[r.d.ID] = append(s.clones[r.d.ID], r)
 			}
 			s.placeLocked(r, e)
@@ -348,7 +349,7 @@ func (s *Store) Load(db *DB) error {
 		s.forgetRowLocked(s.absent[0])
 	}
 	for id, cs := range s.clones {
-		slices.SortFunc(cs, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
+		slices.SortFunc(cs, func(a, b *row) int { return cmp.Compare(a.key(), b.key()) })
 		s.uniqueQuietLocked(id)
 	}
 	// Decoding the file left garbage about the size of the table (each
@@ -492,7 +493,7 @@ func (s *Store) markAllPresentDirty() {
 		s.dirty.nodes[e.node.ID] = true
 		for _, r := range e.rows {
 			if r.d.Present {
-				s.dirty.rows[r.d.Row] = true
+				s.dirty.rows[r.key()] = true
 			}
 		}
 	}
@@ -514,7 +515,7 @@ func (d dirtySet) forgetNode(id disk.NodeID) { d.nodes[id] = false }
 
 func (s *Store) markRow(r *row) {
 	s.invalidateLocked(r)
-	s.dirty.rows[r.d.Row] = true
+	s.dirty.rows[r.key()] = true
 	s.signalDirty()
 }
 
@@ -548,7 +549,7 @@ func (s *Store) takeDirty() (nodes []disk.Node, rows []rowRecord, forgetNodes []
 			continue
 		}
 		if r, ok := s.rows[k]; ok {
-			rec := rowRecord{Disk: s.diskCopy(s.nodes[r.d.Node], r), Since: r.since(), Past: slices.Clone(r.past())}
+			rec := rowRecord{Disk: s.diskCopy(s.nodes[r.nodeID()], r), Since: r.since(), Past: slices.Clone(r.past())}
 			if rec.Since.Equal(rec.Disk.FirstSeen) {
 				rec.Since = time.Time{}
 			}

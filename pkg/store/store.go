@@ -128,7 +128,8 @@ type nodeEntry struct {
 // row is one disk: d holds its current (or last) placement and state, d.Row
 // its key; the rest of the disk is in enc (see compact.go).
 type row struct {
-	d rowDisk
+	d    rowDisk
+	node *nodeEntry // the node it is placed on (placeLocked)
 	// extra is what few rows have: placements beyond the current one (a
 	// disk never moved, whose placement began when it was first seen,
 	// has none: see since) and the disk as reported when enc cannot give
@@ -440,7 +441,7 @@ func (s *Store) replaceLocked(e *nodeEntry, disks []disk.Disk) bool {
 	for _, d := range rest {
 		p := s.rows[disk.Key(d.ID)]
 		switch {
-		case p != nil && !matched[p] && (!p.d.Present || p.d.Node == e.node.ID):
+		case p != nil && !matched[p] && (!p.d.Present || p.nodeID() == e.node.ID):
 			// Absent, or present on this very node but not in this full
 			// report: it moved (here, or from elsewhere on this node).
 			matched[p] = true
@@ -460,7 +461,7 @@ func (s *Store) replaceLocked(e *nodeEntry, disks []disk.Disk) bool {
 	}
 	var leaving []*row
 	for _, r := range before {
-		if !matched[r] && r.d.Present && s.rows[r.d.Row] == r {
+		if !matched[r] && r.d.Present && s.rows[r.key()] == r {
 			leaving = append(leaving, r)
 		}
 	}
@@ -475,7 +476,7 @@ func (s *Store) replaceLocked(e *nodeEntry, disks []disk.Disk) bool {
 // atPlaceLocked returns the row of identity id whose current placement is
 // node/name, primary or clone.
 func (s *Store) atPlaceLocked(id string, node disk.NodeID, name string) *row {
-	if r := s.rows[disk.Key(id)]; r != nil && r.d.Node == node && r.d.Name == name {
+	if r := s.rows[disk.Key(id)]; r != nil && r.nodeID() == node && r.d.Name == name {
 		return r
 	}
 	return s.rows[disk.CloneKey(id, node, name)]
@@ -490,7 +491,7 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 		// the peer's offline time bounds it from below.
 		r.d.LastSeen = now
 		r.refreshed = true
-		if e := s.nodes[r.d.Node]; e != nil {
+		if e := s.nodes[r.nodeID()]; e != nil {
 			e.pack = nil
 		}
 		return false
@@ -508,19 +509,22 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 
 // fill copies a report into r, keeping what the store maintains.
 func (s *Store) fill(r *row, in *disk.Disk, now time.Time) {
-	first, key, nu := r.d.FirstSeen, r.d.Row, r.d.NotUnique
+	first, key, nu := r.d.FirstSeen, r.key(), r.d.NotUnique
 	s.where.remove(r)
 	d := *in
-	d.Row, d.FirstSeen, d.LastSeen, d.Present, d.NotUnique = key, first, now, true, nu
+	d.FirstSeen, d.LastSeen, d.Present, d.NotUnique = first, now, true, nu
 	r.set(&d)
+	if key != "" { // not a new row: its key stays, whatever the identity's spelling now
+		r.setKey(key)
+	}
 	s.where.add(r)
 }
 
 // moveLocked gives p (the primary row of in's identity) in's placement on
 // e; its old placement goes to its history.
 func (s *Store) moveLocked(p *row, e *nodeEntry, in *disk.Disk, now time.Time) {
-	if p.d.Node != in.Node || p.d.Name != in.Name {
-		if p.d.Node != e.node.ID && !s.roomOnNodeLocked(e, p) {
+	if p.nodeID() != in.Node || p.d.Name != in.Name {
+		if p.nodeID() != e.node.ID && !s.roomOnNodeLocked(e, p) {
 			// No room on e: the row stays where it was, absent; the
 			// report is counted as truncated.
 			s.stats.TruncatedReports++
@@ -554,9 +558,10 @@ func (s *Store) addLocked(e *nodeEntry, key disk.Key, in *disk.Disk, now time.Ti
 		s.stats.RefusedDisks++
 		return nil
 	}
-	r := &row{}
+	r := &row{node: e}
 	s.fill(r, in, now)
-	r.d.Row, r.d.FirstSeen, r.d.hidx = key, now, -1
+	r.d.FirstSeen, r.d.hidx = now, -1
+	r.setKey(key)
 	r.setSince(now)
 	s.rows[key] = r
 	if key.IsClone() {
@@ -629,7 +634,7 @@ func (s *Store) goneLocked(r *row, at time.Time, leaving map[*row]bool) {
 // soleCloneLocked returns the one present clone of primary row p that is
 // not leaving, or nil when p is not a primary or has none or several.
 func (s *Store) soleCloneLocked(p *row, leaving map[*row]bool) *row {
-	if p.d.Row.IsClone() {
+	if p.key().IsClone() {
 		return nil
 	}
 	var sole *row
@@ -653,17 +658,18 @@ func (s *Store) promoteLocked(p, c *row) {
 		s.pushPastLocked(p, c.past()[i])
 	}
 	first := min64(p.d.FirstSeen, c.d.FirstSeen)
-	e := s.nodes[c.d.Node]
+	e := s.nodes[c.nodeID()]
 	s.forgetRowLocked(c)
 	s.unplaceLocked(p)
-	key := p.d.Row
+	key := p.key()
 	s.where.remove(p)
 	hidx := p.d.hidx
 	p.d = c.d
 	p.setRaw(c.rawDisk())
 	p.d.hidx = hidx
 	p.enc = c.enc
-	p.d.Row, p.d.FirstSeen = key, first
+	p.d.FirstSeen = first
+	p.setKey(key)
 	s.where.add(p)
 	p.setSince(c.since())
 	s.placeLocked(p, e)
@@ -734,7 +740,7 @@ func (s *Store) uniqueLocked(id string, self *row, leaving ...map[*row]bool) {
 func (s *Store) sighting(r *row) disk.Sighting {
 	last := r.d.LastSeen
 	if r.d.Present {
-		if e := s.nodes[r.d.Node]; e != nil && e.node.LastSeen.After(last) {
+		if e := s.nodes[r.nodeID()]; e != nil && e.node.LastSeen.After(last) {
 			last = e.node.LastSeen
 		}
 	}
@@ -758,6 +764,7 @@ func (s *Store) pushPastLocked(r *row, sg disk.Sighting) {
 }
 
 func (s *Store) placeLocked(r *row, e *nodeEntry) {
+	r.node = e
 	e.pack = nil
 	if i := int(r.nidx); i >= len(e.rows) || e.rows[i] != r { // not there yet
 		r.nidx = int32(len(e.rows))
@@ -766,10 +773,7 @@ func (s *Store) placeLocked(r *row, e *nodeEntry) {
 }
 
 func (s *Store) unplaceLocked(r *row) {
-	e := s.nodes[r.d.Node]
-	if e == nil {
-		return
-	}
+	e := r.node
 	e.pack = nil
 	if i := int(r.nidx); i < len(e.rows) && e.rows[i] == r {
 		last := e.rows[len(e.rows)-1]
@@ -793,9 +797,9 @@ func (s *Store) forgetRowLocked(r *row) {
 	if r.d.hidx >= 0 {
 		heap.Remove(&s.absent, int(r.d.hidx))
 	}
-	delete(s.rows, r.d.Row)
+	delete(s.rows, r.key())
 	s.where.remove(r)
-	if r.d.Row.IsClone() {
+	if r.key().IsClone() {
 		cs := slices.DeleteFunc(s.clones[r.d.ID], func(c *row) bool { return c == r })
 		if len(cs) == 0 {
 			delete(s.clones, r.d.ID)
@@ -803,7 +807,7 @@ func (s *Store) forgetRowLocked(r *row) {
 			s.clones[r.d.ID] = cs
 		}
 	}
-	s.dirty.forgetRow(r.d.Row)
+	s.dirty.forgetRow(r.key())
 	s.signalDirty()
 	s.publish(disk.Event{Kind: disk.DiskForgotten, Disk: ptr(r.disk())})
 }
@@ -862,7 +866,7 @@ func sortRowPtrs(ptrs []*row) {
 	slices.SortFunc(ks, func(x, y sortKey) int {
 		a, b := x.r, y.r
 		return cmp.Or(cmp.Compare(x.dev, y.dev), cmp.Compare(a.d.Name, b.d.Name),
-			-cmpBool(a.d.Present, b.d.Present), cmp.Compare(a.d.Row, b.d.Row))
+			-cmpBool(a.d.Present, b.d.Present), cmp.Compare(a.key(), b.key()))
 	})
 	for i := range ks {
 		ptrs[i] = ks[i].r
@@ -897,7 +901,7 @@ func (s *Store) Disk(k disk.Key) (disk.Disk, bool) {
 	if !ok {
 		return disk.Disk{}, false
 	}
-	return s.diskCopy(s.nodes[r.d.Node], r), true
+	return s.diskCopy(s.nodes[r.nodeID()], r), true
 }
 
 // Where returns the disks q names (label, UUID, PARTUUID, device, identity):
@@ -907,7 +911,7 @@ func (s *Store) Where(q string) []disk.Disk {
 	rs := s.where.lookup(q, s.idCandidates(q)...)
 	out := make([]disk.Disk, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, s.diskCopy(s.nodes[r.d.Node], r))
+		out = append(out, s.diskCopy(s.nodes[r.nodeID()], r))
 	}
 	s.mu.RUnlock()
 	SortWhere(out)
@@ -954,7 +958,7 @@ func (s *Store) History(q string) []disk.History {
 		if !ok {
 			continue // forgotten between the two locks
 		}
-		h := disk.History{Disk: s.diskCopy(s.nodes[r.d.Node], r)}
+		h := disk.History{Disk: s.diskCopy(s.nodes[r.nodeID()], r)}
 		h.Sightings = append(make([]disk.Sighting, 0, 1+len(r.past())), s.sighting(r))
 		h.Sightings = append(h.Sightings, r.past()...)
 		out = append(out, h)
@@ -1064,7 +1068,7 @@ func (e *nodeEntry) presentRows() []*row {
 			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
+	slices.SortFunc(out, func(a, b *row) int { return cmp.Compare(a.key(), b.key()) })
 	return out
 }
 
@@ -1082,7 +1086,7 @@ func (e *nodeEntry) presentCount() int {
 // sortedRowSet returns a copy of rows in key order.
 func sortedRowSet(rows []*row) []*row {
 	out := slices.Clone(rows)
-	slices.SortFunc(out, func(a, b *row) int { return cmp.Compare(a.d.Row, b.d.Row) })
+	slices.SortFunc(out, func(a, b *row) int { return cmp.Compare(a.key(), b.key()) })
 	return out
 }
 
@@ -1091,7 +1095,7 @@ func olderRow(a, b *row) bool {
 	if c := a.d.LastSeen.Compare(b.d.LastSeen); c != 0 {
 		return c < 0
 	}
-	return a.d.Row < b.d.Row
+	return a.key() < b.key()
 }
 
 // absentHeap holds the rows that are not present, the longest gone at
