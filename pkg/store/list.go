@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
@@ -428,23 +429,25 @@ func (s *Store) packLocked(e *nodeEntry) *nodePack {
 			size += 1 + 3*binary.MaxVarintLen64
 		}
 	}
-	b := make([]byte, 0, size)
+	var b strings.Builder // its String is its buffer, not a copy
+	b.Grow(size)
 	at := make([]int32, 0, 2*len(rows))
-	var stamp [3 * binary.MaxVarintLen64]byte
+	var tmp [3 * binary.MaxVarintLen64]byte
+	put := func(v string) {
+		b.Write(binary.AppendUvarint(tmp[:0], uint64(len(v))))
+		at = append(at, int32(b.Len()))
+		b.WriteString(v)
+	}
 	for _, r := range rows {
-		b = binary.AppendUvarint(b, uint64(len(r.d.ID)))
-		at = append(at, int32(len(b)))
-		b = append(b, r.d.ID...)
-		b = binary.AppendUvarint(b, uint64(len(r.enc.b)))
-		at = append(at, int32(len(b)))
-		b = append(b, r.enc.b...)
+		put(r.d.ID)
+		put(r.enc.b)
 		if r.enc.flags()&rowTextTimes != 0 {
-			st := stampOf(r.d.LastSeen).appendBinary(stamp[:0])
-			b = binary.AppendUvarint(b, uint64(len(st)))
-			b = append(b, st...)
+			st := stampOf(r.d.LastSeen).appendBinary(make([]byte, 0, len(tmp)))
+			b.Write(binary.AppendUvarint(tmp[:0], uint64(len(st))))
+			b.Write(st)
 		}
 	}
-	p := &nodePack{rows: rows, b: string(b)}
+	p := &nodePack{rows: rows, b: b.String()}
 	for i, r := range rows {
 		id := p.b[at[2*i] : int(at[2*i])+len(r.d.ID)]
 		if k := disk.Key(r.d.ID); r.key() == k && s.rows[k] == r {

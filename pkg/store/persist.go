@@ -352,6 +352,10 @@ func (s *Store) Load(db *DB) error {
 		slices.SortFunc(cs, func(a, b *row) int { return cmp.Compare(a.key(), b.key()) })
 		s.uniqueQuietLocked(id)
 	}
+	// Each node's rows packed now (list.go), rather than by the first
+	// list: their strings then sit in a few large blocks instead of
+	// between the garbage the decoding left.
+	s.packAllLocked()
 	// Decoding the file left garbage about the size of the table (each
 	// record's JSON decoded, its encoding made and checked); the heap
 	// grew to hold both. Return those pages now rather than keep them
