@@ -170,10 +170,9 @@ func memNow() (heap, rss uint64) {
 }
 
 // BenchmarkHeapPerDisk: the live heap a disk costs with 100,000 remembered
-// (testutil.FillPeers, then saved) after one list has been written (its encodings made
-// and its node orders sorted), and the time of a streamed `list --json`
-// (DisksJSON written to io.Discard). Issue 14: RSS ≤ 64 MB wants about
-// 280 B a disk.
+// (testutil.FillPeers, then saved) after one list has been written (its
+// nodes packed), and the time of a streamed `list --json` (DisksJSON
+// written to io.Discard).
 func BenchmarkHeapPerDisk(b *testing.B) {
 	const n = 100_000
 	heap0, _ := memNow()
@@ -219,4 +218,46 @@ func BenchmarkListLoaded100k(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkListAfterChange100k: a streamed list of 100,000 disks when one
+// disk of a peer of 4000 changed since the last list, so that peer's
+// pack is made again first (under the write lock); beside the same list
+// with nothing changed, the baseline.
+func BenchmarkListAfterChange100k(b *testing.B) {
+	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
+	testutil.FillPeers(s, 100_000)
+	peer := disk.Node{ID: disk.NodeID(fmt.Sprintf("%032x", 0x100)), Name: "peer00"}
+	var ds []disk.Disk
+	for _, d := range s.Disks(nil) {
+		if d.Node == peer.ID {
+			ds = append(ds, d)
+		}
+	}
+	if len(ds) != 4000 {
+		b.Fatalf("peer00 has %d disks", len(ds))
+	}
+	list := func(b *testing.B) {
+		if _, err := s.DisksJSON(nil, nil).WriteTo(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("one-change", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			ds[0].Label = fmt.Sprint("CHANGED-", i)
+			s.ApplyPeer(peer, ds)
+			list(b)
+		}
+	})
+	b.Run("baseline-no-change", func(b *testing.B) {
+		for b.Loop() {
+			list(b)
+		}
+	})
+	b.Run("baseline-the-change-alone", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			ds[0].Label = fmt.Sprint("ALONE-", i)
+			s.ApplyPeer(peer, ds)
+		}
+	})
 }

@@ -13,19 +13,23 @@ import (
 
 // The list reply is the daemon's largest (100,000 disks, about 40 MB of
 // JSON), and between two changes it is the same bytes. So each row keeps
-// its own encoding (rowJSON), made the first time it is listed after it
-// changed, and a list is the cached encodings in table order, written
-// with their keys (rowJSON.appendTo). Two things
-// would make that cache churn, and are handled apart:
+// its own encoding (rowJSON), made when it changes, and each node keeps
+// its rows in list order with their identities and encodings laid end to
+// end in one string (nodePack), made by the first list after a change
+// (and at load). A list writes the packs in order with the keys between
+// the values (rowJSON.write): it reads 40 MB in order, allocates nothing
+// per disk, and holds no lock while it writes. Two things would make the
+// encodings churn, and are handled apart:
 //
 //   - A present disk is reported as last seen when its node was last heard
 //     (diskCopy), which moves with every heartbeat: such a row is written
-//     as its cached bytes around its node's time, formatted once per list.
+//     as its bytes around its node's time, formatted once per list.
 //   - An unchanged report refreshes a row's own last-seen without marking
-//     it changed: the cached bytes get the new time spliced in.
+//     it changed: its node's pack is dropped, and the next one splices the
+//     new time into the row's encoding.
 //
-// Every other change goes through markRow, which drops the row's encoding
-// and its node's sorted order (see invalidateLocked).
+// Every other change goes through markRow, which makes the row's
+// encoding again and drops its node's pack (see invalidateLocked).
 
 // rowJSON is one row's disk as disk.AppendJSON encodes it, less what
 // every row writes alike: the keys, the quotes, the node ID (the same 46

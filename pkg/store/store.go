@@ -34,10 +34,10 @@
 //
 // Readers of 100,000 rows do not walk them: each row is kept as the values
 // of its JSON encoding, which a list writes between constant keys
-// (compact.go, list.go, stamp.go), each
-// node's rows in list order are kept until a change, and `where` looks
-// names up in an index (index.go). Every change of a row goes through
-// markRow (which encodes it again and drops its node's order) and every
+// (compact.go, list.go, stamp.go), each node's rows are packed in list
+// order until a change, and `where` looks names up in an index
+// (index.go). Every change of a row goes through markRow (which encodes
+// it again and drops its node's pack) and every
 // change of the names it answers to through fill, promoteLocked or
 // forgetRowLocked (which keep the index in step); TestDerivedViewsStayInStep
 // holds both to a scan.
@@ -61,7 +61,7 @@ const (
 	DefaultMaxPeers        = 4096
 	DefaultMaxDisksPerNode = 4096
 	// DefaultMaxDisks is sized for a network that has seen 100,000 disks,
-	// with room to spare; about 0.5 KiB of live heap each (README figures).
+	// with room to spare; about 350 B of live heap each (README figures).
 	DefaultMaxDisks = 131072
 	// DefaultHistoryPerDisk is how many placements a disk remembers,
 	// the current one included.
