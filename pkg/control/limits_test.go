@@ -3,8 +3,11 @@ package control
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -68,19 +71,7 @@ func TestSlowReaderDisconnected(t *testing.T) {
 	var logs syncBuffer
 	srv, path := serveWith(t, st, Config{WriteTimeout: 300 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	var stuck []net.Conn
-	for range 3 {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		bufio.NewReader(c).ReadString('\n')
-		if _, err := c.Write([]byte("list\n")); err != nil {
-			t.Fatal(err)
-		}
-		stuck = append(stuck, c)
-	}
+	stuck := stuckClients(t, path, "list\n", 3)
 	good := dial(t, path)
 	if _, err := good.Status(t.Context()); err != nil {
 		t.Errorf("a reading client was not served: %v", err)
@@ -120,4 +111,55 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestListSendBufferBounded: a list reply raises its session's send
+// buffer (sendbuf.go), so a list of some MB fits in the kernel whole and
+// the daemon's write returns at once. A client that asks for it and never
+// reads is still a slow reader: disconnected at the write deadline, not
+// left holding megabytes of kernel memory until it idles out.
+func TestListSendBufferBounded(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/core/wmem_max")
+	if err != nil {
+		t.Skip(err)
+	}
+	if max, _ := strconv.Atoi(strings.TrimSpace(string(b))); max < 1<<20 {
+		t.Skipf("net.core.wmem_max is %d: a list of a few MB does not fit the raised send buffer, and TestSlowReaderDisconnected covers the reply that does not", max)
+	}
+	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}})
+	testutil.FillPeers(st, 3000) // a JSON list of ~1.2 MB: more than the default buffer, less than the raised one
+	srv, path := serveWith(t, st, Config{WriteTimeout: 300 * time.Millisecond, IdleTimeout: time.Hour})
+	stuck := stuckClients(t, path, `{"cmd":"list"}`+"\n", 3)
+	testutil.Eventually(t, 20*time.Second, "the sessions that do not read their list to be closed", func() bool { return srv.sessions() == 0 })
+	// Each reply was whole in the kernel (the buffer was raised), then
+	// the session ended.
+	for _, c := range stuck {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Error("the connection is still open")
+		}
+		if !bytes.HasSuffix(got, []byte("]}\n")) {
+			t.Errorf("read %d bytes ending %q: the reply did not fit the raised send buffer", len(got), got[max(0, len(got)-8):])
+		}
+	}
+}
+
+// stuckClients opens n sessions that send request and read no reply.
+func stuckClients(t *testing.T, path, request string, n int) []net.Conn {
+	t.Helper()
+	var stuck []net.Conn
+	for range n {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		bufio.NewReader(c).ReadString('\n')
+		if _, err := c.Write([]byte(request)); err != nil {
+			t.Fatal(err)
+		}
+		stuck = append(stuck, c)
+	}
+	return stuck
 }

@@ -269,6 +269,10 @@ type session struct {
 	caller authz.Caller
 	u      *userSessions
 	turn   bool // holds one of u.replies
+	// sendBuf is the socket's default send buffer once growSendBuffer
+	// raised it (0 before), replyDeadline the current reply's.
+	sendBuf       int
+	replyDeadline time.Time
 }
 
 func (s *Server) session(ctx context.Context, c net.Conn, cr peerCreds, u *userSessions) {
@@ -316,7 +320,7 @@ func (s *Server) session(ctx context.Context, c net.Conn, cr peerCreds, u *userS
 			return
 		}
 		more := ss.handle(ctx, line)
-		ok := ss.flush()
+		ok := ss.flush() && ss.drain(ctx)
 		ss.endTurn()
 		if !more || !ok {
 			return
@@ -349,7 +353,8 @@ func (ss *session) endTurn() {
 // startReply starts the reply's write deadline: from here the client has
 // WriteTimeout to take all of it.
 func (ss *session) startReply() {
-	ss.c.SetWriteDeadline(time.Now().Add(ss.s.cfg.WriteTimeout))
+	ss.replyDeadline = time.Now().Add(ss.s.cfg.WriteTimeout)
+	ss.c.SetWriteDeadline(ss.replyDeadline)
 }
 
 // flush sends what is buffered; a client that does not take it within the
@@ -458,6 +463,9 @@ func (ss *session) run(ctx context.Context, req api.Request, asJSON bool) bool {
 	case "list":
 		f := api.ListFilter{Host: req.Host, Present: req.Present, Label: req.Label}
 		keep, ferr := listFilter(st, f)
+		if ferr == nil {
+			ss.growSendBuffer() // the largest reply (sendbuf.go)
+		}
 		switch {
 		case ferr != nil:
 			err = ferr

@@ -23,6 +23,7 @@ import (
 // Client is one session with the daemon. Not safe for concurrent use.
 type Client struct {
 	conn     net.Conn
+	src      *pushback // conn, as c.r reads it
 	r        *bufio.Reader
 	Greeting string
 }
@@ -34,7 +35,8 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl := &Client{conn: c, r: bufio.NewReaderSize(c, 64*1024)}
+	src := &pushback{r: c}
+	cl := &Client{conn: c, src: src, r: bufio.NewReaderSize(src, 64*1024)}
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetReadDeadline(dl)
 	}
@@ -136,6 +138,12 @@ func (c *Client) List(ctx context.Context, f api.ListFilter) ([]disk.Disk, error
 // w as it arrives, for callers that only pass it on: the reply is never
 // held whole. When w fails the session is closed, as the rest of the
 // reply is still on its way.
+//
+// A list of 100,000 disks is 40 MB, so the bytes are copied as few times
+// as the frame allows: read straight into one large buffer and written
+// from it, or, when w is a pipe, moved from the socket to the pipe by
+// splice(2) without passing through diskctl at all (see spliceResult).
+// Only the byte that may be the "}" closing the frame is held back.
 func (c *Client) ListJSONTo(ctx context.Context, f api.ListFilter, w io.Writer) error {
 	if dl, ok := ctx.Deadline(); ok {
 		c.conn.SetDeadline(dl)
@@ -144,35 +152,110 @@ func (c *Client) ListJSONTo(ctx context.Context, f api.ListFilter, w io.Writer) 
 	if _, err := c.conn.Write(append(listRequest(f).AppendJSON(nil), '\n')); err != nil {
 		return fmt.Errorf("send list: %w", err)
 	}
+	_, err := c.readList(w)
+	return err
+}
+
+// readList passes on a list reply; spliced says which way.
+func (c *Client) readList(w io.Writer) (spliced bool, err error) {
+	if done, err := c.spliceResult(w); done {
+		return true, err
+	}
 	if head, err := c.r.Peek(len(okPrefix)); err != nil || !bytes.Equal(head, okPrefix) {
-		return c.readResponse("list", nil) // an error reply (or a broken one)
+		return false, c.readResponse("list", nil) // an error reply (or a broken one)
 	}
 	c.r.Discard(len(okPrefix))
-	// Pass on everything up to the closing "}\n", which the last chunk
-	// holds: a chunk's last byte waits until the next one comes.
-	buf := make([]byte, 0, c.r.Size()+1)
+	// Reads through c.r hand over what it holds, then (the buffer being
+	// larger than c.r's) read the socket straight into buf.
+	rest, err := copyResult(c.r, w, make([]byte, copySize))
+	c.src.pushBack(rest)
+	var we writeError
+	if errors.As(err, &we) {
+		c.conn.Close()
+		return false, we.error
+	}
+	return false, err
+}
+
+// copySize is how much of a list reply is read (and written on) at once:
+// more than the daemon's socket buffer holds, so one read takes all that
+// has arrived.
+const copySize = 1 << 20
+
+// errMalformed is a successful reply's frame not closed by "}\n".
+var errMalformed = errors.New("list: malformed reply")
+
+// writeError is w's own error, which ListJSONTo returns as it is.
+type writeError struct{ error }
+
+func (e writeError) Unwrap() error { return e.error }
+
+// copyResult copies the result of a list reply, whose okPrefix has been
+// read, from r to w: every byte up to the reply's newline but the "}"
+// before it, which closes the frame. A "}" at the end of a read may be
+// that one, so it waits at buf[0] for the next read. It returns what r
+// yielded past the newline, which belongs to the next reply.
+func copyResult(r io.Reader, w io.Writer, buf []byte) (rest []byte, err error) {
+	held := 0 // 1 when buf[0] is a '}' read and not yet written
 	for {
-		chunk, rerr := c.r.ReadSlice('\n')
-		if rerr != nil && !errors.Is(rerr, bufio.ErrBufferFull) {
-			return fmt.Errorf("list: reading reply: %w", rerr)
-		}
-		buf = append(buf, chunk...)
-		last := rerr == nil // the end of the line
-		keep := 1
-		if last {
-			if !bytes.HasSuffix(buf, []byte("}\n")) {
-				return errors.New("list: malformed reply")
+		n, rerr := r.Read(buf[held:])
+		if n > 0 {
+			chunk := buf[:held+n]
+			if i := bytes.IndexByte(chunk[held:], '\n'); i >= 0 {
+				i += held
+				rest = chunk[i+1:]
+				if i == 0 || chunk[i-1] != '}' {
+					return rest, errMalformed
+				}
+				if i > 1 {
+					if _, err := w.Write(chunk[:i-1]); err != nil {
+						return rest, writeError{err}
+					}
+				}
+				return rest, nil
 			}
-			keep = 2
+			end := len(chunk)
+			if chunk[end-1] == '}' {
+				end--
+			}
+			if end > 0 {
+				if _, err := w.Write(chunk[:end]); err != nil {
+					return nil, writeError{err}
+				}
+			}
+			held = len(chunk) - end
+			if held > 0 {
+				buf[0] = '}'
+			}
 		}
-		if _, err := w.Write(buf[:len(buf)-keep]); err != nil {
-			c.conn.Close()
-			return err
+		if rerr != nil {
+			return nil, fmt.Errorf("list: reading reply: %w", rerr)
 		}
-		if last {
-			return nil
-		}
-		buf = append(buf[:0], buf[len(buf)-1])
+	}
+}
+
+// pushback is the socket as c.r reads it, with the bytes a list read past
+// the end of its reply put back in front.
+type pushback struct {
+	pre []byte
+	r   io.Reader
+}
+
+func (p *pushback) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
+}
+
+// pushBack puts b back in front of what is still to be read. c.r holds
+// nothing then (copyResult's reads emptied it), nor does p.pre (it was
+// read first).
+func (p *pushback) pushBack(b []byte) {
+	if len(b) > 0 {
+		p.pre = append(p.pre[:len(p.pre):len(p.pre)], b...)
 	}
 }
 

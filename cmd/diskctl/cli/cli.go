@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,7 +70,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // exec runs one command line; top is false inside the shell.
 func (e *env) exec(args []string, top bool) int {
-	root := e.rootCmd(top)
+	return e.execTree(e.rootCmd(top, invoked(args, top)), args)
+}
+
+// execTree runs args on the command tree root and says how it went.
+func (e *env) execTree(root *cobra.Command, args []string) int {
 	root.SetArgs(args)
 	root.SetIn(e.stdin)
 	root.SetOut(e.stdout)
@@ -88,7 +93,61 @@ func (e *env) exec(args []string, top bool) int {
 	return ExitError
 }
 
-func (e *env) rootCmd(top bool) *cobra.Command {
+// commands are diskctl's commands (the shell's, without the shell itself,
+// when top is false), each built when needed.
+func (e *env) commands(top bool) []func() *cobra.Command {
+	cs := []func() *cobra.Command{e.listCmd, e.whereCmd, e.historyCmd, e.statusCmd, e.refreshCmd, e.localhostCmd,
+		e.watchCmd, e.peersCmd, e.pingCmd, e.announceCmd, e.mountCmd, e.unmountCmd}
+	if top {
+		cs = append(cs, e.shellCmd)
+	}
+	return cs
+}
+
+// commandNames are the names of commands(top), in its order.
+var commandNames = []string{"list", "where", "history", "status", "refresh", "localhost",
+	"watch", "peers", "ping", "announce", "mount", "unmount", "shell"}
+
+// invoked is the command that args name when nothing before it but the
+// global flags, in their plain forms, can change what cobra would find:
+// then only that command is built (a `where` is a process start, and
+// building all of them, cobra's completion commands with their help
+// texts included, was a fifth of it). "" means the whole tree: help,
+// completion, an unknown command or flag, "--", anything cobra must
+// report or resolve itself.
+func invoked(args []string, top bool) string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			n := len(commandNames)
+			if !top {
+				n-- // no shell inside the shell
+			}
+			if slices.Contains(commandNames[:n], a) {
+				return a
+			}
+			return ""
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		switch {
+		case !strings.HasPrefix(a, "--") || a == "--":
+			return ""
+		case name == "json" || top && name == "bus":
+			// A bool: a value only after "=".
+		case top && (name == "socket" || name == "bus-address" || name == "timeout"):
+			if !hasValue {
+				i++ // the value
+			}
+		default:
+			return ""
+		}
+	}
+	return ""
+}
+
+// rootCmd is the command tree: only the command named only (and cobra's
+// help), or all of them when only is "".
+func (e *env) rootCmd(top bool, only string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "diskctl [command]",
 		Short: "Ask diskd where disks are",
@@ -115,13 +174,14 @@ func (e *env) rootCmd(top bool) *cobra.Command {
 		pf.DurationVar(&e.timeout, "timeout", 30*time.Second, "give up on the daemon after this long")
 	}
 	pf.BoolVar(&e.json, "json", false, "print JSON for scripts")
-	root.AddCommand(e.listCmd(), e.whereCmd(), e.historyCmd(), e.statusCmd(), e.refreshCmd(), e.localhostCmd(),
-		e.watchCmd(), e.peersCmd(), e.pingCmd(), e.announceCmd(), e.mountCmd(), e.unmountCmd())
-	if top {
-		root.AddCommand(e.shellCmd())
-	} else {
-		root.CompletionOptions.DisableDefaultCmd = true
+	for i, build := range e.commands(top) {
+		if only == "" || only == commandNames[i] {
+			root.AddCommand(build())
+		}
 	}
+	// The completion command is reached by its name only, so a tree
+	// built for another command needs none.
+	root.CompletionOptions.DisableDefaultCmd = !top || only != ""
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}

@@ -27,17 +27,17 @@ func (e *env) listCmd() *cobra.Command {
 			}
 			return e.call(cmd, func(ctx context.Context, c Conn) error {
 				// The socket's reply is already the output: pass it on
-				// as it comes.
+				// as it comes, unbuffered (ListJSONTo writes large
+				// stretches, or splices them when stdout is a pipe).
 				if lj, ok := c.(interface {
 					ListJSONTo(context.Context, api.ListFilter, io.Writer) error
 				}); ok && e.json {
-					w := bufio.NewWriterSize(e.stdout, listWriteSize)
 					growPipe(e.stdout, listWriteSize)
-					if err := lj.ListJSONTo(ctx, f, w); err != nil {
+					if err := lj.ListJSONTo(ctx, f, e.stdout); err != nil {
 						return err
 					}
-					w.WriteByte('\n')
-					return w.Flush()
+					_, err := e.stdout.Write([]byte{'\n'})
+					return err
 				}
 				ds, err := c.List(ctx, f)
 				if err != nil {

@@ -59,7 +59,7 @@ func (e *env) interactive() error {
 		hist = filepath.Join(home, HistoryFile)
 	}
 	var names []readline.PrefixCompleterInterface
-	for _, c := range e.rootCmd(false).Commands() {
+	for _, c := range e.rootCmd(false, "").Commands() {
 		names = append(names, readline.PcItem(c.Name()))
 	}
 	names = append(names, readline.PcItem("quit"))

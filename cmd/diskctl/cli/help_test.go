@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/diskd/diskd/pkg/localsock"
+	"github.com/diskd/diskd/pkg/testutil"
+)
+
+// helpCases are command lines answered without a daemon: every help text,
+// and the usage errors, whose words and exit codes scripts and people
+// rely on.
+var helpCases = [][]string{
+	{"--help"}, {"-h"}, {"help"}, {"help", "where"}, {"help", "nothing"},
+	{"list", "--help"}, {"where", "--help"}, {"where", "-h"}, {"history", "--help"}, {"status", "--help"},
+	{"refresh", "--help"}, {"localhost", "--help"}, {"watch", "--help"}, {"peers", "--help"},
+	{"ping", "--help"}, {"announce", "--help"}, {"mount", "--help"}, {"unmount", "--help"},
+	{"shell", "--help"}, {"completion", "--help"}, {"completion", "bash", "--help"},
+	{"--json", "where", "--help"}, {"--socket", "/x", "where", "--help"}, {"--timeout=5s", "list", "--help"},
+	{"where"}, {"history"}, {"mount"}, {"list", "extra"}, {"status", "extra"}, {"list", "--frob"},
+	{"where", "--frob", "x"}, {"list", "--label", "["}, {"--timeout", "x", "where", "y"}, {"--socket"},
+	{"frobnicate"}, {"wher"}, {"--frob"}, {"--bus=maybe", "where", "x"}, {"--", "where"},
+}
+
+// TestHelpGolden: what each of helpCases prints, and its exit code.
+func TestHelpGolden(t *testing.T) {
+	t.Setenv(localsock.EnvPath, "/run/diskd/diskd.sock") // the default, whoever runs the test
+	var b strings.Builder
+	for _, args := range helpCases {
+		out, errOut, code := run("", args...)
+		fmt.Fprintf(&b, "$ diskctl %s\n[exit %d]\n--- stdout\n%s--- stderr\n%s\n", strings.Join(args, " "), code, out, errOut)
+	}
+	testutil.Golden(t, filepath.Join("testdata", "help.golden"), b.String())
+}
+
+// TestOneCommandTreeAnswersAsTheWhole: a command line run on the tree of
+// the one command it names (what diskctl builds to start fast) prints and
+// exits exactly as on the whole tree, at the top and in the shell, for
+// every command, with the global flags in each form, and for the lines
+// that take the whole tree.
+func TestOneCommandTreeAnswersAsTheWhole(t *testing.T) {
+	sock := daemon(t)
+	t.Setenv(localsock.EnvPath, sock)
+	lines := slices.Clone(helpCases)
+	for _, c := range [][]string{
+		{"list"}, {"list", "--json"}, {"list", "--present", "--label", "D*"}, {"where", "DATA"}, {"where", "NOPE"},
+		{"where", "--json", "DATA"}, {"history", "OLD"}, {"status"}, {"refresh"}, {"localhost"}, {"peers"},
+		{"ping"}, {"announce"}, {"mount", "DATA"}, {"unmount", "DATA"}, {"status", "--json"}, {"where", "My", "Disk"},
+	} {
+		lines = append(lines, c,
+			append([]string{"--socket", sock}, c...), append([]string{"--socket=" + sock, "--json"}, c...),
+			append([]string{"--timeout", "5s", "--bus=false"}, c...), append([]string{"--json=false", "--timeout=5s"}, c...),
+			append([]string{"--socket"}, c...), append([]string{"-h"}, c...), append([]string{"--bus-address", "x"}, c...))
+	}
+	for _, top := range []bool{true, false} {
+		for _, args := range lines {
+			want := runTree(t, args, top, true)
+			if got := runTree(t, args, top, false); got != want {
+				t.Errorf("top %v, %q: on the one command's tree\n%s\non the whole tree\n%s", top, args, got, want)
+			}
+		}
+	}
+	// Each command's name is where invoked looks for it.
+	for _, top := range []bool{true, false} {
+		for i, build := range (&env{}).commands(top) {
+			if got := build().Name(); got != commandNames[i] {
+				t.Errorf("commands()[%d] is %q, commandNames says %q", i, got, commandNames[i])
+			}
+		}
+	}
+	if invoked([]string{"where", "x"}, true) != "where" || invoked([]string{"--socket", "s", "--json", "list"}, true) != "list" {
+		t.Error("invoked does not find the command: the test above compared the whole tree with itself")
+	}
+}
+
+func runTree(t *testing.T, args []string, top, whole bool) string {
+	var o, e bytes.Buffer
+	env := &env{stdin: strings.NewReader(""), stdout: &o, stderr: &e, dialBus: dialBus}
+	if !top {
+		// The shell's env, as Main leaves it for shellLine.
+		env.socket, env.timeout = localsock.ClientPath(), 30*time.Second
+	}
+	defer env.close()
+	only := invoked(args, top)
+	if whole {
+		only = ""
+	}
+	code := env.execTree(env.rootCmd(top, only), args)
+	return fmt.Sprintf("[exit %d]\n--- stdout\n%s--- stderr\n%s", code, o.String(), e.String())
+}
