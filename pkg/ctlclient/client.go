@@ -36,7 +36,7 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 		return nil, err
 	}
 	src := &pushback{r: c}
-	cl := &Client{conn: c, src: src, r: bufio.NewReaderSize(src, 64*1024)}
+	cl := &Client{conn: c, src: src, r: bufio.NewReader(src)}
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetReadDeadline(dl)
 	}
