@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,30 +10,6 @@ import (
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/testutil"
 )
-
-// mappedKiB is how much of path this process has resident, from
-// /proc/self/smaps; -1 when path is not mapped.
-func mappedKiB(t *testing.T, path string) int {
-	t.Helper()
-	f, err := os.Open("/proc/self/smaps")
-	if err != nil {
-		t.Skipf("no smaps: %v", err)
-	}
-	defer f.Close()
-	kib, in := -1, false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		switch {
-		case len(fs) >= 5 && strings.Contains(fs[0], "-") && !strings.HasSuffix(fs[0], ":"):
-			in = fs[len(fs)-1] == path // a mapping's header line
-		case in && len(fs) >= 2 && fs[0] == "Rss:":
-			v, _ := strconv.Atoi(fs[1])
-			kib = max(kib, 0) + v
-		}
-	}
-	return kib
-}
 
 // TestStateFileNotKeptResident: after a load of 20,000 disks and after a
 // write, none of the state file is counted in the process's RSS (bbolt
@@ -63,14 +38,14 @@ func TestStateFileNotKeptResident(t *testing.T) {
 	if c := s.Counts(); c.Disks != 20_000 {
 		t.Fatalf("loaded %d disks", c.Disks)
 	}
-	if kib := mappedKiB(t, path); kib != 0 {
+	if kib := testutil.MappedRssKiB(t, "/proc/self/smaps", path); kib != 0 {
 		t.Errorf("after the load %d KiB of the state file are resident (mapped: %v)", kib, kib >= 0)
 	}
 	s.SetLocal([]disk.Disk{{Name: "loop0", Device: "/dev/loop0", Label: "NEW"}})
 	if err := s.Flush(db); err != nil {
 		t.Fatal(err)
 	}
-	if kib := mappedKiB(t, path); kib != 0 {
+	if kib := testutil.MappedRssKiB(t, "/proc/self/smaps", path); kib != 0 {
 		t.Errorf("after a write %d KiB of the state file are resident", kib)
 	}
 	if got := s.Where("NEW"); len(got) != 1 {
