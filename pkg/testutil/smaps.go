@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -13,9 +14,18 @@ import (
 // "/proc/PID/smaps"); -1 when it has no mapping of path.
 func MappedRssKiB(t testing.TB, smaps, path string) int {
 	t.Helper()
-	f, err := os.Open(smaps)
+	kib, err := ReadMappedRssKiB(smaps, path)
 	if err != nil {
 		t.Fatalf("mapped RSS of %s: %v", path, err)
+	}
+	return kib
+}
+
+// ReadMappedRssKiB is MappedRssKiB for a goroutine other than the test's.
+func ReadMappedRssKiB(smaps, path string) (int, error) {
+	f, err := os.Open(smaps)
+	if err != nil {
+		return 0, err
 	}
 	defer f.Close()
 	kib, in := -1, false
@@ -31,7 +41,7 @@ func MappedRssKiB(t testing.TB, smaps, path string) int {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		t.Fatalf("read %s: %v", smaps, err)
+		return 0, fmt.Errorf("read %s: %w", smaps, err)
 	}
-	return kib
+	return kib, nil
 }
