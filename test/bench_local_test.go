@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
-	"github.com/diskd/diskd/pkg/store"
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
@@ -102,31 +101,20 @@ func BenchmarkAttachToListed(b *testing.B) {
 }
 
 // BenchmarkList100k: `diskctl list --json` with 100,000 disks in the
-// store, beside one plain `blkid` run; the daemon's RSS holding them, and
-// the CPU an idle daemon uses (DISKD_BENCH_IDLE, default 60s).
+// store, beside one plain `blkid` run; the daemon's RSS holding them right
+// after the lists, at rest after the idle window (DISKD_BENCH_IDLE,
+// default 60s) and at its peak, each beside an empty daemon's; and the
+// CPU it uses for a list and over the idle window.
 func BenchmarkList100k(b *testing.B) {
 	testutil.RequiresRoot(b)
 	_, diskctl := testutil.Binaries(b)
-	stateDir := filepath.Join(b.TempDir(), "state")
-	os.MkdirAll(stateDir, 0o755)
-	id, err := store.LoadOrCreateNodeID(stateDir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	st := store.New(store.Options{Local: disk.Node{ID: id, Name: "bench"}, MaxPeers: 100})
-	testutil.FillPeers(st, 100_000)
-	db, _, err := store.OpenDB(filepath.Join(stateDir, "state.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Flush(db); err != nil {
-		b.Fatal(err)
-	}
-	db.Close()
-
+	stateDir := filledState(b, 100_000)
 	d := testutil.StartDaemon(b, testutil.DaemonOptions{StateDir: stateDir, Args: []string{"--devices", "/dev/nonexistent"}})
 	// Baseline for RSS and idle CPU: an empty daemon over the same window.
 	empty := testutil.StartDaemon(b, testutil.DaemonOptions{Args: []string{"--devices", "/dev/nonexistent"}})
+	// The load read every page of the state file; what of it stays
+	// resident (none: the store lets go of the pages after reading them).
+	b.ReportMetric(float64(max(testutil.MappedRssKiB(b, fmt.Sprintf("/proc/%d/smaps", d.Cmd.Process.Pid), filepath.Join(stateDir, "state.db")), 0)), "state-file-rss-after-load-KiB")
 	var rtt, blkidT []time.Duration
 	for i := 0; i < 11; i++ {
 		t0 := time.Now()
@@ -187,6 +175,7 @@ func BenchmarkList100k(b *testing.B) {
 	}
 	defer devnull.Close()
 	var rttNull []time.Duration
+	cpu0 := cpuSeconds(b, d.Cmd.Process.Pid)
 	for range 11 {
 		cmd := exec.Command(diskctl, "--socket", d.Socket, "list", "--json")
 		cmd.Stdout = devnull
@@ -197,6 +186,9 @@ func BenchmarkList100k(b *testing.B) {
 		rttNull = append(rttNull, time.Since(t0))
 	}
 	b.ReportMetric(ms(percentile(rttNull, 50)), "list-100k-to-devnull-p50-ms")
+	// The daemon's CPU (user and system, its collections included) for
+	// each of those lists, on average.
+	b.ReportMetric((cpuSeconds(b, d.Cmd.Process.Pid)-cpu0)*1000/11, "list-100k-daemon-cpu-ms")
 	// And through a pipe to a reader that keeps nothing, as a person's
 	// `diskctl list --json | jq` is (the shell's start included).
 	var rttCat []time.Duration
@@ -209,8 +201,12 @@ func BenchmarkList100k(b *testing.B) {
 	}
 	b.ReportMetric(ms(percentile(rttCat, 50)), "list-100k-piped-to-cat-p50-ms")
 	b.ReportMetric(ms(percentile(blkidT, 50)), "baseline-blkid-p50-ms")
+	// RSS right after the lists (rss-MiB), and at rest after the idle
+	// window below (rss-at-rest-MiB), beside the empty daemon's.
 	b.ReportMetric(float64(rssKiB(b, d.Cmd.Process.Pid, "VmRSS:"))/1024, "rss-MiB")
-	// File-backed pages are the state file bbolt maps; the kernel can drop them.
+	// File-backed pages: the executable's text and data (diskd's own
+	// binary, shared with the page cache), not the state file's
+	// (state-file-rss-after-load-KiB).
 	b.ReportMetric(float64(rssKiB(b, d.Cmd.Process.Pid, "RssFile:"))/1024, "rss-file-MiB")
 	b.ReportMetric(float64(rssKiB(b, empty.Cmd.Process.Pid, "VmRSS:"))/1024, "baseline-empty-rss-MiB")
 	// Disks remembered per MiB: of state file, and of the daemon's RSS
@@ -273,11 +269,27 @@ func BenchmarkList100k(b *testing.B) {
 		idle, _ = time.ParseDuration(v)
 	}
 	time.Sleep(2 * time.Second) // let the list replies' garbage settle
+	// The window counts the memory policy's one trim after the lists
+	// (a forced collection, when the daemon has been quiet for 3 s).
 	c0, e0 := cpuSeconds(b, d.Cmd.Process.Pid), cpuSeconds(b, empty.Cmd.Process.Pid)
 	time.Sleep(idle)
 	b.ReportMetric(cpuSeconds(b, d.Cmd.Process.Pid)-c0, "idle-cpu-s")
 	b.ReportMetric(cpuSeconds(b, empty.Cmd.Process.Pid)-e0, "baseline-empty-idle-cpu-s")
 	b.ReportMetric(idle.Seconds(), "idle-window-s")
+	// At rest after the window (the heap of the lists returned or not),
+	// and the peak over the daemon's life (VmHWM: the load, or a list).
+	for _, m := range []struct {
+		pid         int
+		field, name string
+	}{
+		{d.Cmd.Process.Pid, "VmRSS:", "rss-at-rest-MiB"},
+		{d.Cmd.Process.Pid, "RssAnon:", "rss-anon-at-rest-MiB"},
+		{empty.Cmd.Process.Pid, "VmRSS:", "baseline-empty-rss-at-rest-MiB"},
+		{d.Cmd.Process.Pid, "VmHWM:", "rss-peak-MiB"},
+		{empty.Cmd.Process.Pid, "VmHWM:", "baseline-empty-rss-peak-MiB"},
+	} {
+		b.ReportMetric(float64(rssKiB(b, m.pid, m.field))/1024, m.name)
+	}
 }
 
 func rssKiB(b testing.TB, pid int, field string) int {

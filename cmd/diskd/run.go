@@ -24,6 +24,7 @@ import (
 	"github.com/diskd/diskd/pkg/legacy"
 	"github.com/diskd/diskd/pkg/localsock"
 	"github.com/diskd/diskd/pkg/logging"
+	"github.com/diskd/diskd/pkg/memtrim"
 	"github.com/diskd/diskd/pkg/mounter"
 	"github.com/diskd/diskd/pkg/mountinfo"
 	"github.com/diskd/diskd/pkg/peer"
@@ -223,6 +224,11 @@ func run(ctx context.Context, cfg Config) error {
 	if be.bus != nil {
 		g.Go(func() error { return be.bus.Run(gctx) })
 	}
+	// The heap a burst grew (a list of 100,000 disks, a load) goes back
+	// to the system once the daemon is quiet again.
+	trim := memtrim.Defaults()
+	trim.Logger = log.With("component", "memtrim")
+	g.Go(func() error { return memtrim.New(trim).Run(gctx) })
 	live := probes(st, sc, be.net)
 	g.Go(func() error { return notifySystemd(gctx, log, sc, st, be, live) })
 	startDebugHooks(gctx, log, sc, be.net)
