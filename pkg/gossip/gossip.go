@@ -441,6 +441,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) joinLoop(ctx context.Context) {
 	wait := time.Duration(0)
 	resync := false
+	together := false // not alone since the last look
 	for {
 		select {
 		case <-ctx.Done():
@@ -448,6 +449,13 @@ func (s *Service) joinLoop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		if s.numMembers() > 1 {
+			if !together {
+				// Others joined us (our own join failed or has not
+				// come): the same one exchange as after joining.
+				together, resync = true, true
+				wait = resyncAfter + time.Duration(rand.Int64N(int64(resyncAfter)))
+				continue
+			}
 			wait = joinBackoff
 			if resync {
 				// One full state exchange with a member picked at random,
@@ -465,6 +473,7 @@ func (s *Service) joinLoop(ctx context.Context) {
 			}
 			continue
 		}
+		together = false
 		var addrs []string
 		for _, j := range s.cfg.Join {
 			h, p, _ := splitJoin(j, s.cfg.Port)
@@ -478,7 +487,7 @@ func (s *Service) joinLoop(ctx context.Context) {
 			s.ctr.inc(cJoins)
 			s.log.Info("joined the gossip network", "through", n, "members", s.numMembers())
 			wait = resyncAfter + time.Duration(rand.Int64N(int64(resyncAfter)))
-			resync = true
+			together, resync = true, true
 			continue
 		}
 		s.ctr.inc(cJoinsFailed)

@@ -44,6 +44,16 @@ func newSimCluster(tb testing.TB, n int) *simCluster {
 // newSimClusterOn is newSimCluster with a gossip profile and a one-way
 // link delay.
 func newSimClusterOn(tb testing.TB, n int, profile string, latency time.Duration) *simCluster {
+	return newSimClusterSeeds(tb, n, profile, latency, func(c *simCluster, i int) string {
+		if i == 0 {
+			return c.trs[1].addr
+		}
+		return c.trs[0].addr
+	})
+}
+
+// newSimClusterSeeds is newSimClusterOn with member i joining seed(c, i).
+func newSimClusterSeeds(tb testing.TB, n int, profile string, latency time.Duration, seed func(c *simCluster, i int) string) *simCluster {
 	keys, err := wire.ParseKeys(strings.NewReader("1 0123456789abcdef0123456789abcdef\n"))
 	if err != nil {
 		tb.Fatal(err)
@@ -63,12 +73,8 @@ func newSimClusterOn(tb testing.TB, n int, profile string, latency time.Duration
 			{Name: "sda", Device: "/dev/sda", UUID: fmt.Sprintf("%08x-a", i), Type: "ext4", Size: 1 << 30},
 			{Name: "sdb", Device: "/dev/sdb", UUID: fmt.Sprintf("%08x-b", i), Type: "xfs", Size: 1 << 31},
 		})
-		seed := c.trs[0].addr
-		if i == 0 {
-			seed = c.trs[1].addr
-		}
 		cfg := DefaultConfig()
-		cfg.Join, cfg.Profile = []string{seed}, profile
+		cfg.Join, cfg.Profile = []string{seed(c, i)}, profile
 		s, err := New(cfg, Deps{Store: st, Keys: keys, Interval: 10 * time.Second, Instance: uint64(1000 + i)})
 		if err != nil {
 			tb.Fatal(err)
@@ -385,6 +391,33 @@ func TestHeldFetchesBounded(t *testing.T) {
 		s.mu.Unlock()
 		if n != 0 {
 			t.Fatalf("%d requests still held %v later, want 0", n, holdMax+2*time.Second)
+		}
+	})
+}
+
+// TestJoinedByOthersResyncs: a member whose own join fails (its seed is
+// not there yet) but whom the others join makes the same one extra state
+// exchange a few seconds later as a member that joined. Without it, what
+// was gossiped while it was still unknown to a member reached it only at
+// the next push/pull, 30 s on (TestGossipNine: a relayed host missing on
+// one subnet for the whole 30 s of the test).
+func TestJoinedByOthersResyncs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newSimClusterSeeds(t, 3, "lan", simLatency, func(c *simCluster, i int) string {
+			if i == 0 {
+				return "10.255.255.1:32005" // nobody there
+			}
+			return c.trs[0].addr
+		})
+		defer c.stop()
+		time.Sleep(10 * time.Second)
+		if j := c.svcs[0].ctr.get(cJoins); j != 0 {
+			t.Fatalf("member 0 joined %d times through a seed that is not there", j)
+		}
+		for i, s := range c.svcs {
+			if got := s.ctr.get(cResyncs); got != 1 {
+				t.Errorf("member %d made %d extra state exchanges within 10 s, want 1", i, got)
+			}
 		}
 	})
 }
