@@ -14,8 +14,8 @@ import (
 )
 
 // TestListJSONIntoPipes: `diskctl list --json` passes a list larger than
-// any buffer on the way into a pipe by splice(2) (pkg/ctlclient), into a
-// file by reading, and the bytes are the same; a reader that leaves early
+// any buffer on the way into a pipe and into a file, and the bytes are
+// the same; a reader that leaves early
 // ends diskctl by SIGPIPE, as any write of a Go program to a broken
 // standard output does (`diskctl list --json | head`).
 func TestListJSONIntoPipes(t *testing.T) {

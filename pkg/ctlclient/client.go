@@ -141,9 +141,9 @@ func (c *Client) List(ctx context.Context, f api.ListFilter) ([]disk.Disk, error
 //
 // A list of 100,000 disks is 40 MB, so the bytes are copied as few times
 // as the frame allows: read straight into one large buffer and written
-// from it, or, when w is a pipe, moved from the socket to the pipe by
-// splice(2) without passing through diskctl at all (see spliceResult).
-// Only the byte that may be the "}" closing the frame is held back.
+// from it. Only the byte that may be the "}" closing the frame is held
+// back. (Moving them into a pipe by splice(2) instead was measured: no
+// difference once the daemon writes ahead, see pkg/control's sendbuf.go.)
 func (c *Client) ListJSONTo(ctx context.Context, f api.ListFilter, w io.Writer) error {
 	if dl, ok := ctx.Deadline(); ok {
 		c.conn.SetDeadline(dl)
@@ -152,17 +152,13 @@ func (c *Client) ListJSONTo(ctx context.Context, f api.ListFilter, w io.Writer) 
 	if _, err := c.conn.Write(append(listRequest(f).AppendJSON(nil), '\n')); err != nil {
 		return fmt.Errorf("send list: %w", err)
 	}
-	_, err := c.readList(w)
-	return err
+	return c.readList(w)
 }
 
-// readList passes on a list reply; spliced says which way.
-func (c *Client) readList(w io.Writer) (spliced bool, err error) {
-	if done, err := c.spliceResult(w); done {
-		return true, err
-	}
+// readList passes on a list reply.
+func (c *Client) readList(w io.Writer) error {
 	if head, err := c.r.Peek(len(okPrefix)); err != nil || !bytes.Equal(head, okPrefix) {
-		return false, c.readResponse("list", nil) // an error reply (or a broken one)
+		return c.readResponse("list", nil) // an error reply (or a broken one)
 	}
 	c.r.Discard(len(okPrefix))
 	// Reads through c.r hand over what it holds, then (the buffer being
@@ -172,9 +168,9 @@ func (c *Client) readList(w io.Writer) (spliced bool, err error) {
 	var we writeError
 	if errors.As(err, &we) {
 		c.conn.Close()
-		return false, we.error
+		return we.error
 	}
-	return false, err
+	return err
 }
 
 // copySize is how much of a list reply is read (and written on) at once:

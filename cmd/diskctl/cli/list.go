@@ -28,7 +28,7 @@ func (e *env) listCmd() *cobra.Command {
 			return e.call(cmd, func(ctx context.Context, c Conn) error {
 				// The socket's reply is already the output: pass it on
 				// as it comes, unbuffered (ListJSONTo writes large
-				// stretches, or splices them when stdout is a pipe).
+				// stretches).
 				if lj, ok := c.(interface {
 					ListJSONTo(context.Context, api.ListFilter, io.Writer) error
 				}); ok && e.json {
