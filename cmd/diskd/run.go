@@ -224,8 +224,8 @@ func run(ctx context.Context, cfg Config) error {
 	if be.bus != nil {
 		g.Go(func() error { return be.bus.Run(gctx) })
 	}
-	// The heap a burst grew (a list of 100,000 disks, a load) goes back
-	// to the system once the daemon is quiet again.
+	// The heap a burst grew (the load, lists filtered by label over
+	// 100,000 disks) goes back to the system once the daemon is quiet.
 	trim := memtrim.Defaults()
 	trim.Logger = log.With("component", "memtrim")
 	g.Go(func() error { return memtrim.New(trim).Run(gctx) })

@@ -12,8 +12,8 @@ import (
 // first list reply. With the default (net.core.wmem_default, 208 KiB) a
 // list of 100,000 disks (40 MB) crosses in steps of ~100 KiB, daemon and
 // client waking each other 400 times; with this the daemon writes ahead
-// and the client takes megabytes per wake-up (`diskctl list --json`,
-// streamed: 68 -> 48 ms here). The kernel doubles it and caps it at
+// and the client takes megabytes per wake-up (`diskctl list --json` of
+// 100,000 disks, streamed: 55 -> 42 ms p50 when it came). The kernel doubles it and caps it at
 // net.core.wmem_max; a refusal changes nothing.
 const listSendBuffer = 4 << 20
 

@@ -2,11 +2,12 @@
 // behind, once the process has been quiet for a moment.
 //
 // Go's runtime keeps the heap it grew for a burst (loading 100,000 rows,
-// serving a 40 MB list): the garbage collector frees the objects, but its
-// background scavenger gives the free pages back only down to about 110%
-// of the next collection's goal, which is twice the live heap at the
-// default GOGC. A daemon that holds 40 MiB of live data therefore stays
-// near 90 MiB at rest after one list. The Trimmer watches the runtime's
+// lists filtered over them, a desktop reading every object on the bus):
+// the garbage collector frees the objects, but its background scavenger
+// gives the free pages back only down to about 110% of the next
+// collection's goal, which is twice the live heap at the default GOGC. A
+// daemon that holds 40 MiB of live data could therefore stay near 90 MiB
+// at rest after one such burst. The Trimmer watches the runtime's
 // own figures (runtime/metrics) and, when the heap held beyond the live
 // data has grown by more than a threshold since it was last this small,
 // and no more than a trickle has been allocated for a while, calls
@@ -15,8 +16,8 @@
 // costs one collection of the live heap per MinGap; at rest it costs one
 // read of a few counters per Every.
 //
-// Alternatives measured against it (100,000 disks, 20 lists; see the
-// README): a lower GOGC shrinks the heap during bursts as well as after
+// Alternatives measured against it (100,000 disks, 20 lists, before whole
+// lists stopped allocating; see the README): a lower GOGC shrinks the heap during bursts as well as after
 // them but keeps what a burst grew all the same, and a memory limit near
 // the live heap doubles the CPU of each list (the collector runs
 // continuously near the limit) and must follow the live heap as it grows.

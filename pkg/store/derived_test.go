@@ -28,7 +28,7 @@ func referenceDisks(s *Store) []disk.Disk {
 		}
 		sortRowPtrs(rs)
 		for _, r := range rs {
-			out = append(out, s.diskCopy(e, r))
+			out = append(out, r.diskCopy())
 		}
 	}
 	return out

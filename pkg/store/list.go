@@ -436,9 +436,9 @@ func (s *Store) packLocked(e *nodeEntry) *nodePack {
 	var b strings.Builder // its String is its buffer, not a copy
 	b.Grow(size)
 	at := make([]int32, 0, 2*len(rows))
-	var tmp [3 * binary.MaxVarintLen64]byte
+	var n, st [3 * binary.MaxVarintLen64]byte
 	put := func(v string) {
-		b.Write(binary.AppendUvarint(tmp[:0], uint64(len(v))))
+		b.Write(binary.AppendUvarint(n[:0], uint64(len(v))))
 		at = append(at, int32(b.Len()))
 		b.WriteString(v)
 	}
@@ -446,9 +446,9 @@ func (s *Store) packLocked(e *nodeEntry) *nodePack {
 		put(r.d.ID)
 		put(r.enc.b)
 		if r.enc.flags()&rowTextTimes != 0 {
-			st := stampOf(r.d.LastSeen).appendBinary(make([]byte, 0, len(tmp)))
-			b.Write(binary.AppendUvarint(tmp[:0], uint64(len(st))))
-			b.Write(st)
+			last := stampOf(r.d.LastSeen).appendBinary(st[:0])
+			b.Write(binary.AppendUvarint(n[:0], uint64(len(last))))
+			b.Write(last)
 		}
 	}
 	p := &nodePack{rows: rows, b: b.String()}
@@ -485,9 +485,7 @@ func (e *nodeEntry) sortedLocked() []*row {
 // Called with the write lock held on every change.
 func (s *Store) invalidateLocked(r *row) {
 	r.reencode()
-	if e := s.nodes[r.nodeID()]; e != nil {
-		e.pack = nil
-	}
+	r.node.pack = nil
 }
 
 // JSONList is a list of disks encoded as JSON, ready to be written: it

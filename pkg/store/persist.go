@@ -480,7 +480,8 @@ type pageDropper struct {
 // readDropper covers tx's pages in use (see mappedSpan: never past the
 // mapping).
 func (db *DB) readDropper(tx *bolt.Tx) *pageDropper {
-	return &pageDropper{addr: db.bolt.Info().Data, n: uintptr(max(tx.Size(), 0))}
+	addr, n := db.span(tx)
+	return &pageDropper{addr: addr, n: n}
 }
 
 // read counts one record read and drops the pages every dropEvery.
@@ -499,14 +500,19 @@ func (p *pageDropper) all() { dropPages(p.addr, p.n) }
 // the mapping's end would zero whatever memory follows it, the Go heap
 // included (a "bad sweepgen" crash after a 100,000-disk save).
 func (db *DB) mappedSpan() (addr, n uintptr) {
-	var size int64
-	if err := db.bolt.View(func(tx *bolt.Tx) error {
-		size = tx.Size()
+	db.bolt.View(func(tx *bolt.Tx) error {
+		addr, n = db.span(tx)
 		return nil
-	}); err != nil || size <= 0 {
-		return 0, 0
+	})
+	return addr, n
+}
+
+// span is mappedSpan as tx sees it.
+func (db *DB) span(tx *bolt.Tx) (addr, n uintptr) {
+	if size := tx.Size(); size > 0 {
+		return db.bolt.Info().Data, uintptr(size)
 	}
-	return db.bolt.Info().Data, uintptr(size)
+	return 0, 0
 }
 
 // RunPersist saves dirty records delay after the first change of a batch,
@@ -595,7 +601,7 @@ func (s *Store) takeDirty() (nodes []disk.Node, rows []rowRecord, forgetNodes []
 			continue
 		}
 		if r, ok := s.rows[k]; ok {
-			rec := rowRecord{Disk: s.diskCopy(s.nodes[r.nodeID()], r), Since: r.since(), Past: slices.Clone(r.past())}
+			rec := rowRecord{Disk: r.diskCopy(), Since: r.since(), Past: slices.Clone(r.past())}
 			if rec.Since.Equal(rec.Disk.FirstSeen) {
 				rec.Since = time.Time{}
 			}

@@ -125,8 +125,8 @@ type nodeEntry struct {
 	pack *nodePack
 }
 
-// row is one disk: d holds its current (or last) placement and state, d.Row
-// its key; the rest of the disk is in enc (see compact.go).
+// row is one disk: d holds its current (or last) placement and state (its
+// key is row.key); the rest of the disk is in enc (see compact.go).
 type row struct {
 	d    rowDisk
 	node *nodeEntry // the node it is placed on (placeLocked)
@@ -491,9 +491,7 @@ func (s *Store) updateLocked(r *row, in *disk.Disk, now time.Time) bool {
 		// the peer's offline time bounds it from below.
 		r.d.LastSeen = now
 		r.refreshed = true
-		if e := s.nodes[r.nodeID()]; e != nil {
-			e.pack = nil
-		}
+		r.node.pack = nil
 		return false
 	}
 	wasPresent := r.d.Present
@@ -658,7 +656,7 @@ func (s *Store) promoteLocked(p, c *row) {
 		s.pushPastLocked(p, c.past()[i])
 	}
 	first := min64(p.d.FirstSeen, c.d.FirstSeen)
-	e := s.nodes[c.nodeID()]
+	e := c.node
 	s.forgetRowLocked(c)
 	s.unplaceLocked(p)
 	key := p.key()
@@ -740,8 +738,8 @@ func (s *Store) uniqueLocked(id string, self *row, leaving ...map[*row]bool) {
 func (s *Store) sighting(r *row) disk.Sighting {
 	last := r.d.LastSeen
 	if r.d.Present {
-		if e := s.nodes[r.nodeID()]; e != nil && e.node.LastSeen.After(last) {
-			last = e.node.LastSeen
+		if r.node.node.LastSeen.After(last) {
+			last = r.node.node.LastSeen
 		}
 	}
 	d := r.disk()
@@ -885,10 +883,10 @@ func cmpBool(a, b bool) int {
 
 // diskCopy is r's disk as readers see it: a present disk was seen as
 // recently as its node was heard.
-func (s *Store) diskCopy(e *nodeEntry, r *row) disk.Disk {
+func (r *row) diskCopy() disk.Disk {
 	c := r.disk()
-	if c.Present && e != nil && e.node.LastSeen.After(c.LastSeen) {
-		c.LastSeen = e.node.LastSeen
+	if c.Present && r.node.node.LastSeen.After(c.LastSeen) {
+		c.LastSeen = r.node.node.LastSeen
 	}
 	return c
 }
@@ -901,7 +899,7 @@ func (s *Store) Disk(k disk.Key) (disk.Disk, bool) {
 	if !ok {
 		return disk.Disk{}, false
 	}
-	return s.diskCopy(s.nodes[r.nodeID()], r), true
+	return r.diskCopy(), true
 }
 
 // Where returns the disks q names (label, UUID, PARTUUID, device, identity):
@@ -911,7 +909,7 @@ func (s *Store) Where(q string) []disk.Disk {
 	rs := s.where.lookup(q, s.idCandidates(q)...)
 	out := make([]disk.Disk, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, s.diskCopy(s.nodes[r.nodeID()], r))
+		out = append(out, r.diskCopy())
 	}
 	s.mu.RUnlock()
 	SortWhere(out)
@@ -958,7 +956,7 @@ func (s *Store) History(q string) []disk.History {
 		if !ok {
 			continue // forgotten between the two locks
 		}
-		h := disk.History{Disk: s.diskCopy(s.nodes[r.nodeID()], r)}
+		h := disk.History{Disk: r.diskCopy()}
 		h.Sightings = append(make([]disk.Sighting, 0, 1+len(r.past())), s.sighting(r))
 		h.Sightings = append(h.Sightings, r.past()...)
 		out = append(out, h)

@@ -70,7 +70,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // exec runs one command line; top is false inside the shell.
 func (e *env) exec(args []string, top bool) int {
-	return e.execTree(e.rootCmd(top, invoked(args, top)), args)
+	return e.execTree(e.rootCmd(top, e.invoked(args, top)), args)
 }
 
 // execTree runs args on the command tree root and says how it went.
@@ -93,20 +93,24 @@ func (e *env) execTree(root *cobra.Command, args []string) int {
 	return ExitError
 }
 
+// command is one of diskctl's commands: its name, and how to build it.
+type command struct {
+	name  string
+	build func() *cobra.Command
+}
+
 // commands are diskctl's commands (the shell's, without the shell itself,
 // when top is false), each built when needed.
-func (e *env) commands(top bool) []func() *cobra.Command {
-	cs := []func() *cobra.Command{e.listCmd, e.whereCmd, e.historyCmd, e.statusCmd, e.refreshCmd, e.localhostCmd,
-		e.watchCmd, e.peersCmd, e.pingCmd, e.announceCmd, e.mountCmd, e.unmountCmd}
+func (e *env) commands(top bool) []command {
+	cs := []command{{"list", e.listCmd}, {"where", e.whereCmd}, {"history", e.historyCmd},
+		{"status", e.statusCmd}, {"refresh", e.refreshCmd}, {"localhost", e.localhostCmd},
+		{"watch", e.watchCmd}, {"peers", e.peersCmd}, {"ping", e.pingCmd}, {"announce", e.announceCmd},
+		{"mount", e.mountCmd}, {"unmount", e.unmountCmd}}
 	if top {
-		cs = append(cs, e.shellCmd)
+		cs = append(cs, command{"shell", e.shellCmd})
 	}
 	return cs
 }
-
-// commandNames are the names of commands(top), in its order.
-var commandNames = []string{"list", "where", "history", "status", "refresh", "localhost",
-	"watch", "peers", "ping", "announce", "mount", "unmount", "shell"}
 
 // invoked is the command that args name when nothing before it but the
 // global flags, in their plain forms, can change what cobra would find:
@@ -115,15 +119,11 @@ var commandNames = []string{"list", "where", "history", "status", "refresh", "lo
 // texts included, was a fifth of it). "" means the whole tree: help,
 // completion, an unknown command or flag, "--", anything cobra must
 // report or resolve itself.
-func invoked(args []string, top bool) string {
+func (e *env) invoked(args []string, top bool) string {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") {
-			n := len(commandNames)
-			if !top {
-				n-- // no shell inside the shell
-			}
-			if slices.Contains(commandNames[:n], a) {
+			if slices.ContainsFunc(e.commands(top), func(c command) bool { return c.name == a }) {
 				return a
 			}
 			return ""
@@ -174,9 +174,9 @@ func (e *env) rootCmd(top bool, only string) *cobra.Command {
 		pf.DurationVar(&e.timeout, "timeout", 30*time.Second, "give up on the daemon after this long")
 	}
 	pf.BoolVar(&e.json, "json", false, "print JSON for scripts")
-	for i, build := range e.commands(top) {
-		if only == "" || only == commandNames[i] {
-			root.AddCommand(build())
+	for _, c := range e.commands(top) {
+		if only == "" || only == c.name {
+			root.AddCommand(c.build())
 		}
 	}
 	// The completion command is reached by its name only, so a tree

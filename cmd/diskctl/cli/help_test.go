@@ -68,13 +68,13 @@ func TestOneCommandTreeAnswersAsTheWhole(t *testing.T) {
 	}
 	// Each command's name is where invoked looks for it.
 	for _, top := range []bool{true, false} {
-		for i, build := range (&env{}).commands(top) {
-			if got := build().Name(); got != commandNames[i] {
-				t.Errorf("commands()[%d] is %q, commandNames says %q", i, got, commandNames[i])
+		for i, c := range (&env{}).commands(top) {
+			if got := c.build().Name(); got != c.name {
+				t.Errorf("commands()[%d] is %q, its entry says %q", i, got, c.name)
 			}
 		}
 	}
-	if invoked([]string{"where", "x"}, true) != "where" || invoked([]string{"--socket", "s", "--json", "list"}, true) != "list" {
+	if e := (&env{}); e.invoked([]string{"where", "x"}, true) != "where" || e.invoked([]string{"--socket", "s", "--json", "list"}, true) != "list" {
 		t.Error("invoked does not find the command: the test above compared the whole tree with itself")
 	}
 }
@@ -87,7 +87,7 @@ func runTree(t *testing.T, args []string, top, whole bool) string {
 		env.socket, env.timeout = localsock.ClientPath(), 30*time.Second
 	}
 	defer env.close()
-	only := invoked(args, top)
+	only := env.invoked(args, top)
 	if whole {
 		only = ""
 	}
