@@ -19,7 +19,9 @@ import (
 // own work between exec and exit: its commands, the connection and one
 // round trip. 300 runs of each, interleaved, so load from elsewhere on
 // the machine falls on all of them alike. DISKD_TEST_BINDIR measures
-// another build.
+// another build; DISKD_BENCH_OTHER_DISKCTL adds another build's diskctl
+// to the same loop (baseline-where-other-diskctl), against the same
+// daemon.
 func BenchmarkDiskctlStart(b *testing.B) {
 	testutil.RequiresRoot(b)
 	_, diskctl := testutil.Binaries(b)
@@ -43,6 +45,13 @@ func BenchmarkDiskctlStart(b *testing.B) {
 		{"baseline-go-hello-linking-cobra-godbus-readline-p50-ms", []string{hellodeps}, 0},
 		{"baseline-go-hello-p50-ms", []string{hello}, 0},
 		{"baseline-exec-true-p50-ms", []string{"true"}, 0},
+	}
+	if other := os.Getenv("DISKD_BENCH_OTHER_DISKCTL"); other != "" {
+		runs = append(runs, struct {
+			metric string
+			argv   []string
+			exit   int
+		}{"baseline-where-other-diskctl-p50-ms", []string{other, "--socket", d.Socket, "where", "LABEL-54321"}, 1})
 	}
 	times := make([][]time.Duration, len(runs))
 	for range 300 {

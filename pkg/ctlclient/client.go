@@ -23,8 +23,10 @@ import (
 // Client is one session with the daemon. Not safe for concurrent use.
 type Client struct {
 	conn     net.Conn
+	path     string
 	src      *pushback // conn, as c.r reads it
 	r        *bufio.Reader
+	greeted  bool // the greeting was read
 	Greeting string
 }
 
@@ -35,19 +37,49 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := &pushback{r: c}
-	cl := &Client{conn: c, src: src, r: bufio.NewReader(src)}
+	cl := newClient(c, path)
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetReadDeadline(dl)
 	}
-	g, err := cl.r.ReadString('\n')
+	err = cl.greet()
 	c.SetReadDeadline(time.Time{})
-	if err != nil || !strings.HasPrefix(g, api.GreetingPrefix) {
+	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("%s does not speak the diskd protocol (greeting %q: %v)", path, clip(g), err)
+		return nil, err
 	}
-	cl.Greeting = strings.TrimSpace(g)
 	return cl, nil
+}
+
+// DialShortLived is Dial for a process that asks once or twice and exits
+// (`diskctl where`): the connection is localsock.DialBlocking's, and the
+// first request goes out without waiting for the greeting, which is read
+// and checked with the first reply. Not for Watch, which is stopped from
+// another goroutine.
+func DialShortLived(ctx context.Context, path string) (*Client, error) {
+	c, err := localsock.DialBlocking(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return newClient(c, path), nil
+}
+
+func newClient(c net.Conn, path string) *Client {
+	src := &pushback{r: c}
+	return &Client{conn: c, path: path, src: src, r: bufio.NewReader(src)}
+}
+
+// greet reads the greeting unless it was read.
+func (c *Client) greet() error {
+	if c.greeted {
+		return nil
+	}
+	g, err := c.r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(g, api.GreetingPrefix) {
+		return fmt.Errorf("%s does not speak the diskd protocol (greeting %q: %v)", c.path, clip(g), err)
+	}
+	c.greeted = true
+	c.Greeting = strings.TrimSpace(g)
+	return nil
 }
 
 func clip(s string) string {
@@ -70,12 +102,26 @@ func (c *Client) Do(ctx context.Context, req api.Request, out any) error {
 	}
 	b := append(req.AppendJSON(make([]byte, 0, 128)), '\n')
 	if _, err := c.conn.Write(b); err != nil {
-		return fmt.Errorf("send %s: %w", req.Cmd, err)
+		return c.sendError(req.Cmd, err)
 	}
 	return c.readResponse(req.Cmd, out)
 }
 
+// sendError is a failed request's error. Before the greeting was read, a
+// daemon that hung up may have said why in its place (a session refused,
+// or no diskd at all): that is the error then, as Dial would have
+// reported it.
+func (c *Client) sendError(cmd string, err error) error {
+	if gerr := c.greet(); gerr != nil {
+		return gerr
+	}
+	return fmt.Errorf("send %s: %w", cmd, err)
+}
+
 func (c *Client) readResponse(cmd string, out any) error {
+	if err := c.greet(); err != nil {
+		return err
+	}
 	line, err := c.r.ReadBytes('\n')
 	if err != nil {
 		return fmt.Errorf("%s: reading reply: %w", cmd, err)
@@ -150,13 +196,16 @@ func (c *Client) ListJSONTo(ctx context.Context, f api.ListFilter, w io.Writer) 
 		defer c.conn.SetDeadline(time.Time{})
 	}
 	if _, err := c.conn.Write(append(listRequest(f).AppendJSON(nil), '\n')); err != nil {
-		return fmt.Errorf("send list: %w", err)
+		return c.sendError("list", err)
 	}
 	return c.readList(w)
 }
 
 // readList passes on a list reply.
 func (c *Client) readList(w io.Writer) error {
+	if err := c.greet(); err != nil {
+		return err
+	}
 	if head, err := c.r.Peek(len(okPrefix)); err != nil || !bytes.Equal(head, okPrefix) {
 		return c.readResponse("list", nil) // an error reply (or a broken one)
 	}

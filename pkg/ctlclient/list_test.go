@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -145,12 +144,7 @@ func (w errWriter) Write([]byte) (int, error) { return 0, w.err }
 // are the client's, not left to timing.
 func fakeDaemon(t *testing.T, hangUp bool, replies ...[]string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "s")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l, path := listen(t)
 	go func() {
 		c, err := l.Accept()
 		if err != nil {

@@ -1,6 +1,7 @@
 package localsock
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -64,7 +65,8 @@ func TestListenRefusesADirectoryOthersControl(t *testing.T) {
 }
 
 // TestDialNoDaemon: nothing there and nothing accepting are both
-// ErrNoDaemon, naming the path and why.
+// ErrNoDaemon, naming the path and why, in the same words from Dial and
+// DialBlocking.
 func TestDialNoDaemon(t *testing.T) {
 	absent := filepath.Join(t.TempDir(), "absent.sock")
 	stale := staleSocket(t)
@@ -73,17 +75,23 @@ func TestDialNoDaemon(t *testing.T) {
 		if !errors.Is(err, ErrNoDaemon) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), why.Error()) {
 			t.Errorf("Dial(%s) = %v, want ErrNoDaemon naming the path and %q", path, err, why)
 		}
+		_, berr := DialBlocking(t.Context(), path)
+		if !errors.Is(berr, ErrNoDaemon) || err == nil || berr.Error() != err.Error() {
+			t.Errorf("DialBlocking(%s) = %v, want ErrNoDaemon as Dial's: %v", path, berr, err)
+		}
 	}
 	l, err := Listen(filepath.Join(t.TempDir(), "live.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	c, err := Dial(t.Context(), l.Addr().String())
-	if err != nil {
-		t.Fatalf("Dial a live socket: %v", err)
+	for name, dial := range map[string]func(context.Context, string) (net.Conn, error){"Dial": Dial, "DialBlocking": DialBlocking} {
+		c, err := dial(t.Context(), l.Addr().String())
+		if err != nil {
+			t.Fatalf("%s a live socket: %v", name, err)
+		}
+		c.Close()
 	}
-	c.Close()
 }
 
 func TestPaths(t *testing.T) {

@@ -57,6 +57,9 @@ type env struct {
 	timeout        time.Duration
 	conn           Conn
 	dialBus        func(ctx context.Context, addr string) (Conn, error)
+	// shortLived: this process makes one request and exits, so the
+	// socket is dialled with ctlclient.DialShortLived.
+	shortLived bool
 }
 
 type usageError struct{ error }
@@ -65,6 +68,14 @@ type usageError struct{ error }
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, dialBus: dialBus}
 	defer e.close()
+	return e.main(args)
+}
+
+// main runs the command line the process was given.
+func (e *env) main(args []string) int {
+	if code, ok := e.direct(args); ok {
+		return code
+	}
 	return e.exec(args, true)
 }
 
@@ -79,7 +90,11 @@ func (e *env) execTree(root *cobra.Command, args []string) int {
 	root.SetIn(e.stdin)
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	err := root.Execute()
+	return e.exitCode(root.Execute())
+}
+
+// exitCode reports err, if any, and says how the command went.
+func (e *env) exitCode(err error) int {
 	if err == nil {
 		return ExitOK
 	}
@@ -120,30 +135,87 @@ func (e *env) commands(top bool) []command {
 // completion, an unknown command or flag, "--", anything cobra must
 // report or resolve itself.
 func (e *env) invoked(args []string, top bool) string {
+	i := leadingFlags(args, top, func(string, string, bool) {})
+	if i < 0 || !slices.ContainsFunc(e.commands(top), func(c command) bool { return c.name == args[i] }) {
+		return ""
+	}
+	return args[i]
+}
+
+// leadingFlags walks the global flags that come before the first word of
+// args, in their plain forms (--name, --name=value, and --name value for
+// those that take one), passing each to set with its value, if it has
+// one. It returns the first word's index, or -1 when something else comes
+// first: "--", a short flag, a flag it does not know, a missing value.
+func leadingFlags(args []string, top bool, set func(name, value string, hasValue bool)) int {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") {
-			if slices.ContainsFunc(e.commands(top), func(c command) bool { return c.name == a }) {
-				return a
-			}
-			return ""
+			return i
 		}
-		name, _, hasValue := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 		switch {
 		case !strings.HasPrefix(a, "--") || a == "--":
-			return ""
+			return -1
 		case name == "json" || top && name == "bus":
 			// A bool: a value only after "=".
 		case top && (name == "socket" || name == "bus-address" || name == "timeout"):
 			if !hasValue {
-				i++ // the value
+				if i++; i == len(args) {
+					return -1
+				}
+				value, hasValue = args[i], true
 			}
 		default:
-			return ""
+			return -1
 		}
+		set(name, value, hasValue)
 	}
-	return ""
+	return -1
 }
+
+// direct runs a `where` or `history` line without cobra, as one request
+// on a short-lived connection, when the line can mean nothing else: the
+// global flags among --socket, --timeout and a bare --json, then the
+// command and its words, none of them a flag. These are what scripts run
+// by the thousand, and building the command tree was a tenth of their
+// time (BenchmarkDiskctlStart). ok is false for any other line, which the
+// tree runs; both print and exit alike (TestDirectAnswersAsTheTree).
+func (e *env) direct(args []string) (code int, ok bool) {
+	e.socket, e.timeout = e.defaultSocket(), defaultTimeout
+	plain := true
+	i := leadingFlags(args, true, func(name, value string, hasValue bool) {
+		var err error
+		switch name {
+		case "json":
+			e.json, plain = true, plain && !hasValue
+		case "socket":
+			e.socket = value
+		case "timeout":
+			e.timeout, err = time.ParseDuration(value)
+			plain = plain && err == nil
+		default: // D-Bus
+			plain = false
+		}
+	})
+	if !plain || i < 0 || len(args) == i+1 || slices.ContainsFunc(args[i+1:], func(a string) bool { return strings.HasPrefix(a, "-") }) {
+		return 0, false
+	}
+	var run func(context.Context, []string) error
+	switch args[i] {
+	case "where":
+		run = e.where().run
+	case "history":
+		run = e.history().run
+	default:
+		return 0, false
+	}
+	e.shortLived = true
+	return e.exitCode(run(context.Background(), args[i+1:])), true
+}
+
+// defaultTimeout is --timeout's default.
+const defaultTimeout = 30 * time.Second
 
 // rootCmd is the command tree: only the command named only (and cobra's
 // help), or all of them when only is "".
@@ -171,7 +243,7 @@ func (e *env) rootCmd(top bool, only string) *cobra.Command {
 		pf.StringVar(&e.socket, "socket", e.defaultSocket(), "daemon socket")
 		pf.BoolVar(&e.bus, "bus", false, "talk to diskd over D-Bus instead of the socket")
 		pf.StringVar(&e.busAddr, "bus-address", "", "D-Bus address to use with --bus (default: the system bus)")
-		pf.DurationVar(&e.timeout, "timeout", 30*time.Second, "give up on the daemon after this long")
+		pf.DurationVar(&e.timeout, "timeout", defaultTimeout, "give up on the daemon after this long")
 	}
 	pf.BoolVar(&e.json, "json", false, "print JSON for scripts")
 	for _, c := range e.commands(top) {
@@ -219,7 +291,11 @@ func (e *env) connect(ctx context.Context) (Conn, error) {
 		e.conn = c
 		return c, nil
 	}
-	c, err := ctlclient.Dial(ctx, e.socket)
+	dial := ctlclient.Dial
+	if e.shortLived {
+		dial = ctlclient.DialShortLived
+	}
+	c, err := dial(ctx, e.socket)
 	if err == nil {
 		e.conn = c
 		return c, nil
@@ -254,7 +330,12 @@ func (e *env) ctx(parent context.Context) (context.Context, context.CancelFunc) 
 
 // call runs fn with a connection and a deadline.
 func (e *env) call(cmd *cobra.Command, fn func(ctx context.Context, c Conn) error) error {
-	ctx, cancel := e.ctx(cmd.Context())
+	return e.callCtx(cmd.Context(), fn)
+}
+
+// callCtx is call under parent.
+func (e *env) callCtx(parent context.Context, fn func(ctx context.Context, c Conn) error) error {
+	ctx, cancel := e.ctx(parent)
 	defer cancel()
 	c, err := e.connect(ctx)
 	if err != nil {

@@ -79,6 +79,57 @@ func TestOneCommandTreeAnswersAsTheWhole(t *testing.T) {
 	}
 }
 
+// TestDirectAnswersAsTheTree: a line diskctl runs without cobra (direct)
+// prints and exits exactly as on the whole tree: answers, misses, JSON,
+// the global flags in each form, a query too long for the daemon, no
+// daemon, a deadline already past; and the lines it leaves to the tree
+// (a flag after the command, D-Bus, help) are left there.
+func TestDirectAnswersAsTheTree(t *testing.T) {
+	sock := daemon(t)
+	t.Setenv(localsock.EnvPath, sock)
+	absent := filepath.Join(t.TempDir(), "absent.sock")
+	lines := slices.Clone(helpCases)
+	for _, c := range [][]string{
+		{"where", "DATA"}, {"where", "NOPE"}, {"where", "My", "Disk"}, {"where", "1234-abcd"}, {"history", "OLD"},
+		{"history", "NOPE"}, {"where", strings.Repeat("x", 5000)}, {"where", "--json", "DATA"}, {"where", "DATA", "--json"},
+		{"history", "OLD", "--json"}, {"where", "--", "DATA"}, {"where", "-", "DATA"}, {"list"}, {"status"},
+	} {
+		lines = append(lines, c,
+			append([]string{"--socket", sock}, c...), append([]string{"--socket=" + sock, "--json"}, c...),
+			append([]string{"--json", "--timeout", "5s"}, c...), append([]string{"--timeout=5s"}, c...),
+			append([]string{"--json=false"}, c...), append([]string{"--json=true"}, c...), append([]string{"--timeout", "x"}, c...),
+			append([]string{"--timeout", "1ns"}, c...), append([]string{"--socket", absent}, c...),
+			append([]string{"--bus=false"}, c...), append([]string{"--bus-address", "x"}, c...), append([]string{"-h"}, c...))
+	}
+	direct := 0
+	for _, args := range lines {
+		want := runTree(t, args, true, true)
+		var o, e bytes.Buffer
+		env := &env{stdin: strings.NewReader(""), stdout: &o, stderr: &e, dialBus: dialBus}
+		code := env.main(args)
+		env.close()
+		if got := fmt.Sprintf("[exit %d]\n--- stdout\n%s--- stderr\n%s", code, o.String(), e.String()); got != want {
+			t.Errorf("%q (direct %v):\n%s\non the whole tree\n%s", args, env.shortLived, got, want)
+		}
+		if env.shortLived {
+			direct++
+		}
+		// A flag after the command, or D-Bus, is cobra's to read.
+		if env.shortLived && (slices.ContainsFunc(args, func(a string) bool {
+			return strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--socket") && !strings.HasPrefix(a, "--timeout") && a != "--json"
+		}) ||
+			!slices.Contains(args, "where") && !slices.Contains(args, "history")) {
+			t.Errorf("%q ran direct", args)
+		}
+	}
+	// Of the 7 where and history queries, each with no flag, --socket in
+	// both forms, --timeout in both (once past), a bare --json and no
+	// daemon: 7 lines each.
+	if want := 7 * 7; direct != want {
+		t.Errorf("%d lines ran direct, want %d", direct, want)
+	}
+}
+
 func runTree(t *testing.T, args []string, top, whole bool) string {
 	var o, e bytes.Buffer
 	env := &env{stdin: strings.NewReader(""), stdout: &o, stderr: &e, dialBus: dialBus}
