@@ -50,6 +50,42 @@ func BenchmarkList100k(b *testing.B) {
 	})
 }
 
+// BenchmarkWhereSession: what a `diskctl where` costs beyond its process
+// start: connect, one where among 100,000 disks, close, in-process, with
+// both clients. Here the netpoller is running already, so the session
+// client (Dial) is the faster; the short-lived one pays off in a fresh
+// process (BenchmarkDiskctlStart in ./test).
+func BenchmarkWhereSession(b *testing.B) {
+	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}, MaxPeers: 100})
+	testutil.FillPeers(st, 100_000)
+	path := filepath.Join(b.TempDir(), "s")
+	l, err := localsock.Listen(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go New(Config{Listener: l, Store: st, Backend: &fakeBackend{}}).Serve(ctx)
+	label := st.Disks(nil)[50_000].Label
+	for _, dial := range []struct {
+		name string
+		dial func(context.Context, string) (*ctlclient.Client, error)
+	}{{"Dial", ctlclient.Dial}, {"DialShortLived", ctlclient.DialShortLived}} {
+		b.Run(dial.name, func(b *testing.B) {
+			for b.Loop() {
+				c, err := dial.dial(ctx, path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if ds, err := c.Where(ctx, label); err != nil || len(ds) == 0 {
+					b.Fatalf("where %s: %d disks, %v", label, len(ds), err)
+				}
+				c.Close()
+			}
+		})
+	}
+}
+
 // worstGlob makes path.Match work hardest on worstGlobStore's labels: one
 // star, then a chunk of MaxGlobBytes-1 bytes that matches almost
 // everywhere and fails at its last byte.
