@@ -296,7 +296,7 @@ func encodeRow(d *disk.Disk) rowJSON {
 	}
 	b = binary.AppendUvarint(b, uint64(len(last)))
 	b = append(b, last...)
-	if string(disk.AppendJSONString(tmp[:0], d.ID)) == `"`+d.ID+`"` {
+	if q := disk.AppendJSONString(tmp[:0], d.ID); string(q[1:len(q)-1]) == d.ID {
 		flags |= rowIDOut
 		put("")
 	} else {
@@ -306,7 +306,7 @@ func encodeRow(d *disk.Disk) rowJSON {
 	put(d.Name)
 	put(d.Device)
 	put(d.MajMin)
-	if d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID {
+	if id, ok := strings.CutPrefix(d.ID, disk.IdentityUUID); ok && d.UUID != "" && id == d.UUID {
 		flags |= rowUUIDInID
 		put("")
 	} else {
