@@ -98,20 +98,7 @@ func TestLoadDecodesAsEncodingJSON(t *testing.T) {
 		t.Fatal(err, aside)
 	}
 	defer db.Close()
-	// What the file holds, the store read back: invalid UTF-8 is saved,
-	// as JSON, as U+FFFD.
-	saved := func(s *Store) string {
-		var b strings.Builder
-		for _, d := range s.Disks(nil) {
-			j, _ := json.Marshal(d)
-			fmt.Fprintf(&b, "%s %s %s %s\n", d.Row, j, d.FirstSeen.Location(), d.LastSeen.Location())
-		}
-		for _, q := range []string{"U-0", "U-1", "U-2", "clone"} {
-			fmt.Fprintf(&b, "history %s: %+v\n", q, s.History(q))
-		}
-		return strings.ToValidUTF8(strings.ReplaceAll(b.String(), `\ufffd`, "\uFFFD"), "\uFFFD")
-	}
-	if got, want := saved(s2), saved(s); got != want {
+	if got, want := savedView(s2, "U-0", "U-1", "U-2", "clone"), savedView(s, "U-0", "U-1", "U-2", "clone"); got != want {
 		t.Errorf("loaded store:\n%s\nwant\n%s", got, want)
 	}
 	checkDerived(t, s2, []string{"U-0", "U-2", "clone", "bad \xff utf8", "/dev/sdq"}, "after the load")
@@ -178,4 +165,72 @@ func TestOpenStoreMovesDamagedAside(t *testing.T) {
 			}
 		})
 	}
+}
+
+// savedView prints a store as the state file holds it: every disk, and
+// the history of each of queries. Invalid UTF-8 is saved, as JSON, as
+// U+FFFD.
+func savedView(s *Store, queries ...string) string {
+	var b strings.Builder
+	for _, d := range s.Disks(nil) {
+		j, _ := json.Marshal(d)
+		fmt.Fprintf(&b, "%s %s %s %s\n", d.Row, j, d.FirstSeen.Location(), d.LastSeen.Location())
+	}
+	for _, q := range queries {
+		fmt.Fprintf(&b, "history %s: %+v\n", q, s.History(q))
+	}
+	return strings.ToValidUTF8(strings.ReplaceAll(b.String(), `\ufffd`, "\uFFFD"), "\uFFFD")
+}
+
+// TestLoadPacksInChunks: a load whose nodes' packs take many chunks, one
+// row longer than a chunk, and enough arena for the packing to collect
+// (packGCEvery): the lists and the table are the saved store's.
+func TestLoadPacksInChunks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, _, err := OpenDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	opts := Options{Local: disk.Node{ID: localID, Name: "here"}, Now: c.now, MaxPeers: 4}
+	s := New(opts)
+	pad := strings.Repeat("x", 400)
+	for p := range 3 {
+		var ds []disk.Disk
+		for i := range 1200 {
+			n := fmt.Sprintf("sd%d", i)
+			ds = append(ds, disk.Disk{Name: n, Device: "/dev/" + n, Label: fmt.Sprintf("L%d-%d-%s", p, i, pad),
+				UUID: fmt.Sprintf("u-%d-%d", p, i), Mounts: []string{"/srv/" + n}})
+		}
+		if p == 1 {
+			ds[7].Label = strings.Repeat("long ", packChunk/4)
+		}
+		s.ApplyPeer(disk.Node{ID: disk.NodeID(fmt.Sprintf("%032x", p+0x100)), Name: fmt.Sprint("peer", p)}, ds)
+	}
+	if err := s.Flush(db); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s2, db, aside, err := OpenStore(path, opts)
+	if err != nil || aside != "" {
+		t.Fatal(err, aside)
+	}
+	defer db.Close()
+	chunks, long := 0, false
+	for _, e := range s2.nodes {
+		chunks += len(e.pack.b)
+		for _, c := range e.pack.b {
+			long = long || len(c) > packChunk
+		}
+	}
+	if chunks < 3*8 || !long {
+		t.Errorf("%d chunks, one longer than a chunk: %v", chunks, long)
+	}
+	for p := range 3 { // as a restart has them
+		s.SetPeerOffline(disk.NodeID(fmt.Sprintf("%032x", p+0x100)))
+	}
+	if got, want := savedView(s2), savedView(s); got != want {
+		t.Errorf("loaded store differs from the saved one")
+	}
+	checkDerived(t, s2, []string{"u-1-7", "L2-5-" + pad, "/dev/sd9"}, "after the load")
 }
