@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/ctlclient"
 	"github.com/diskd/diskd/pkg/disk"
@@ -145,6 +147,39 @@ func TestStatePersistsAndCorruptFileIsMovedAside(t *testing.T) {
 	}
 	if st.NodeID != id1 {
 		t.Errorf("node identity lost with the state file")
+	}
+}
+
+// TestUndecodableStateRecordIsMovedAside: a state file bbolt opens but
+// with a record that does not decode (read once, at the load) is moved
+// aside as a corrupt one is, and the daemon starts empty and serves.
+func TestUndecodableStateRecordIsMovedAside(t *testing.T) {
+	testutil.RequiresRoot(t)
+	stateDir := filledState(t, 8)
+	path := filepath.Join(stateDir, "state.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("rows")).Put([]byte("uuid:zz"), []byte(`{"disk":{"name":"sdz","size":"big"}}`))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testutil.StartDaemon(t, testutil.DaemonOptions{StateDir: stateDir, Args: []string{"--devices", "/dev/nonexistent"}})
+	st := status(t, d)
+	if len(st.Problems) == 0 || !strings.Contains(st.Problems[0], "moved aside") {
+		t.Errorf("undecodable record not reported: %+v", st.Problems)
+	}
+	if ds := listJSON(t, d); len(ds) != 0 {
+		t.Errorf("started with %d disks from a damaged file", len(ds))
+	}
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 {
+		t.Errorf("moved-aside files: %v", aside)
 	}
 }
 

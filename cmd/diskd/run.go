@@ -59,7 +59,13 @@ func run(ctx context.Context, cfg Config) error {
 	// ("component") where it builds it; packages never set it themselves.
 	log = log.With("node", cfg.NodeName)
 	var problems []string
-	db, aside, err := store.OpenDB(filepath.Join(cfg.StateDir, "state.db"))
+	st, db, aside, err := store.OpenStore(filepath.Join(cfg.StateDir, "state.db"), store.Options{
+		Local:          disk.Node{ID: id, Name: cfg.NodeName},
+		MaxPeers:       cfg.Network.MaxPeers,
+		MaxDisks:       cfg.MaxDisks,
+		HistoryPerDisk: cfg.HistoryPerDisk,
+		Logger:         log.With("component", "store"),
+	})
 	if err != nil {
 		return err
 	}
@@ -68,16 +74,6 @@ func run(ctx context.Context, cfg Config) error {
 		msg := fmt.Sprintf("state file was corrupt; moved aside to %s and started empty", aside)
 		log.Error(msg)
 		problems = append(problems, msg)
-	}
-	st := store.New(store.Options{
-		Local:          disk.Node{ID: id, Name: cfg.NodeName},
-		MaxPeers:       cfg.Network.MaxPeers,
-		MaxDisks:       cfg.MaxDisks,
-		HistoryPerDisk: cfg.HistoryPerDisk,
-		Logger:         log.With("component", "store"),
-	})
-	if err := st.Load(db); err != nil {
-		return fmt.Errorf("load state: %w", err)
 	}
 
 	ln, socketDesc, err := listener(cfg.Socket)

@@ -3,6 +3,9 @@ package disk
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -152,4 +155,112 @@ func BenchmarkParse100k(b *testing.B) {
 			}
 		}
 	})
+}
+
+// record is the state file's row record as pkg/store writes it.
+type record struct {
+	Disk  Disk       `json:"disk"`
+	Since time.Time  `json:"since,omitzero"`
+	Past  []Sighting `json:"past,omitempty"`
+}
+
+// recordCases are row records ParseRecordJSON must decode as
+// encoding/json does, or leave to it.
+var recordCases = []string{
+	`{}`, ` { } `, `{"disk":{}}`, `{"past":null}`, `{"past":[]}`, `{"disk":null}`,
+	`{"disk":{"name":"sda","uuid":"u","size":5,"mountpoints":["/a"],"first_seen":"2026-11-25T14:00:00Z"},"since":"2026-11-26T14:00:00.5+01:00","past":[{"node_id":"n","host":"h","name":"sdb","device":"/dev/sdb","first_seen":"2026-11-20T00:00:00Z","last_seen":"2026-11-21T00:00:00Z"}]}`,
+	`{"disk":{"name":"a"},"disk":{"label":"b"}}`, `{"past":[{"name":"a"}],"past":[{"host":"b"},{}]}`,
+	`{"Disk":{"name":"case-folded"}}`, `{"disk":{"name":"x"},"extra":1}`, `{"past":[{"NAME":"x"}]}`,
+	`{"past":[{"name":"\u00e9\ud83d\ude00\/\b\f\n\r\t\"\\"}]}`, `{"past":[{"name":"lone \ud83d"}]}`,
+	"{\"past\":[{\"host\":\"bad \xff utf8\"}]}", `{"past":[{"host":null}]}`, `{"since":null}`,
+	`{"since":"not a time"}`, `{"since":5}`, `{"disk":{"size":"5"}}`, `{"disk":{"size":1.5}}`,
+	`{"disk":[]}`, `{"past":{}}`, `{"past":[{}],}`, `{"disk":{}`, `{"disk":{}} x`, `[]`, `null`, ``,
+	`{"disk":{} "since":"2026-11-25T14:00:00Z"}`, `{"past":[{"name":"a"} {"name":"b"}]}`,
+}
+
+func TestParseRecordJSONMatchesEncodingJSON(t *testing.T) {
+	for _, c := range recordCases {
+		checkRecord(t, []byte(c))
+	}
+	// Generated records, as the store writes them: each must be read by
+	// the fast path, not handed to encoding/json.
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		rec := randomRecord(r)
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, ok := ParseRecordJSON(b); !ok {
+			t.Fatalf("%s: left to encoding/json", b)
+		}
+		checkRecord(t, b)
+	}
+}
+
+// randomRecord makes a row record whose strings draw on what JSON must
+// escape, multi-byte runes and invalid UTF-8, and whose times have zones.
+func randomRecord(r *rand.Rand) record {
+	pieces := []string{"a", "sda1", "/dev/", "é", "日本", "\U0001F600", "\"", "\\", "<&>", "\n", "\t", "\x01", "\x7f",
+		"\u2028", "\xff", "\xc3\x28", " ", "LABEL-1"}
+	str := func() string {
+		var s strings.Builder
+		for range r.IntN(5) {
+			s.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		return s.String()
+	}
+	tm := func() time.Time {
+		if r.IntN(8) == 0 {
+			return time.Time{}
+		}
+		t := time.Unix(r.Int64N(4e9), r.Int64N(1e9)*int64(r.IntN(2)))
+		if r.IntN(3) == 0 {
+			return t.In(time.FixedZone("", (r.IntN(48)-24)*1800))
+		}
+		return t.UTC()
+	}
+	d := Disk{ID: str(), Node: NodeID(str()), Host: str(), Name: str(), Device: str(), MajMin: str(), UUID: str(),
+		PartUUID: str(), Label: str(), PartLabel: str(), Type: str(), Usage: str(), Size: r.Uint64() >> r.IntN(64),
+		ReadOnly: r.IntN(2) == 0, Removable: r.IntN(2) == 0, Present: r.IntN(2) == 0, NotUnique: r.IntN(4) == 0,
+		FirstSeen: tm(), LastSeen: tm()}
+	if n := r.IntN(4); n > 0 || r.IntN(2) == 0 {
+		d.Mounts = make([]string, n)
+		for i := range d.Mounts {
+			d.Mounts[i] = str()
+		}
+	}
+	rec := record{Disk: d}
+	if r.IntN(3) == 0 {
+		rec.Since = tm()
+	}
+	for range r.IntN(4) {
+		rec.Past = append(rec.Past, Sighting{Node: NodeID(str()), Host: str(), Name: str(), Device: str(),
+			FirstSeen: tm(), LastSeen: tm()})
+	}
+	return rec
+}
+
+// checkRecord fails unless ParseRecordJSON, when it reads b, gives what
+// encoding/json gives, and encoding/json accepts b.
+func checkRecord(t *testing.T, b []byte) {
+	t.Helper()
+	d, since, past, ok := ParseRecordJSON(b)
+	if !ok {
+		return
+	}
+	var want record
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatalf("%s: read, but encoding/json says %v", b, err)
+	}
+	if got := (record{Disk: d, Since: since, Past: past}); !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s:\n got %#v\nwant %#v", b, got, want)
+	}
+}
+
+func FuzzParseRecordJSON(f *testing.F) {
+	for _, c := range recordCases {
+		f.Add([]byte(c))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) { checkRecord(t, b) })
 }

@@ -53,6 +53,40 @@ func ParseOwnJSON(b []byte) (d Disk, ok bool) {
 	return d, p.ok && p.i == len(b)
 }
 
+// ParseRecordJSON decodes b, a JSON object holding a disk under "disk",
+// a time under "since" and sightings under "past" (the state file's row
+// record, pkg/store), into the values encoding/json would give for a
+// struct of those three fields, as ParseJSONArray reads; ok is false
+// for anything it does not read exactly, which encoding/json then
+// decides. The strings share b's bytes: a caller that reuses b copies
+// what it keeps.
+func ParseRecordJSON(b []byte) (d Disk, since time.Time, past []Sighting, ok bool) {
+	if len(b) == 0 {
+		return d, since, nil, false
+	}
+	p := &parser{b: b, s: unsafe.String(&b[0], len(b)), ok: true}
+	seenPast := false
+	p.object(func(key string) {
+		switch key {
+		case "disk":
+			p.disk(&d)
+		case "since":
+			since = p.time()
+		case "past":
+			if seenPast {
+				p.fail() // encoding/json decodes the second into the first's elements
+				return
+			}
+			seenPast = true
+			past = p.sightings()
+		default:
+			p.fail()
+		}
+	})
+	p.ws()
+	return d, since, past, p.ok && p.i == len(b)
+}
+
 func parseArray(b []byte) ([]Disk, bool) {
 	p := &parser{b: b, s: string(b), ok: true}
 	p.ws()
@@ -113,7 +147,9 @@ func (p *parser) lit(s string) bool {
 
 func (p *parser) fail() { p.ok = false }
 
-func (p *parser) disk(d *Disk) {
+// object reads an object, calling field for each key with the position
+// at its value, which field reads (or fails).
+func (p *parser) object(field func(key string)) {
 	p.ws()
 	if !p.byte('{') {
 		p.fail()
@@ -131,6 +167,21 @@ func (p *parser) disk(d *Disk) {
 			return
 		}
 		p.ws()
+		field(key)
+		p.ws()
+		if p.byte('}') {
+			return
+		}
+		if !p.byte(',') {
+			p.fail()
+			return
+		}
+		p.ws()
+	}
+}
+
+func (p *parser) disk(d *Disk) {
+	p.object(func(key string) {
 		switch key {
 		case "id":
 			d.ID = p.str()
@@ -174,18 +225,58 @@ func (p *parser) disk(d *Disk) {
 			d.NotUnique = p.bool()
 		default:
 			p.fail() // encoding/json's matching (case folding) decides
-			return
 		}
+	})
+}
+
+// sightings reads an array of sightings, or null (a nil slice).
+func (p *parser) sightings() []Sighting {
+	if p.lit("null") {
+		return nil
+	}
+	if !p.byte('[') {
+		p.fail()
+		return nil
+	}
+	out := []Sighting{}
+	p.ws()
+	if p.byte(']') {
+		return out
+	}
+	for p.ok {
+		out = append(out, Sighting{})
+		p.sighting(&out[len(out)-1])
 		p.ws()
-		if p.byte('}') {
-			return
+		if p.byte(']') {
+			return out
 		}
 		if !p.byte(',') {
 			p.fail()
-			return
 		}
 		p.ws()
 	}
+	return nil
+}
+
+func (p *parser) sighting(s *Sighting) {
+	p.object(func(key string) {
+		switch key {
+		case "node_id":
+			s.Node = NodeID(p.str())
+		case "host":
+			s.Host = p.str()
+		case "name":
+			s.Name = p.str()
+		case "device":
+			s.Device = p.str()
+		case "first_seen":
+			s.FirstSeen = p.time()
+		case "last_seen":
+			s.LastSeen = p.time()
+		default:
+			p.fail()
+		}
+	})
 }
 
 // str reads a string; anything but a string (null included) fails.

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/diskd/diskd/pkg/disk"
 	"github.com/diskd/diskd/pkg/testutil"
@@ -260,4 +262,48 @@ func BenchmarkListAfterChange100k(b *testing.B) {
 			s.ApplyPeer(peer, ds)
 		}
 	})
+}
+
+// BenchmarkOpenLoad100k: a daemon's start with 100,000 disks remembered
+// (testutil.FillPeers, saved): OpenDB and Load of the state file into a
+// new store, as run does. Reports the process CPU (user and system, the
+// collections on other cores included) beside the wall time.
+func BenchmarkOpenLoad100k(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "state.db")
+	db, _, err := OpenDB(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
+	testutil.FillPeers(s, 100_000)
+	if err := s.Flush(db); err != nil {
+		b.Fatal(err)
+	}
+	db.Close()
+	s = nil
+	runtime.GC()
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		db, aside, err := OpenDB(path)
+		if err != nil || aside != "" {
+			b.Fatal(err, aside)
+		}
+		s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
+		if err := s.Load(db); err != nil {
+			b.Fatal(err)
+		}
+		db.Close()
+		if c := s.Counts(); c.Disks != 100_000 {
+			b.Fatalf("loaded %d disks", c.Disks)
+		}
+	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
+}
+
+// cpuTime is the process's user and system CPU so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

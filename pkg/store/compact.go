@@ -124,10 +124,13 @@ func (r *row) past() []disk.Sighting {
 }
 
 // set makes d the row's disk: its plain fields and its encoding.
-func (r *row) set(d *disk.Disk) {
+func (r *row) set(d *disk.Disk) { r.setEncoded(d, encodeRow(d)) }
+
+// setEncoded is set with d's encoding made: encodeRow's bytes, in a
+// string of its own or elsewhere (Load's arena).
+func (r *row) setEncoded(d *disk.Disk, c rowJSON) {
 	r.d = rowDisk{ID: d.ID, Name: d.Name, Present: d.Present,
 		NotUnique: d.NotUnique, hidx: r.d.hidx, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen}
-	c := encodeRow(d)
 	r.enc = c
 	r.refreshed = false
 	r.setRaw(nil)

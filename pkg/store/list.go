@@ -15,7 +15,7 @@ import (
 // JSON), and between two changes it is the same bytes. So each row keeps
 // its own encoding (rowJSON), made when it changes, and each node keeps
 // its rows in list order with their identities and encodings laid end to
-// end in one string (nodePack), made by the first list after a change
+// end in a few strings (nodePack), made by the first list after a change
 // (and at load). A list writes the packs in order with the keys between
 // the values (rowJSON.write): it reads 40 MB in order, allocates nothing
 // per disk, and holds no lock while it writes. Two things would make the
@@ -278,8 +278,14 @@ func sameTime(a, b time.Time) bool { return a.Equal(b) && a.Location() == b.Loca
 // its own length: 100,000 of them are kept. Mount points are written as
 // readers see them (cloneMounts): [], never null.
 func encodeRow(d *disk.Disk) rowJSON {
-	var scratch, tmp [512]byte
-	b := scratch[:0]
+	var scratch [512]byte
+	return rowJSON{b: string(appendRow(scratch[:0], d))}
+}
+
+// appendRow appends d's encoding (encodeRow's) to b.
+func appendRow(b []byte, d *disk.Disk) []byte {
+	var tmp [512]byte
+	start := len(b)
 	put := func(s string) {
 		q := disk.AppendJSONString(tmp[:0], s)
 		q = q[1 : len(q)-1]
@@ -296,7 +302,7 @@ func encodeRow(d *disk.Disk) rowJSON {
 	}
 	b = binary.AppendUvarint(b, uint64(len(last)))
 	b = append(b, last...)
-	if string(disk.AppendJSONString(tmp[:0], d.ID)) == `"`+d.ID+`"` {
+	if q := disk.AppendJSONString(tmp[:0], d.ID); string(q[1:len(q)-1]) == d.ID {
 		flags |= rowIDOut
 		put("")
 	} else {
@@ -306,7 +312,7 @@ func encodeRow(d *disk.Disk) rowJSON {
 	put(d.Name)
 	put(d.Device)
 	put(d.MajMin)
-	if d.UUID != "" && d.ID == disk.IdentityUUID+d.UUID {
+	if id, ok := strings.CutPrefix(d.ID, disk.IdentityUUID); ok && d.UUID != "" && id == d.UUID {
 		flags |= rowUUIDInID
 		put("")
 	} else {
@@ -336,8 +342,8 @@ func encodeRow(d *disk.Disk) rowJSON {
 			flags |= f.bit
 		}
 	}
-	b[0] = flags
-	return rowJSON{b: string(b)}
+	b[start] = flags
+	return b
 }
 
 // withTime returns c with last_seen changed to t.
@@ -378,17 +384,23 @@ func (c *rowJSON) withTime(t time.Time) rowJSON {
 }
 
 // nodePack is one node's rows in list order (sortRowPtrs) and, laid end
-// to end in one string, each row's identity and encoding, and, for a row
-// whose times are text (rowTextTimes), its last-seen as a stamp. Every
-// value is after its length as a uvarint. The rows' own strings (enc,
-// the identity, the kernel name) are moved into it (packLocked), so the
-// pack costs no memory beyond what the rows held, and a list reads one
-// node's bytes in order rather than chasing 100,000 rows through the
-// heap.
+// to end in strings of at most packChunk bytes, each row's identity and
+// encoding, and, for a row whose times are text (rowTextTimes), its
+// last-seen as a stamp. Every value is after its length as a uvarint; a
+// row never spans two strings. The rows' own strings (enc, the identity,
+// the kernel name) are moved into it (packLocked), so the pack costs no
+// memory beyond what the rows held, and a list reads one node's bytes in
+// order rather than chasing 100,000 rows through the heap.
 type nodePack struct {
 	rows []*row // the node's rows (nodeEntry.rows), sorted
-	b    string
+	b    []string
 }
+
+// packChunk is the most bytes a string of a pack holds (a longer row has
+// one of its own). The chunks are all of one size so that the pages of a
+// node's chunks, once freed, serve any other's: Load packs 100,000 rows
+// into the pages their first encodings held (loadArena).
+const packChunk = 64 << 10
 
 // packsStaleLocked reports whether a node changed since its pack was made.
 func (s *Store) packsStaleLocked() bool {
@@ -428,21 +440,30 @@ func (s *Store) packLocked(e *nodeEntry) *nodePack {
 			}
 			r.refreshed = false
 		}
-		size += len(r.d.ID) + len(r.enc.b) + 2*binary.MaxVarintLen32
-		if r.enc.flags()&rowTextTimes != 0 {
-			size += 1 + 3*binary.MaxVarintLen64
-		}
+		size += packedSize(r)
 	}
-	var b strings.Builder // its String is its buffer, not a copy
-	b.Grow(size)
-	at := make([]int32, 0, 2*len(rows))
+	// Each chunk is a strings.Builder's buffer (its String is not a copy).
+	var b strings.Builder
+	p := &nodePack{rows: rows}
+	at := make([]int32, 0, 2*len(rows)) // in its chunk
+	chunk := make([]int32, len(rows))
 	var n, st [3 * binary.MaxVarintLen64]byte
 	put := func(v string) {
 		b.Write(binary.AppendUvarint(n[:0], uint64(len(v))))
 		at = append(at, int32(b.Len()))
 		b.WriteString(v)
 	}
-	for _, r := range rows {
+	for i, r := range rows {
+		need := packedSize(r)
+		if b.Len()+need > b.Cap() {
+			if b.Len() > 0 {
+				p.b = append(p.b, b.String())
+			}
+			b = strings.Builder{}
+			b.Grow(max(min(packChunk, size), need))
+		}
+		size -= need
+		chunk[i] = int32(len(p.b))
 		put(r.d.ID)
 		put(r.enc.b)
 		if r.enc.flags()&rowTextTimes != 0 {
@@ -451,14 +472,17 @@ func (s *Store) packLocked(e *nodeEntry) *nodePack {
 			b.Write(last)
 		}
 	}
-	p := &nodePack{rows: rows, b: b.String()}
+	if b.Len() > 0 {
+		p.b = append(p.b, b.String())
+	}
 	for i, r := range rows {
-		id := p.b[at[2*i] : int(at[2*i])+len(r.d.ID)]
+		c := p.b[chunk[i]]
+		id := c[at[2*i] : int(at[2*i])+len(r.d.ID)]
 		if k := disk.Key(r.d.ID); r.key() == k && s.rows[k] == r {
 			s.rows[disk.Key(id)] = r // a string key is replaced by the one assigned
 		}
 		r.d.ID = id
-		r.enc.b = p.b[at[2*i+1] : int(at[2*i+1])+len(r.enc.b)]
+		r.enc.b = c[at[2*i+1] : int(at[2*i+1])+len(r.enc.b)]
 		v := values{s: r.enc.b, i: 1}
 		v.next() // last_seen
 		v.next() // id
@@ -468,6 +492,20 @@ func (s *Store) packLocked(e *nodeEntry) *nodePack {
 		}
 	}
 	return p
+}
+
+// packedSize is the most bytes r takes in a pack.
+func packedSize(r *row) int {
+	n := uvarintLen(len(r.d.ID)) + len(r.d.ID) + uvarintLen(len(r.enc.b)) + len(r.enc.b)
+	if r.enc.flags()&rowTextTimes != 0 {
+		n += 1 + 3*binary.MaxVarintLen64
+	}
+	return n
+}
+
+func uvarintLen(v int) int {
+	var b [binary.MaxVarintLen64]byte
+	return len(binary.AppendUvarint(b[:0], uint64(v)))
 }
 
 // sortedLocked returns e's rows in list order: its pack's, or sorted now
@@ -512,8 +550,8 @@ type listItem struct {
 // formatted once; and, for an unfiltered list, its pack.
 type listNode struct {
 	key, ts []byte
-	last    stamp // the node's last-seen
-	pack    string
+	last    stamp    // the node's last-seen
+	pack    []string // nodePack.b
 }
 
 // Len returns the number of disks.
@@ -623,18 +661,20 @@ func (l *JSONList) WriteTo(w io.Writer) (int64, error) {
 	}
 	for i := range l.nodes {
 		nd := &l.nodes[i]
-		for v := (values{s: nd.pack}); v.i < len(v.s); {
-			id := v.next()
-			c := rowJSON{b: v.next()}
-			var last stamp
-			if c.flags()&rowTextTimes != 0 {
-				last, _ = readStamp(v.next())
-			} else if c.flags()&rowPresent != 0 {
-				last = c.lastSeen()
-			}
-			nodeTS := c.flags()&rowPresent != 0 && last.before(nd.last)
-			if err := put(&c, id, nd, nodeTS); err != nil {
-				return n, err
+		for _, chunk := range nd.pack {
+			for v := (values{s: chunk}); v.i < len(v.s); {
+				id := v.next()
+				c := rowJSON{b: v.next()}
+				var last stamp
+				if c.flags()&rowTextTimes != 0 {
+					last, _ = readStamp(v.next())
+				} else if c.flags()&rowPresent != 0 {
+					last = c.lastSeen()
+				}
+				nodeTS := c.flags()&rowPresent != 0 && last.before(nd.last)
+				if err := put(&c, id, nd, nodeTS); err != nil {
+					return n, err
+				}
 			}
 		}
 	}
