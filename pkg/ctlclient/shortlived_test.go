@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diskd/diskd/pkg/api"
 	"github.com/diskd/diskd/pkg/disk"
 )
 
@@ -104,5 +105,49 @@ func TestShortLivedAnswersAsDial(t *testing.T) {
 		if got[0] != tt.want || got[1] != tt.want {
 			t.Errorf("%s:\n Dial:          %q\n DialShortLived: %q\n want           %q", tt.name, got[0], got[1], tt.want)
 		}
+	}
+}
+
+// TestListLongReply: a list longer than the client's blocks, arriving in
+// pieces that split it anywhere (in the frame, in a block, with the next
+// reply in the same piece), decodes as the whole would, and the next
+// reply reads whole after it.
+func TestListLongReply(t *testing.T) {
+	var ds []disk.Disk
+	for i := range 20_000 { // ~5 MB: five blocks
+		ds = append(ds, disk.Disk{Node: "n1", Host: "h", Name: fmt.Sprintf("sd%d", i), Device: fmt.Sprintf("/dev/sd%d", i),
+			Label: fmt.Sprintf("L \"%d\" é", i), Present: i%2 == 0, Mounts: []string{}, Size: uint64(i)})
+	}
+	arr := disk.AppendJSONArray(nil, ds)
+	if len(arr) < 4*copySize {
+		t.Fatalf("the list is %d bytes, want several blocks", len(arr))
+	}
+	reply := string(okPrefix) + string(arr) + "}\n"
+	next := `{"ok":true,"result":[]}` + "\n"
+	for _, cut := range [][]int{{5}, {len(okPrefix) + 3, copySize, 2*copySize + 7}, {4096, 4097}, {len(reply) - 2}, {len(reply) - 1}} {
+		var pieces []string
+		at := 0
+		for _, c := range cut {
+			pieces = append(pieces, reply[at:c])
+			at = c
+		}
+		pieces = append(pieces, reply[at:]+next[:7], next[7:])
+		c, err := Dial(context.Background(), fakeDaemon(t, false, pieces, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := c.List(ctx, api.ListFilter{})
+		cancel()
+		if err != nil || !reflect.DeepEqual(got, ds) {
+			t.Fatalf("cut at %v: %d disks, %v", cut, len(got), err)
+		}
+		// The next request's reply is what followed.
+		c.conn.Write([]byte("next\n"))
+		c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if line, err := c.readLine(); err != nil || string(line) != next {
+			t.Errorf("cut at %v: next reply %q, %v", cut, line, err)
+		}
+		c.Close()
 	}
 }

@@ -103,6 +103,7 @@ func TestParseJSONArrayMatchesEncodingJSON(t *testing.T) {
 
 func checkParse(t *testing.T, b []byte) {
 	t.Helper()
+	b = bytes.Clone(b) // overwritten below
 	var want []Disk
 	werr := json.Unmarshal(b, &want)
 	got, err := ParseJSONArray(b)
@@ -116,6 +117,18 @@ func checkParse(t *testing.T, b []byte) {
 	wj, _ := json.Marshal(want)
 	if !bytes.Equal(gj, wj) || (got == nil) != (want == nil) {
 		t.Fatalf("%s:\n got %s\nwant %s", b, gj, wj)
+	}
+	// The shared parse reads the same, from a buffer of its own.
+	shared, serr := ParseJSONArrayShared(bytes.Clone(b))
+	if sj, _ := json.Marshal(shared); serr != nil || !bytes.Equal(sj, gj) || (shared == nil) != (got == nil) {
+		t.Fatalf("%s: shared parse gives %s (%v), want %s", b, sj, serr, gj)
+	}
+	// ParseJSONArray's strings are a copy: b is the caller's still.
+	for i := range b {
+		b[i] = 'X'
+	}
+	if gj2, _ := json.Marshal(got); !bytes.Equal(gj2, gj) {
+		t.Fatalf("ParseJSONArray's result changed with its input: %s, was %s", gj2, gj)
 	}
 	for i := range got {
 		if !got[i].LastSeen.Equal(want[i].LastSeen) || got[i].LastSeen.Location().String() != want[i].LastSeen.Location().String() ||

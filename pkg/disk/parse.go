@@ -18,7 +18,23 @@ import (
 // and its errors are always encoding/json's. The strings it returns share
 // one copy of b, rather than costing an allocation each.
 func ParseJSONArray(b []byte) ([]Disk, error) {
-	if ds, ok := parseArray(b); ok {
+	return parseJSONArray(b, string(b))
+}
+
+// ParseJSONArrayShared is ParseJSONArray for a caller that hands b over:
+// the strings it returns are b's own bytes, not a copy of them, so b
+// must never be modified afterwards. (A table of 100,000 disks is then a
+// copy of 40 MB less for diskctl.)
+func ParseJSONArrayShared(b []byte) ([]Disk, error) {
+	if len(b) == 0 {
+		return ParseJSONArray(b)
+	}
+	return parseJSONArray(b, unsafe.String(&b[0], len(b)))
+}
+
+// parseJSONArray is ParseJSONArray with s, b as a string, for the strings.
+func parseJSONArray(b []byte, s string) ([]Disk, error) {
+	if ds, ok := parseArray(b, s); ok {
 		return ds, nil
 	}
 	var ds []Disk
@@ -87,8 +103,8 @@ func ParseRecordJSON(b []byte) (d Disk, since time.Time, past []Sighting, ok boo
 	return d, since, past, p.ok && p.i == len(b)
 }
 
-func parseArray(b []byte) ([]Disk, bool) {
-	p := &parser{b: b, s: string(b), ok: true}
+func parseArray(b []byte, s string) ([]Disk, bool) {
+	p := &parser{b: b, s: s, ok: true}
 	p.ws()
 	if p.lit("null") {
 		p.ws()
