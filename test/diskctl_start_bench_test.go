@@ -36,22 +36,19 @@ func BenchmarkDiskctlStart(b *testing.B) {
 		}
 	}
 	d := testutil.StartDaemon(b, testutil.DaemonOptions{Args: []string{"--devices", "/dev/nonexistent"}})
-	runs := []struct {
+	type run struct {
 		metric string
 		argv   []string
 		exit   int
-	}{
+	}
+	runs := []run{
 		{"where-empty-daemon-p50-ms", []string{diskctl, "--socket", d.Socket, "where", "LABEL-54321"}, 1}, // not known: exit 1
 		{"baseline-go-hello-linking-cobra-godbus-readline-p50-ms", []string{hellodeps}, 0},
 		{"baseline-go-hello-p50-ms", []string{hello}, 0},
 		{"baseline-exec-true-p50-ms", []string{"true"}, 0},
 	}
 	if other := os.Getenv("DISKD_BENCH_OTHER_DISKCTL"); other != "" {
-		runs = append(runs, struct {
-			metric string
-			argv   []string
-			exit   int
-		}{"baseline-where-other-diskctl-p50-ms", []string{other, "--socket", d.Socket, "where", "LABEL-54321"}, 1})
+		runs = append(runs, run{"baseline-where-other-diskctl-p50-ms", []string{other, "--socket", d.Socket, "where", "LABEL-54321"}, 1})
 	}
 	times := make([][]time.Duration, len(runs))
 	for range 300 {

@@ -16,19 +16,26 @@ import (
 	"github.com/diskd/diskd/pkg/testutil"
 )
 
-// BenchmarkList100k: one `list` JSON round trip over the socket with
-// 100,000 disks in the store, in-process (no diskctl start-up).
-func BenchmarkList100k(b *testing.B) {
-	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}, MaxPeers: 100})
+// serve100k serves a store of 100,000 disks (testutil.FillPeers) on a
+// socket at path until the benchmark ends, with ctx.
+func serve100k(b *testing.B) (ctx context.Context, path string, st *store.Store) {
+	st = store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}, MaxPeers: 100})
 	testutil.FillPeers(st, 100_000)
-	path := filepath.Join(b.TempDir(), "s")
+	path = filepath.Join(b.TempDir(), "s")
 	l, err := localsock.Listen(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	b.Cleanup(cancel)
 	go New(Config{Listener: l, Store: st, Backend: &fakeBackend{}}).Serve(ctx)
+	return ctx, path, st
+}
+
+// BenchmarkList100k: one `list` JSON round trip over the socket with
+// 100,000 disks in the store, in-process (no diskctl start-up).
+func BenchmarkList100k(b *testing.B) {
+	ctx, path, _ := serve100k(b)
 	c, err := ctlclient.Dial(ctx, path)
 	if err != nil {
 		b.Fatal(err)
@@ -56,16 +63,7 @@ func BenchmarkList100k(b *testing.B) {
 // client (Dial) is the faster; the short-lived one pays off in a fresh
 // process (BenchmarkDiskctlStart in ./test).
 func BenchmarkWhereSession(b *testing.B) {
-	st := store.New(store.Options{Local: disk.Node{ID: "00000000000000000000000000000001", Name: "here"}, MaxPeers: 100})
-	testutil.FillPeers(st, 100_000)
-	path := filepath.Join(b.TempDir(), "s")
-	l, err := localsock.Listen(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go New(Config{Listener: l, Store: st, Backend: &fakeBackend{}}).Serve(ctx)
+	ctx, path, st := serve100k(b)
 	label := st.Disks(nil)[50_000].Label
 	for _, dial := range []struct {
 		name string

@@ -106,31 +106,43 @@ func ParseRecordJSON(b []byte) (d Disk, since time.Time, past []Sighting, ok boo
 func parseArray(b []byte, s string) ([]Disk, bool) {
 	p := &parser{b: b, s: s, ok: true}
 	p.ws()
-	if p.lit("null") {
-		p.ws()
-		return nil, p.ok && p.i == len(b)
-	}
-	if !p.byte('[') {
-		return nil, false
-	}
 	ds := make([]Disk, 0, len(b)/400+1)
-	p.ws()
-	if !p.byte(']') {
-		for p.ok {
-			ds = append(ds, Disk{})
-			p.disk(&ds[len(ds)-1])
-			p.ws()
-			if p.byte(']') {
-				break
-			}
-			if !p.byte(',') {
-				return nil, false
-			}
-			p.ws()
-		}
+	if p.array(func() {
+		ds = append(ds, Disk{})
+		p.disk(&ds[len(ds)-1])
+	}) {
+		ds = nil
 	}
 	p.ws()
 	return ds, p.ok && p.i == len(b)
+}
+
+// array reads an array, calling elem at each element, which elem reads
+// (or fails); null says it was null.
+func (p *parser) array(elem func()) (null bool) {
+	if p.lit("null") {
+		return true
+	}
+	if !p.byte('[') {
+		p.fail()
+		return false
+	}
+	p.ws()
+	if p.byte(']') {
+		return false
+	}
+	for p.ok {
+		elem()
+		p.ws()
+		if p.byte(']') {
+			return false
+		}
+		if !p.byte(',') {
+			p.fail()
+		}
+		p.ws()
+	}
+	return false
 }
 
 func (p *parser) ws() {
@@ -247,31 +259,14 @@ func (p *parser) disk(d *Disk) {
 
 // sightings reads an array of sightings, or null (a nil slice).
 func (p *parser) sightings() []Sighting {
-	if p.lit("null") {
-		return nil
-	}
-	if !p.byte('[') {
-		p.fail()
-		return nil
-	}
 	out := []Sighting{}
-	p.ws()
-	if p.byte(']') {
-		return out
-	}
-	for p.ok {
+	if p.array(func() {
 		out = append(out, Sighting{})
 		p.sighting(&out[len(out)-1])
-		p.ws()
-		if p.byte(']') {
-			return out
-		}
-		if !p.byte(',') {
-			p.fail()
-		}
-		p.ws()
+	}) {
+		return nil
 	}
-	return nil
+	return out
 }
 
 func (p *parser) sighting(s *Sighting) {
@@ -455,30 +450,11 @@ func (p *parser) bool() bool {
 
 // strs reads an array of strings, or null (a nil slice).
 func (p *parser) strs() []string {
-	if p.lit("null") {
-		return nil
-	}
-	if !p.byte('[') {
-		p.fail()
-		return nil
-	}
 	out := []string{}
-	p.ws()
-	if p.byte(']') {
-		return out
+	if p.array(func() { out = append(out, p.str()) }) {
+		return nil
 	}
-	for p.ok {
-		out = append(out, p.str())
-		p.ws()
-		if p.byte(']') {
-			return out
-		}
-		if !p.byte(',') {
-			p.fail()
-		}
-		p.ws()
-	}
-	return nil
+	return out
 }
 
 // time reads a time as time.Time's UnmarshalJSON does, from the form

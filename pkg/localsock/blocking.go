@@ -3,7 +3,6 @@ package localsock
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -24,14 +23,12 @@ import (
 func DialBlocking(ctx context.Context, path string) (net.Conn, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%w (cannot connect to %s: %v)", ErrNoDaemon, path, os.NewSyscallError("socket", err))
+		return nil, noDaemon(path, os.NewSyscallError("socket", err))
 	}
 	c := &blockingConn{fd: fd, path: path}
-	if dl, ok := ctx.Deadline(); ok {
-		c.wd = dl // a full backlog makes connect wait: the send timeout bounds it
-	}
+	dl, _ := ctx.Deadline() // a full backlog makes connect wait: the send timeout bounds it
 	for {
-		if err = c.setTimeout(unix.SO_SNDTIMEO, c.wd); err == nil {
+		if err = c.setTimeout(unix.SO_SNDTIMEO, dl); err == nil {
 			err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
 		}
 		if err != unix.EINTR {
@@ -41,7 +38,6 @@ func DialBlocking(ctx context.Context, path string) (net.Conn, error) {
 	if err == unix.EISCONN { // an interrupted connect went on, and is done
 		err = nil
 	}
-	c.wd = time.Time{}
 	if err == nil {
 		err = c.setTimeout(unix.SO_SNDTIMEO, time.Time{})
 	}
@@ -52,7 +48,7 @@ func DialBlocking(ctx context.Context, path string) (net.Conn, error) {
 		} else {
 			err = os.NewSyscallError("connect", err)
 		}
-		return nil, fmt.Errorf("%w (cannot connect to %s: %v)", ErrNoDaemon, path, err)
+		return nil, noDaemon(path, err)
 	}
 	return c, nil
 }

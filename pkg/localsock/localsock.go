@@ -96,7 +96,12 @@ func Dial(ctx context.Context, path string) (net.Conn, error) {
 		if errors.As(err, &op) && op.Err != nil {
 			err = op.Err
 		}
-		return nil, fmt.Errorf("%w (cannot connect to %s: %v)", ErrNoDaemon, path, err)
+		return nil, noDaemon(path, err)
 	}
 	return c, nil
+}
+
+// noDaemon is ErrNoDaemon for path, saying why.
+func noDaemon(path string, why error) error {
+	return fmt.Errorf("%w (cannot connect to %s: %v)", ErrNoDaemon, path, why)
 }

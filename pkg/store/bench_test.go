@@ -200,17 +200,13 @@ func BenchmarkHeapPerDisk(b *testing.B) {
 // (testutil.FillPeers, flushed, loaded into a new store): the rows laid
 // out in the heap as the load made them, not as FillPeers did.
 func BenchmarkListLoaded100k(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "state.db")
-	db, _, err := OpenDB(path)
+	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
+	testutil.FillPeers(s, 100_000)
+	db, _, err := OpenDB(saveState(b, s))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
-	testutil.FillPeers(s, 100_000)
-	if err := s.Flush(db); err != nil {
-		b.Fatal(err)
-	}
 	s = New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
 	if err := s.Load(db); err != nil {
 		b.Fatal(err)
@@ -265,33 +261,21 @@ func BenchmarkListAfterChange100k(b *testing.B) {
 }
 
 // BenchmarkOpenLoad100k: a daemon's start with 100,000 disks remembered
-// (testutil.FillPeers, saved): OpenDB and Load of the state file into a
+// (testutil.FillPeers, saved): OpenStore, the state file loaded into a
 // new store, as run does. Reports the process CPU (user and system, the
 // collections on other cores included) beside the wall time.
 func BenchmarkOpenLoad100k(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "state.db")
-	db, _, err := OpenDB(path)
-	if err != nil {
-		b.Fatal(err)
-	}
 	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
 	testutil.FillPeers(s, 100_000)
-	if err := s.Flush(db); err != nil {
-		b.Fatal(err)
-	}
-	db.Close()
+	path := saveState(b, s)
 	s = nil
 	runtime.GC()
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
-		db, aside, err := OpenDB(path)
+		s, db, aside, err := OpenStore(path, Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
 		if err != nil || aside != "" {
 			b.Fatal(err, aside)
-		}
-		s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
-		if err := s.Load(db); err != nil {
-			b.Fatal(err)
 		}
 		db.Close()
 		if c := s.Counts(); c.Disks != 100_000 {

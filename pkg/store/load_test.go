@@ -167,6 +167,21 @@ func TestOpenStoreMovesDamagedAside(t *testing.T) {
 	}
 }
 
+// saveState writes s to a new state file and returns its path.
+func saveState(tb testing.TB, s *Store) string {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "state.db")
+	db, _, err := OpenDB(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	if err := s.Flush(db); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
 // savedView prints a store as the state file holds it: every disk, and
 // the history of each of queries. Invalid UTF-8 is saved, as JSON, as
 // U+FFFD.
@@ -186,11 +201,6 @@ func savedView(s *Store, queries ...string) string {
 // row longer than a chunk, and enough arena for the packing to collect
 // (packGCEvery): the lists and the table are the saved store's.
 func TestLoadPacksInChunks(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	db, _, err := OpenDB(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	opts := Options{Local: disk.Node{ID: localID, Name: "here"}, Now: c.now, MaxPeers: 4}
 	s := New(opts)
@@ -207,11 +217,7 @@ func TestLoadPacksInChunks(t *testing.T) {
 		}
 		s.ApplyPeer(disk.Node{ID: disk.NodeID(fmt.Sprintf("%032x", p+0x100)), Name: fmt.Sprint("peer", p)}, ds)
 	}
-	if err := s.Flush(db); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	s2, db, aside, err := OpenStore(path, opts)
+	s2, db, aside, err := OpenStore(saveState(t, s), opts)
 	if err != nil || aside != "" {
 		t.Fatal(err, aside)
 	}

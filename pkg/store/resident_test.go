@@ -16,18 +16,10 @@ import (
 // write, none of the state file is counted in the process's RSS (bbolt
 // maps it; the store lets go of the pages it touched).
 func TestStateFileNotKeptResident(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	db, _, err := OpenDB(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := New(Options{Local: disk.Node{ID: localID, Name: "here"}, MaxPeers: 100})
 	testutil.FillPeers(s, 20_000)
-	if err := s.Flush(db); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	db, _, err = OpenDB(path)
+	path := saveState(t, s)
+	db, _, err := OpenDB(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func (e *env) listCmd() *cobra.Command {
 			if err := api.CheckLabelGlob(f.Label); err != nil {
 				return usageError{err}
 			}
-			return e.call(cmd, func(ctx context.Context, c Conn) error {
+			return e.call(cmd.Context(), func(ctx context.Context, c Conn) error {
 				// The socket's reply is already the output: pass it on
 				// as it comes, unbuffered (ListJSONTo writes large
 				// stretches).

@@ -20,7 +20,7 @@ func (e *env) mountCmd() *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q := strings.Join(args, " ") // labels may hold spaces
-			return e.call(cmd, func(ctx context.Context, c Conn) error {
+			return e.call(cmd.Context(), func(ctx context.Context, c Conn) error {
 				r, err := c.Mount(ctx, q, rw)
 				if err != nil {
 					return err
@@ -45,7 +45,7 @@ func (e *env) unmountCmd() *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q := strings.Join(args, " ")
-			return e.call(cmd, func(ctx context.Context, c Conn) error {
+			return e.call(cmd.Context(), func(ctx context.Context, c Conn) error {
 				r, err := c.Unmount(ctx, q, force)
 				if err != nil {
 					return err

@@ -15,7 +15,7 @@ func queryCmd[T any](e *env, use, short string, fetch func(context.Context, Conn
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.call(cmd, func(ctx context.Context, c Conn) error {
+			return e.call(cmd.Context(), func(ctx context.Context, c Conn) error {
 				v, err := fetch(ctx, c)
 				if err != nil {
 					return err

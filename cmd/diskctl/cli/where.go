@@ -45,7 +45,7 @@ func (l lookup[T]) cmd() *cobra.Command {
 // run looks up the words in args.
 func (l lookup[T]) run(ctx context.Context, args []string) error {
 	q := strings.Join(args, " ")
-	return l.e.callCtx(ctx, func(ctx context.Context, c Conn) error {
+	return l.e.call(ctx, func(ctx context.Context, c Conn) error {
 		vs, err := l.fetch(ctx, c, q)
 		if err != nil {
 			return err
